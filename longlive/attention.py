@@ -1,0 +1,71 @@
+"""Attention kernels and Wan's 3D rotary position embedding.
+
+Kept apart from the network so a faster kernel (a backend, a compiled variant) is a change here
+with the plain SDPA path as its reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def attention(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Multi-head attention on [B, N, H, D] queries over [B, M, H, D] keys/values -> [B, N, H, D].
+
+    `mask` [N, M] is True where a query may see a key.
+    """
+    out = F.scaled_dot_product_attention(
+        queries.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask
+    )  # [B, H, N, D]
+    return out.transpose(1, 2)
+
+
+def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
+    """Channels of the head given to time, height and width (44/42/42 for a head of 128), as Wan splits them."""
+    spatial = 2 * (head_dim // 6)
+    return head_dim - 2 * spatial, spatial, spatial
+
+
+def _axis_angles(positions: torch.Tensor, dims: int, theta: float) -> torch.Tensor:
+    """Rotation angles [P, dims/2] for integer positions, in float64 as Wan computes them."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, dims, 2, dtype=torch.float64) / dims)
+    return torch.outer(positions.to(torch.float64), inv_freq)
+
+
+def rope_angles(
+    head_dim: int, start_frame: int, num_frames: int, height: int, width: int, theta: float = 10000.0
+) -> torch.Tensor:
+    """Angles [F*H*W, head_dim/2] for a block of tokens whose time position is the absolute frame index."""
+    dim_t, dim_h, dim_w = rope_axis_dims(head_dim)
+    t = _axis_angles(torch.arange(start_frame, start_frame + num_frames), dim_t, theta)
+    h = _axis_angles(torch.arange(height), dim_h, theta)
+    w = _axis_angles(torch.arange(width), dim_w, theta)
+    grid = torch.cat(
+        [
+            t[:, None, None].expand(num_frames, height, width, -1),
+            h[None, :, None].expand(num_frames, height, width, -1),
+            w[None, None, :].expand(num_frames, height, width, -1),
+        ],
+        dim=-1,
+    )  # [F, H, W, head_dim/2]
+    return grid.reshape(num_frames * height * width, head_dim // 2)
+
+
+class RotaryTable:
+    """cos/sin of the rotation angles of one block, computed once and shared by every layer."""
+
+    def __init__(self, angles: torch.Tensor, device: torch.device) -> None:
+        self.cos = angles.cos().to(device=device, dtype=torch.float32)[:, None, :]  # [N, 1, D/2]
+        self.sin = angles.sin().to(device=device, dtype=torch.float32)[:, None, :]
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate channel pairs (2i, 2i+1) of x [B, N, H, D]; computed in float32, returned in x's dtype."""
+        pairs = x.float().unflatten(-1, (-1, 2))  # [B, N, H, D/2, 2]
+        real, imag = pairs[..., 0], pairs[..., 1]
+        rotated = torch.stack(
+            (real * self.cos - imag * self.sin, real * self.sin + imag * self.cos), dim=-1
+        )
+        return rotated.flatten(-2).type_as(x)

@@ -1,0 +1,321 @@
+"""Typed configuration: LongLive's keys and defaults, model presets, and the geometry derived from them.
+
+Configs are loaded in three layers (dataclass defaults, then the YAML file, then command-line dotlist
+overrides such as ``num_output_frames=120``) and validated once, before any model is built. Every
+error names the offending key. Library code reads typed fields; it never guesses defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+
+class ConfigError(ValueError):
+    """A user's configuration is wrong; the message names the key and what to do."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Model presets: the network's shape. The published size is the default; `tiny` runs on CPU.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WanArchitecture:
+    """Shape of the Wan2.1 DiT (names follow the original Wan code)."""
+
+    dim: int
+    ffn_dim: int
+    num_heads: int
+    num_layers: int
+    freq_dim: int = 256
+    text_dim: int = 4096
+    text_len: int = 512
+    in_channels: int = 16
+    out_channels: int = 16
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    eps: float = 1e-6
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+
+@dataclass(frozen=True)
+class VAEArchitecture:
+    """Shape of the Wan2.1 VAE as diffusers' ``AutoencoderKLWan`` takes it."""
+
+    base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    temporal_downsample: tuple[bool, ...] = (False, True, True)
+
+    @property
+    def spatial_stride(self) -> int:
+        return 2 ** (len(self.dim_mult) - 1)
+
+    @property
+    def temporal_stride(self) -> int:
+        return 2 ** sum(self.temporal_downsample)
+
+
+@dataclass(frozen=True)
+class TextEncoderArchitecture:
+    """Shape of the UMT5 encoder (transformers' ``UMT5Config`` fields)."""
+
+    vocab_size: int = 256384
+    d_model: int = 4096
+    d_kv: int = 64
+    d_ff: int = 10240
+    num_layers: int = 24
+    num_heads: int = 64
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    generator: WanArchitecture
+    vae: VAEArchitecture
+    text_encoder: TextEncoderArchitecture
+
+
+PRESETS: dict[str, ModelPreset] = {
+    "Wan2.1-T2V-1.3B": ModelPreset(
+        generator=WanArchitecture(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
+        vae=VAEArchitecture(),
+        text_encoder=TextEncoderArchitecture(),
+    ),
+    # Two layers, two heads, a VAE of base width 8 and a 2-layer UMT5: the real code path on CPU in seconds.
+    "tiny": ModelPreset(
+        generator=WanArchitecture(
+            dim=32, ffn_dim=64, num_heads=2, num_layers=2, freq_dim=32, text_dim=32, text_len=16
+        ),
+        vae=VAEArchitecture(base_dim=8, dim_mult=(1, 2, 4, 4), num_res_blocks=1),
+        text_encoder=TextEncoderArchitecture(
+            vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+            relative_attention_num_buckets=8, relative_attention_max_distance=16,
+        ),
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# The config file: LongLive's keys (same names, same meaning) plus the engine's own.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelKwargs:
+    # Latent frames each query block sees, sink and current block included; -1 = global attention
+    # over the whole output (the cache then holds `num_output_frames` frames).
+    local_attn_size: int = 12
+    timestep_shift: float = 5.0
+    # First latent frames kept in the cache forever (attention sinks); they count inside the window.
+    sink_size: int = 3
+
+
+@dataclass
+class AdapterConfig:
+    type: str = "lora"
+    rank: int = 256
+    alpha: float = 256.0
+    dropout: float = 0.0
+    dtype: str = "bfloat16"
+    verbose: bool = False
+
+
+@dataclass
+class InferenceConfig:
+    # --- LongLive's architecture keys ---
+    denoising_step_list: list[float] = field(default_factory=lambda: [1000.0, 750.0, 500.0, 250.0])
+    warp_denoising_step: bool = True
+    num_frame_per_block: int = 3
+    model_name: str = "Wan2.1-T2V-1.3B"
+    model_kwargs: ModelKwargs = field(default_factory=ModelKwargs)
+    # --- LongLive's inference keys ---
+    data_path: Optional[str] = None
+    output_folder: str = "videos"
+    inference_iter: int = -1
+    # Latent frames of the whole output, conditioning included (T latent frames decode to 4T-3 frames).
+    num_output_frames: int = 240
+    use_ema: bool = False
+    seed: int = 0
+    num_samples: int = 1
+    save_with_index: bool = True
+    global_sink: bool = True
+    # Timestep at which finished (and conditioning) frames are written into the KV cache; 0 = clean.
+    context_noise: float = 0.0
+    switch_frame_indices: Any = None
+    generator_ckpt: Optional[str] = None
+    lora_ckpt: Optional[str] = None
+    adapter: Optional[AdapterConfig] = None
+    # --- The video-conditional job ---
+    # Video frames taken from the input video; the VAE consumes the largest 4k+1 that fit.
+    num_conditioning_frames: int = 40
+    # --- Engine keys ---
+    height: int = 480
+    width: int = 832
+    fps: int = 16
+    dtype: str = "bfloat16"
+    device: str = "auto"
+    # Local folders with published weights (see README); None builds the preset with random weights.
+    vae_path: Optional[str] = None
+    text_encoder_path: Optional[str] = None
+    tokenizer_path: Optional[str] = None
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry: every size the engine uses, derived in one place from the config.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes derived from the resolution, VAE strides, patch size and attention window."""
+
+    latent_channels: int
+    latent_height: int
+    latent_width: int
+    frame_tokens: int  # tokens per latent frame after patchify
+    frames_per_block: int
+    cache_frames: int  # latent frames the KV cache holds (sink + rolling window)
+    sink_frames: int
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    text_len: int
+    vae_temporal_stride: int
+
+    @property
+    def cache_tokens(self) -> int:
+        return self.cache_frames * self.frame_tokens
+
+    def video_frames_for_latents(self, num_latent_frames: int) -> int:
+        """T latent frames decode to s*(T-1)+1 video frames (4T-3 for the Wan VAE)."""
+        return 0 if num_latent_frames == 0 else self.vae_temporal_stride * (num_latent_frames - 1) + 1
+
+    def latents_for_video_frames(self, num_video_frames: int) -> int:
+        """Latent frames the VAE makes from the largest s*k+1 prefix of `num_video_frames` frames."""
+        return 0 if num_video_frames <= 0 else (num_video_frames - 1) // self.vae_temporal_stride + 1
+
+
+def derive_geometry(cfg: InferenceConfig | DictConfig) -> Geometry:
+    preset = PRESETS[cfg.model_name]
+    arch, vae = preset.generator, preset.vae
+    _, patch_h, patch_w = arch.patch_size
+    latent_h, latent_w = cfg.height // vae.spatial_stride, cfg.width // vae.spatial_stride
+    local = cfg.model_kwargs.local_attn_size
+    cache_frames = cfg.num_output_frames if local == -1 else local
+    sink = 0 if local == -1 else cfg.model_kwargs.sink_size
+    return Geometry(
+        latent_channels=vae.z_dim,
+        latent_height=latent_h,
+        latent_width=latent_w,
+        frame_tokens=(latent_h // patch_h) * (latent_w // patch_w),
+        frames_per_block=cfg.num_frame_per_block,
+        cache_frames=cache_frames,
+        sink_frames=sink,
+        num_layers=arch.num_layers,
+        num_heads=arch.num_heads,
+        head_dim=arch.head_dim,
+        text_len=arch.text_len,
+        vae_temporal_stride=vae.temporal_stride,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and validation.
+# ----------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Defaults, then the YAML at `path`, then dotted `overrides`; validated, read-only."""
+    cfg = OmegaConf.structured(InferenceConfig)
+    layers: list[tuple[str, DictConfig]] = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        layers.append((str(path), OmegaConf.load(path)))
+    if overrides:
+        layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+    for source, layer in layers:
+        cfg = _merge(cfg, layer, source)
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _merge(cfg: DictConfig, layer: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, layer)
+    except ConfigKeyError as err:
+        raise ConfigError(f"{source}: unknown key '{err.full_key}' (check its spelling)") from None
+    except ValidationError as err:
+        raise ConfigError(f"{source}: key '{err.full_key}' has the wrong type: {err.msg}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject impossible combinations with one error naming the key."""
+    if cfg.model_name not in PRESETS:
+        raise ConfigError(f"model_name '{cfg.model_name}' is not one of {sorted(PRESETS)}")
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"dtype '{cfg.dtype}' is not one of {DTYPES}")
+    preset = PRESETS[cfg.model_name]
+    stride = preset.vae.spatial_stride * max(preset.generator.patch_size[1:])
+    for key in ("height", "width"):
+        if cfg[key] <= 0 or cfg[key] % stride:
+            raise ConfigError(f"{key}={cfg[key]} must be a positive multiple of {stride} (VAE stride x patch)")
+    _require(cfg.num_frame_per_block >= 1, "num_frame_per_block", "must be at least 1")
+    _require(cfg.num_output_frames >= 1, "num_output_frames", "must be at least 1 latent frame")
+    _require(cfg.num_conditioning_frames >= 0, "num_conditioning_frames", "must be 0 or more video frames")
+    _require(0 <= cfg.context_noise <= 1000, "context_noise", "must lie in [0, 1000]")
+    _require(len(cfg.denoising_step_list) >= 1, "denoising_step_list", "needs at least one step")
+    steps = list(cfg.denoising_step_list)
+    _require(all(0 < t <= 1000 for t in steps), "denoising_step_list", f"{steps}: each step must lie in (0, 1000]")
+    _require(steps == sorted(steps, reverse=True), "denoising_step_list", f"{steps} must decrease")
+    _require(cfg.model_kwargs.timestep_shift > 0, "model_kwargs.timestep_shift", "must be positive")
+    _validate_window(cfg)
+    geometry = derive_geometry(cfg)
+    conditioning = geometry.latents_for_video_frames(cfg.num_conditioning_frames)
+    _require(
+        conditioning < cfg.num_output_frames,
+        "num_output_frames",
+        f"={cfg.num_output_frames} latent frames leaves nothing to generate after "
+        f"{conditioning} conditioning latent frames (num_conditioning_frames={cfg.num_conditioning_frames})",
+    )
+
+
+def _validate_window(cfg: DictConfig) -> None:
+    local, sink = cfg.model_kwargs.local_attn_size, cfg.model_kwargs.sink_size
+    if local == -1:
+        return
+    _require(local >= 1, "model_kwargs.local_attn_size", f"={local} must be -1 (global) or at least 1")
+    _require(0 <= sink < local, "model_kwargs.sink_size", f"={sink} must lie in [0, local_attn_size={local})")
+    _require(
+        cfg.num_frame_per_block <= local - sink,
+        "num_frame_per_block",
+        f"={cfg.num_frame_per_block} must fit the rolling window local_attn_size - sink_size = {local - sink}",
+    )
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {message}")
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, name)

@@ -1,0 +1,157 @@
+"""The caches the block-causal generator attends through.
+
+`KVCache` owns every self-attention key and value the generator keeps between blocks: one preallocated
+tensor, written in place, so memory is constant in video length. `CrossAttentionCache` holds the
+per-prompt text keys and values. Attention only calls `KVCache.write`; the pipeline allocates,
+resets and starts blocks. The visibility rule lives here too (`frame_visibility_mask`), so the cached
+rollout and the full-sequence reference are two readings of one rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+class CacheInvariantError(RuntimeError):
+    """A block was written where the cache cannot hold it (an engine bug, not a user error)."""
+
+
+class KVCache:
+    """Self-attention K/V of the sink frames and a rolling window, for every layer.
+
+    Layout of one layer, in latent frames (each frame is `frame_tokens` consecutive token slots):
+
+        slot    0 .. S-1   |  S .. C-1
+                sink       |  rolling window (a ring over frames S, S+1, ...)
+
+        frame f lives in slot f            if f < S
+                          S + (f-S) % R    otherwise, with R = C - S
+
+    A block of frames [s, e) sees the sink plus the latest R frames ending at e (itself included),
+    which are exactly the slots holding frames: before the ring wraps they are the prefix [0, e),
+    afterwards the whole buffer. Writing frame f overwrites frame f-R, the one that just left the
+    window, so nothing moves; repeated passes over a block (denoising steps, the context pass)
+    overwrite its slots. Keys are stored after RoPE, so their order in the buffer does not matter.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_layers: int,
+        batch_size: int,
+        frame_tokens: int,
+        cache_frames: int,
+        sink_frames: int,
+        num_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ) -> None:
+        if not 0 <= sink_frames < cache_frames:
+            raise CacheInvariantError(f"sink_frames={sink_frames} must lie in [0, cache_frames={cache_frames})")
+        self.frame_tokens = frame_tokens
+        self.cache_frames = cache_frames
+        self.sink_frames = sink_frames
+        shape = (num_layers, batch_size, cache_frames * frame_tokens, num_heads, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)  # [L, B, C*T, H, D]
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.reset()
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    @property
+    def window_frames(self) -> int:
+        return self.cache_frames - self.sink_frames
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes
+
+    def reset(self) -> None:
+        """Forget every frame (the buffers are kept and overwritten later)."""
+        self.end_frame = 0  # one past the latest frame written
+        self.slot_frames: list[int] = [-1] * self.cache_frames  # frame held by each slot, -1 if empty
+        self._token_index: torch.Tensor | None = None
+        self._visible_tokens = 0
+
+    def slot_of(self, frame: int) -> int:
+        if frame < self.sink_frames:
+            return frame
+        return self.sink_frames + (frame - self.sink_frames) % self.window_frames
+
+    def begin_block(self, start_frame: int, num_frames: int) -> None:
+        """Reserve the slots of frames [start_frame, start_frame + num_frames) for the next writes.
+
+        The block either extends the cached frames or rewrites the latest ones (a later denoising
+        pass, or a recache); anything else would let a query see its future.
+        """
+        end = start_frame + num_frames
+        if num_frames < 1 or num_frames > self.window_frames:
+            raise CacheInvariantError(
+                f"block of {num_frames} frames [{start_frame}, {end}) does not fit the rolling window of "
+                f"{self.window_frames} frames (cache {self.cache_frames}, sink {self.sink_frames})"
+            )
+        if not start_frame <= self.end_frame <= end:
+            raise CacheInvariantError(
+                f"block [{start_frame}, {end}) must extend or rewrite the cached frames [0, {self.end_frame}); "
+                f"slots hold frames {self.slot_frames}"
+            )
+        slots = [self.slot_of(f) for f in range(start_frame, end)]
+        for frame, slot in zip(range(start_frame, end), slots):
+            self.slot_frames[slot] = frame
+        self.end_frame = end
+        tokens = torch.arange(self.frame_tokens)
+        index = torch.cat([slot * self.frame_tokens + tokens for slot in slots])
+        self._token_index = index.to(self.keys.device)
+        self._visible_tokens = min(end, self.cache_frames) * self.frame_tokens
+
+    def visible_frames(self) -> list[int]:
+        """Frames the current block attends to, in slot order."""
+        return [f for f in self.slot_frames if f >= 0]
+
+    # -- the one entry point attention calls ---------------------------------------------------------
+
+    def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the current block's K/V [B, N, H, D] in `layer`; return the visible K/V [B, M, H, D]."""
+        if self._token_index is None or keys.shape[1] != self._token_index.numel():
+            raise CacheInvariantError(
+                f"write of {keys.shape[1]} tokens to layer {layer} without a matching begin_block "
+                f"(expected {None if self._token_index is None else self._token_index.numel()})"
+            )
+        layer_keys, layer_values = self.keys[layer], self.values[layer]
+        layer_keys.index_copy_(1, self._token_index, keys.to(layer_keys.dtype))
+        layer_values.index_copy_(1, self._token_index, values.to(layer_values.dtype))
+        return layer_keys[:, : self._visible_tokens], layer_values[:, : self._visible_tokens]
+
+
+def frame_visibility_mask(block_sizes: Sequence[int], cache_frames: int, sink_frames: int) -> torch.Tensor:
+    """Which key frame each query frame sees [F, F] when a video is rolled out in `block_sizes` blocks.
+
+    The same rule `KVCache` implements by eviction, written as a mask for one full-sequence forward:
+    a frame in block [s, e) sees frame j iff j < e and (j is a sink frame or j >= e - window).
+    """
+    total = sum(block_sizes)
+    window = cache_frames - sink_frames
+    mask = torch.zeros(total, total, dtype=torch.bool)
+    start = 0
+    for size in block_sizes:
+        end = start + size
+        keys = torch.arange(total)
+        visible = (keys < end) & ((keys < sink_frames) | (keys >= end - window))
+        mask[start:end] = visible
+        start = end
+    return mask
+
+
+@dataclass
+class CrossAttentionCache:
+    """Text keys and values of one prompt for every layer, each [B, L, H, D].
+
+    Computed once per prompt; switching prompts means building a new one.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]

@@ -1,0 +1,110 @@
+"""Prompt embeddings from transformers' UMT5 encoder, computed once per prompt.
+
+Wan conditions on the encoder's last hidden state, `text_len` tokens long, with every position past
+the prompt set to zero (the network's text embedding then sees zeros there, as in Wan).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+from longlive.config import TextEncoderArchitecture
+
+
+def clean_prompt(prompt: str) -> str:
+    """Collapse whitespace, as Wan's tokenizer wrapper does."""
+    return re.sub(r"\s+", " ", prompt).strip()
+
+
+class PromptEncoder:
+    """Tokenizer + UMT5 encoder with a per-prompt cache of embeddings [1, text_len, d_model]."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        encoder: UMT5EncoderModel,
+        text_len: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.text_len = text_len
+        self.device = torch.device(device)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def encode(self, prompt: str) -> torch.Tensor:
+        """Embeddings of `prompt` [1, text_len, d_model], zero past the prompt's tokens; cached."""
+        if prompt not in self._cache:
+            self._cache[prompt] = self._encode(clean_prompt(prompt))
+        return self._cache[prompt]
+
+    def _encode(self, prompt: str) -> torch.Tensor:
+        tokens = self.tokenizer(
+            [prompt],
+            padding="max_length",
+            max_length=self.text_len,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        ids, mask = tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # [1, L, D]
+        return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+def byte_level_tokenizer() -> PreTrainedTokenizerFast:
+    """A self-contained byte-level tokenizer (256 bytes + pad/eos/unk) for tiny random text encoders."""
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for symbol in pre_tokenizers.ByteLevel.alphabet():
+        vocab[symbol] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def umt5_config(arch: TextEncoderArchitecture) -> UMT5Config:
+    return UMT5Config(
+        vocab_size=arch.vocab_size,
+        d_model=arch.d_model,
+        d_kv=arch.d_kv,
+        d_ff=arch.d_ff,
+        num_layers=arch.num_layers,
+        num_heads=arch.num_heads,
+        relative_attention_num_buckets=arch.relative_attention_num_buckets,
+        relative_attention_max_distance=arch.relative_attention_max_distance,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        use_cache=False,
+    )
+
+
+def build_prompt_encoder(
+    arch: TextEncoderArchitecture,
+    text_len: int,
+    encoder_path: str | None,
+    tokenizer_path: str | None,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    seed: int = 0,
+) -> PromptEncoder:
+    """From local diffusers-layout folders when given, otherwise a random encoder of the preset's shape."""
+    if encoder_path is not None:
+        encoder = UMT5EncoderModel.from_pretrained(encoder_path, torch_dtype=dtype, local_files_only=True)
+    else:
+        torch.manual_seed(seed)
+        encoder = UMT5EncoderModel(umt5_config(arch)).to(dtype)
+    if tokenizer_path is not None:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True)
+    else:
+        tokenizer = byte_level_tokenizer()
+    return PromptEncoder(tokenizer, encoder.to(device), text_len, device)

@@ -1,0 +1,129 @@
+"""The Wan2.1 VAE (diffusers' `AutoencoderKLWan`) driven as a stream.
+
+diffusers clears the VAE's causal convolution caches on every `encode`/`decode` call, so a video must
+be passed whole. Here each direction keeps its own cache list between calls, so frames are encoded as
+they arrive and latents decoded block by block as the generator finishes them, with the same result
+as one whole-video call. Latents are normalised with the VAE's latents_mean/latents_std, as Wan does.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKLWan
+
+from longlive.config import VAEArchitecture
+
+
+def build_vae(arch: VAEArchitecture) -> AutoencoderKLWan:
+    """An `AutoencoderKLWan` of the given shape (random weights; loaders assign published ones)."""
+    return AutoencoderKLWan(
+        base_dim=arch.base_dim,
+        z_dim=arch.z_dim,
+        dim_mult=list(arch.dim_mult),
+        num_res_blocks=arch.num_res_blocks,
+        temperal_downsample=list(arch.temporal_downsample),
+    )
+
+
+class StreamingVAE:
+    """Block-by-block encode and decode through persistent causal caches.
+
+    Frames are [B, 3, N, H, W] in [-1, 1]; latents are [B, F, C, h, w] (frame-major, as the generator
+    takes them), normalised. The encoder consumes 1 frame, then groups of `temporal_stride`; frames
+    that do not yet complete a group wait for the next call. The decoder turns the first latent frame
+    into 1 frame and every later one into `temporal_stride` frames.
+    """
+
+    def __init__(self, vae: AutoencoderKLWan) -> None:
+        self.vae = vae.eval().requires_grad_(False)
+        self.stride = vae.config.scale_factor_temporal
+        z_dim = vae.config.z_dim
+        self.mean = torch.tensor(vae.config.latents_mean).view(1, 1, z_dim, 1, 1)
+        self.std = torch.tensor(vae.config.latents_std).view(1, 1, z_dim, 1, 1)
+        self.reset()
+
+    @property
+    def device(self) -> torch.device:
+        return self.vae.post_quant_conv.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vae.post_quant_conv.weight.dtype
+
+    def reset(self) -> None:
+        """Start a new video in both directions."""
+        self.reset_encoder()
+        self.reset_decoder()
+
+    def reset_encoder(self) -> None:
+        self._encoder_cache: list = [None] * self.vae._cached_conv_counts["encoder"]
+        self._encoded_frames = 0
+        self._pending: torch.Tensor | None = None
+
+    def reset_decoder(self) -> None:
+        self._decoder_cache: list = [None] * self.vae._cached_conv_counts["decoder"]
+        self._decoded_latents = 0
+
+    # -- encode ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Feed video frames [B, 3, N, H, W]; return the latents [B, F, C, h, w] they complete (F may be 0)."""
+        frames = frames.to(device=self.device, dtype=self.dtype)
+        if self._pending is not None:
+            frames = torch.cat([self._pending, frames], dim=2)
+        latents = []
+        while frames.shape[2] >= self._next_group_size():
+            size = self._next_group_size()
+            latents.append(self._encode_group(frames[:, :, :size]))
+            frames = frames[:, :, size:]
+        self._pending = frames if frames.shape[2] else None
+        if not latents:
+            return frames.new_zeros(frames.shape[0], 0, self.mean.shape[2], *self._latent_hw(frames))
+        return torch.cat(latents, dim=1)
+
+    def _next_group_size(self) -> int:
+        return 1 if self._encoded_frames == 0 else self.stride
+
+    def _encode_group(self, frames: torch.Tensor) -> torch.Tensor:
+        hidden = self.vae.encoder(frames, feat_cache=self._encoder_cache, feat_idx=[0])
+        moments = self.vae.quant_conv(hidden)  # [B, 2C, f, h, w]
+        mean = moments[:, : moments.shape[1] // 2]  # the posterior's mode, as Wan encodes
+        self._encoded_frames += frames.shape[2]
+        return self.normalize(mean.transpose(1, 2))
+
+    def _latent_hw(self, frames: torch.Tensor) -> tuple[int, int]:
+        scale = self.vae.config.scale_factor_spatial
+        return frames.shape[-2] // scale, frames.shape[-1] // scale
+
+    # -- decode ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode the next latents [B, F, C, h, w] -> frames [B, 3, N, H, W] in [-1, 1]."""
+        latents = self.denormalize(latents.to(device=self.device, dtype=torch.float32)).to(self.dtype)
+        latents = latents.transpose(1, 2)  # [B, C, F, h, w]
+        pieces = []
+        if self._decoded_latents == 0 and latents.shape[2] > 1:
+            # The decoder's first call must be a single latent frame (its temporal upsampling starts there).
+            pieces.append(self._decode_piece(latents[:, :, :1]))
+            latents = latents[:, :, 1:]
+        if latents.shape[2]:
+            pieces.append(self._decode_piece(latents))
+        return torch.cat(pieces, dim=2)
+
+    def _decode_piece(self, latents: torch.Tensor) -> torch.Tensor:
+        hidden = self.vae.post_quant_conv(latents)
+        first = self._decoded_latents == 0
+        frames = self.vae.decoder(hidden, feat_cache=self._decoder_cache, feat_idx=[0], first_chunk=first)
+        self._decoded_latents += latents.shape[2]
+        return frames.clamp(-1, 1)
+
+    # -- normalisation -----------------------------------------------------------------------------
+
+    def normalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Raw VAE means [B, F, C, h, w] -> the generator's latent space."""
+        return (latents.float() - self.mean.to(latents.device)) / self.std.to(latents.device)
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.float() * self.std.to(latents.device) + self.mean.to(latents.device)
