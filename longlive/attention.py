@@ -65,7 +65,5 @@ class RotaryTable:
         """Rotate channel pairs (2i, 2i+1) of x [B, N, H, D]; computed in float32, returned in x's dtype."""
         pairs = x.float().unflatten(-1, (-1, 2))  # [B, N, H, D/2, 2]
         real, imag = pairs[..., 0], pairs[..., 1]
-        rotated = torch.stack(
-            (real * self.cos - imag * self.sin, real * self.sin + imag * self.cos), dim=-1
-        )
+        rotated = torch.stack((real * self.cos - imag * self.sin, real * self.sin + imag * self.cos), dim=-1)
         return rotated.flatten(-2).type_as(x)

@@ -7,9 +7,10 @@ error names the offending key. Library code reads typed fields; it never guesses
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -93,13 +94,17 @@ PRESETS: dict[str, ModelPreset] = {
     ),
     # Two layers, two heads, a VAE of base width 8 and a 2-layer UMT5: the real code path on CPU in seconds.
     "tiny": ModelPreset(
-        generator=WanArchitecture(
-            dim=32, ffn_dim=64, num_heads=2, num_layers=2, freq_dim=32, text_dim=32, text_len=16
-        ),
+        generator=WanArchitecture(dim=32, ffn_dim=64, num_heads=2, num_layers=2, freq_dim=32, text_dim=32, text_len=16),
         vae=VAEArchitecture(base_dim=8, dim_mult=(1, 2, 4, 4), num_res_blocks=1),
         text_encoder=TextEncoderArchitecture(
-            vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-            relative_attention_num_buckets=8, relative_attention_max_distance=16,
+            vocab_size=384,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=16,
         ),
     ),
 }
@@ -139,7 +144,7 @@ class InferenceConfig:
     model_name: str = "Wan2.1-T2V-1.3B"
     model_kwargs: ModelKwargs = field(default_factory=ModelKwargs)
     # --- LongLive's inference keys ---
-    data_path: Optional[str] = None
+    data_path: str | None = None
     output_folder: str = "videos"
     inference_iter: int = -1
     # Latent frames of the whole output, conditioning included (T latent frames decode to 4T-3 frames).
@@ -152,9 +157,9 @@ class InferenceConfig:
     # Timestep at which finished (and conditioning) frames are written into the KV cache; 0 = clean.
     context_noise: float = 0.0
     switch_frame_indices: Any = None
-    generator_ckpt: Optional[str] = None
-    lora_ckpt: Optional[str] = None
-    adapter: Optional[AdapterConfig] = None
+    generator_ckpt: str | None = None
+    lora_ckpt: str | None = None
+    adapter: AdapterConfig | None = None
     # --- The video-conditional job ---
     # Video frames taken from the input video; the VAE consumes the largest 4k+1 that fit.
     num_conditioning_frames: int = 40
@@ -165,9 +170,9 @@ class InferenceConfig:
     dtype: str = "bfloat16"
     device: str = "auto"
     # Local folders with published weights (see README); None builds the preset with random weights.
-    vae_path: Optional[str] = None
-    text_encoder_path: Optional[str] = None
-    tokenizer_path: Optional[str] = None
+    vae_path: str | None = None
+    text_encoder_path: str | None = None
+    tokenizer_path: str | None = None
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -284,7 +289,11 @@ def validate(cfg: DictConfig) -> None:
     _require(len(cfg.denoising_step_list) >= 1, "denoising_step_list", "needs at least one step")
     steps = list(cfg.denoising_step_list)
     _require(all(0 < t <= 1000 for t in steps), "denoising_step_list", f"{steps}: each step must lie in (0, 1000]")
-    _require(steps == sorted(steps, reverse=True), "denoising_step_list", f"{steps} must decrease")
+    _require(
+        all(a > b for a, b in zip(steps, steps[1:], strict=False)),
+        "denoising_step_list",
+        f"{steps} must strictly decrease",
+    )
     _require(cfg.model_kwargs.timestep_shift > 0, "model_kwargs.timestep_shift", "must be positive")
     _validate_window(cfg)
     geometry = derive_geometry(cfg)

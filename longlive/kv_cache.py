@@ -9,8 +9,8 @@ rollout and the full-sequence reference are two readings of one rule.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -100,7 +100,7 @@ class KVCache:
                 f"slots hold frames {self.slot_frames}"
             )
         slots = [self.slot_of(f) for f in range(start_frame, end)]
-        for frame, slot in zip(range(start_frame, end), slots):
+        for frame, slot in zip(range(start_frame, end), slots, strict=True):
             self.slot_frames[slot] = frame
         self.end_frame = end
         tokens = torch.arange(self.frame_tokens)

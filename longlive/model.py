@@ -106,7 +106,9 @@ class WanBlock(nn.Module):
         self.norm3 = LayerNorm(dim, arch.eps, elementwise_affine=True)
         self.cross_attn = CrossAttention(dim, arch.num_heads, arch.eps)
         self.norm2 = LayerNorm(dim, arch.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(dim, arch.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(arch.ffn_dim, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, arch.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(arch.ffn_dim, dim)
+        )
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def forward(
@@ -160,7 +162,9 @@ class CausalWanModel(nn.Module):
         self.arch = arch
         dim = arch.dim
         self.patch_embedding = nn.Conv3d(arch.in_channels, dim, kernel_size=arch.patch_size, stride=arch.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(arch.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.text_embedding = nn.Sequential(
+            nn.Linear(arch.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
+        )
         self.time_embedding = nn.Sequential(nn.Linear(arch.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         self.blocks = nn.ModuleList(WanBlock(arch) for _ in range(arch.num_layers))
@@ -173,7 +177,7 @@ class CausalWanModel(nn.Module):
     def prepare_text(self, text_embeddings: torch.Tensor) -> CrossAttentionCache:
         """Text-encoder output [B, text_len, text_dim] -> every layer's cross-attention K/V, once per prompt."""
         context = self.text_embedding(text_embeddings.to(self.dtype))  # [B, L, C]
-        keys, values = zip(*(block.cross_attn.project_context(context) for block in self.blocks))
+        keys, values = zip(*(block.cross_attn.project_context(context) for block in self.blocks), strict=True)
         return CrossAttentionCache(keys=list(keys), values=list(values))
 
     def forward(

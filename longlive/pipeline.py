@@ -13,13 +13,13 @@ sampler holds the step formulas.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from omegaconf import DictConfig
 
-from longlive.config import PRESETS, Geometry, derive_geometry, torch_dtype
+from longlive.config import PRESETS, ConfigError, Geometry, derive_geometry, torch_dtype
 from longlive.kv_cache import CrossAttentionCache, KVCache
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.sampler import FlowMatchSampler
@@ -27,6 +27,10 @@ from longlive.text_encoder import PromptEncoder, build_prompt_encoder
 from longlive.vae import StreamingVAE, build_vae
 
 logger = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """A caller's prompt or video is unusable; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def plan_blocks(num_conditioning: int, num_output: int, frames_per_block: int) -
 
 @dataclass
 class BlockResult:
-    """One finished block: its latents [B, F, C, h, w] and, when decoded, its video frames [B, 3, N, H, W] in [-1, 1]."""
+    """One finished block: latents [B, F, C, h, w] and, when decoded, video frames [B, 3, N, H, W] in [-1, 1]."""
 
     block: Block
     latents: torch.Tensor
@@ -95,11 +99,17 @@ class VideoConditionalPipeline:
         self.kv_cache: KVCache | None = None
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, device: torch.device | str | None = None) -> "VideoConditionalPipeline":
+    def from_config(cls, cfg: DictConfig, device: torch.device | str | None = None) -> VideoConditionalPipeline:
         """Build every component at the preset's size with seeded random weights.
 
         (Loading published weights from the config's checkpoint paths comes with the weight loaders.)
         """
+        for key in ("generator_ckpt", "lora_ckpt", "vae_path"):
+            if cfg[key]:
+                raise ConfigError(
+                    f"{key}={cfg[key]}: loading published weights is not available yet; "
+                    f"set {key}=null to run the preset with random weights"
+                )
         device = torch.device(device or resolve_device(cfg.device))
         dtype = torch_dtype(cfg.dtype)
         preset = PRESETS[cfg.model_name]
@@ -174,15 +184,16 @@ class VideoConditionalPipeline:
     def _check_inputs(self, prompt1: str, prompt2: str | None, video: torch.Tensor | None) -> torch.Tensor | None:
         for name, prompt in (("prompt1", prompt1), ("prompt2", prompt2)):
             if prompt is not None and not prompt.strip():
-                raise ValueError(f"{name} is empty")
+                raise InputError(f"{name} is empty")
         if video is None or self.cfg.num_conditioning_frames == 0:
             return None
         expected = (self.cfg.height, self.cfg.width)
         if video.ndim != 5 or video.shape[1] != 3 or tuple(video.shape[-2:]) != expected:
-            raise ValueError(f"video must be [B, 3, N, {expected[0]}, {expected[1]}], got {list(video.shape)}")
+            raise InputError(f"video must be [B, 3, N, {expected[0]}, {expected[1]}], got {list(video.shape)}")
         if video.shape[2] < self.cfg.num_conditioning_frames:
-            raise ValueError(
-                f"video has {video.shape[2]} frames, fewer than num_conditioning_frames={self.cfg.num_conditioning_frames}"
+            raise InputError(
+                f"video has {video.shape[2]} frames, fewer than "
+                f"num_conditioning_frames={self.cfg.num_conditioning_frames}"
             )
         return video
 
@@ -198,7 +209,9 @@ class VideoConditionalPipeline:
         used = self.conditioning_video_frames(video)
         logger.info(
             "conditioning on %d of %d requested video frames -> %d latent frames",
-            used, self.cfg.num_conditioning_frames, g.latents_for_video_frames(used),
+            used,
+            self.cfg.num_conditioning_frames,
+            g.latents_for_video_frames(used),
         )
         self.vae.reset_encoder()
         return self.vae.encode(video[:, :, :used]).to(self.device)
@@ -220,7 +233,9 @@ class VideoConditionalPipeline:
         self.kv_cache.reset()
         self.vae.reset_decoder()
 
-    def _run_generator(self, latents: torch.Tensor, timestep: float, block: Block, text: CrossAttentionCache) -> torch.Tensor:
+    def _run_generator(
+        self, latents: torch.Tensor, timestep: float, block: Block, text: CrossAttentionCache
+    ) -> torch.Tensor:
         timesteps = torch.full(latents.shape[:2], timestep, device=self.device)
         return self.generator(latents, timesteps, text, self.kv_cache, start_frame=block.start)
 
@@ -241,7 +256,9 @@ class VideoConditionalPipeline:
                 noisy = self.sampler.add_noise(clean, self._noise_like(block, batch_size, rng), timesteps[step + 1])
         return clean
 
-    def _write_context(self, latents: torch.Tensor, block: Block, text: CrossAttentionCache, rng: torch.Generator) -> None:
+    def _write_context(
+        self, latents: torch.Tensor, block: Block, text: CrossAttentionCache, rng: torch.Generator
+    ) -> None:
         """Run finished (or conditioning) latents once at `context_noise` so their K/V enter the cache."""
         context_noise = float(self.cfg.context_noise)
         if context_noise > 0:

@@ -7,7 +7,7 @@ nothing of blocks or caches: the pipeline calls it once per step.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -20,9 +20,7 @@ def shifted_sigmas(shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS)
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
-def warp_timesteps(
-    steps: Sequence[float], shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
-) -> list[float]:
+def warp_timesteps(steps: Sequence[float], shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> list[float]:
     """Map nominal steps (1000, 750, ...) onto the shifted grid: step k -> t at grid index N - k."""
     grid = torch.cat([shifted_sigmas(shift, num_train_timesteps) * num_train_timesteps, torch.zeros(1)])
     return [float(grid[num_train_timesteps - int(step)]) for step in steps]

@@ -1,0 +1,78 @@
+"""Job inputs in LongLive's formats: JSONL of conditioning samples, text files of prompts.
+
+Each line is parsed when its sample is taken, so one bad line fails that sample alone, with an
+error naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+
+class SampleError(ValueError):
+    """One input sample is unusable; the message names the file, the line and the problem."""
+
+
+def _read_lines(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data_path not found: {path}")
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class VideoConditionalDataset(Dataset):
+    """JSONL lines `{"video_path", "prompt1", "prompt2"}`; relative video paths resolve against the
+    working directory, then the JSONL's folder."""
+
+    KEYS = ("video_path", "prompt1", "prompt2")
+
+    def __init__(self, data_path: str | Path) -> None:
+        self.data_path = Path(data_path)
+        self.lines = _read_lines(data_path)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        where = f"{self.data_path}:{idx + 1}"
+        try:
+            record = json.loads(self.lines[idx])
+        except json.JSONDecodeError as err:
+            raise SampleError(f"{where}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise SampleError(f"{where}: expected a JSON object with keys {list(self.KEYS)}")
+        for key in self.KEYS:
+            value = record.get(key)
+            if not isinstance(value, str) or not value.strip():
+                problem = "missing" if key not in record else "empty or not a string"
+                raise SampleError(f"{where}: key '{key}' is {problem}")
+        return {
+            "idx": idx,
+            "video_path": str(self._resolve(record["video_path"])),
+            "prompt1": record["prompt1"],
+            "prompt2": record["prompt2"],
+        }
+
+    def _resolve(self, video_path: str) -> Path:
+        path = Path(video_path)
+        if path.is_absolute() or path.exists():
+            return path
+        beside = self.data_path.parent / path
+        return beside if beside.exists() else path
+
+
+class TextDataset(Dataset):
+    """One prompt per line, as LongLive's text-to-video job reads them."""
+
+    def __init__(self, prompt_path: str | Path) -> None:
+        self.prompts = _read_lines(prompt_path)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        return {"idx": idx, "prompts": self.prompts[idx].strip()}

@@ -1,0 +1,106 @@
+"""Reading conditioning videos and writing results.
+
+Frames are read with decord when it is installed and can open the file, otherwise with imageio
+(ffmpeg). They are resized to cover the model resolution and center-cropped, as [3, N, H, W] in
+[-1, 1]. Videos are written atomically: to a temporary name first, then renamed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+
+class VideoReadError(ValueError):
+    """A video is missing, unreadable or too short; the message names the file."""
+
+
+def read_frames(path: str | Path, num_frames: int) -> np.ndarray:
+    """The first `num_frames` frames of a video as uint8 [N, H, W, 3]."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoReadError(f"video not found: {path}")
+    try:
+        frames = _read_with_decord(path, num_frames)
+    except (ImportError, RuntimeError, OSError) as err:
+        logger.debug("decord could not read %s (%s); using imageio", path, err)
+        frames = _read_with_imageio(path, num_frames)
+    if len(frames) < num_frames:
+        raise VideoReadError(f"video {path} has {len(frames)} frames; {num_frames} are needed")
+    return frames
+
+
+def _read_with_decord(path: Path, num_frames: int) -> np.ndarray:
+    import decord
+
+    reader = decord.VideoReader(str(path))
+    count = min(num_frames, len(reader))
+    return reader.get_batch(list(range(count))).asnumpy()
+
+
+def _read_with_imageio(path: Path, num_frames: int) -> np.ndarray:
+    import imageio.v3 as iio
+
+    frames = []
+    try:
+        for frame in iio.imiter(path, plugin="pyav" if _has_pyav() else "FFMPEG"):
+            frames.append(frame[..., :3])
+            if len(frames) == num_frames:
+                break
+    except Exception as err:  # imageio raises many types for a corrupt file
+        raise VideoReadError(f"cannot read video {path}: {err}") from None
+    if not frames:
+        raise VideoReadError(f"video {path} has no frames")
+    return np.stack(frames)
+
+
+def _has_pyav() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def frames_to_tensor(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """uint8 [N, h, w, 3] -> float [3, N, height, width] in [-1, 1]: resized to cover, center-cropped."""
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1  # [N, 3, h, w]
+    scale = max(height / video.shape[2], width / video.shape[3])
+    size = (max(height, round(video.shape[2] * scale)), max(width, round(video.shape[3] * scale)))
+    if size != tuple(video.shape[2:]):
+        video = F.interpolate(video, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    video = video[:, :, top : top + height, left : left + width].clamp(-1, 1)
+    return video.permute(1, 0, 2, 3).contiguous()
+
+
+def load_video(path: str | Path, num_frames: int, height: int, width: int) -> torch.Tensor:
+    """The first `num_frames` frames of `path` at the model resolution, [3, N, height, width] in [-1, 1]."""
+    return frames_to_tensor(read_frames(path, num_frames), height, width)
+
+
+def tensor_to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """[3, N, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
+    video = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return video.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def write_video(path: str | Path, frames: torch.Tensor, fps: int) -> Path:
+    """Write [3, N, H, W] frames in [-1, 1] as an H.264 mp4, atomically."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
+    with imageio.get_writer(temporary, fps=fps, codec="libx264", quality=8, macro_block_size=1) as writer:
+        for frame in tensor_to_uint8(frames):
+            writer.append_data(frame)
+    os.replace(temporary, path)
+    return path

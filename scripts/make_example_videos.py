@@ -1,0 +1,43 @@
+"""Write the small example conditioning videos in example/videos/ (deterministic; rerun to recreate).
+
+python scripts/make_example_videos.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from longlive.video_io import write_video
+
+HEIGHT, WIDTH, FRAMES, FPS = 96, 160, 48, 16
+EXAMPLES = {
+    "red_square_right.mp4": dict(color=(220, 40, 40), start=(48, 20), velocity=(0, 2), shape="square"),
+    "blue_circle_down.mp4": dict(color=(40, 80, 230), start=(16, 80), velocity=(1.2, 0), shape="circle"),
+}
+
+
+def render(color, start, velocity, shape, size: int = 24) -> torch.Tensor:
+    """A shape moving on a light background: [3, N, H, W] in [-1, 1]."""
+    ys, xs = np.mgrid[:HEIGHT, :WIDTH]
+    video = np.full((FRAMES, HEIGHT, WIDTH, 3), 235, dtype=np.uint8)
+    for i in range(FRAMES):
+        cy, cx = start[0] + velocity[0] * i, start[1] + velocity[1] * i
+        if shape == "square":
+            inside = (abs(ys - cy) <= size / 2) & (abs(xs - cx) <= size / 2)
+        else:
+            inside = (ys - cy) ** 2 + (xs - cx) ** 2 <= (size / 2) ** 2
+        video[i][inside] = color
+    return torch.from_numpy(video).permute(3, 0, 1, 2).float() / 127.5 - 1
+
+
+def main() -> None:
+    folder = Path(__file__).resolve().parents[1] / "example" / "videos"
+    for name, spec in EXAMPLES.items():
+        print(write_video(folder / name, render(**spec), FPS))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The engine's contracts: cached rollout == masked full forward, Wan parity, streaming VAE, pipeline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+from longlive.config import PRESETS
+from longlive.kv_cache import KVCache, frame_visibility_mask
+from longlive.model import CausalWanModel
+from longlive.pipeline import VideoConditionalPipeline, plan_blocks
+from longlive.vae import StreamingVAE, build_vae
+
+LATENT_HW = (4, 6)  # tiny latent frame: 2x3 tokens after the (1, 2, 2) patch
+
+
+def random_text(arch, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, arch.text_len, arch.text_dim, generator=g)
+
+
+def cache_for(model: CausalWanModel, cache_frames: int, sink_frames: int) -> KVCache:
+    arch = model.arch
+    return KVCache(
+        num_layers=arch.num_layers,
+        batch_size=1,
+        frame_tokens=(LATENT_HW[0] // 2) * (LATENT_HW[1] // 2),
+        cache_frames=cache_frames,
+        sink_frames=sink_frames,
+        num_heads=arch.num_heads,
+        head_dim=arch.head_dim,
+        dtype=torch.float32,
+        device="cpu",
+    )
+
+
+@pytest.mark.parametrize(
+    ("block_sizes", "cache_frames", "sink_frames"),
+    [
+        ([3, 3, 3, 1], 10, 0),  # global attention: the cache holds the whole video
+        ([1, 3, 3, 3, 2], 5, 1),  # sink of 1 + a window of 4, shorter than the 12-frame sequence
+        ([2, 2, 2, 2, 2], 6, 2),
+    ],
+)
+@torch.no_grad()
+def test_rollout_matches_full_sequence(tiny_model, block_sizes, cache_frames, sink_frames):
+    arch = tiny_model.arch
+    frames = sum(block_sizes)
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, frames, arch.in_channels, *LATENT_HW, generator=g)
+    timesteps = torch.rand(1, frames, generator=g) * 1000  # a different timestep on every frame
+    text = tiny_model.prepare_text(random_text(arch))
+
+    mask = frame_visibility_mask(block_sizes, cache_frames, sink_frames)
+    full = tiny_model(latents, timesteps, text, frame_mask=mask)
+
+    cache = cache_for(tiny_model, cache_frames, sink_frames)
+    outputs, start = [], 0
+    for size in block_sizes:
+        block = slice(start, start + size)
+        # A first pass with other inputs, as a denoising step would make: the real pass must overwrite it.
+        tiny_model(torch.randn_like(latents[:, block]), timesteps[:, block] * 0.5, text, cache, start)
+        outputs.append(tiny_model(latents[:, block], timesteps[:, block], text, cache, start))
+        start += size
+    rolled = torch.cat(outputs, dim=1)
+
+    assert full.shape == latents.shape
+    torch.testing.assert_close(rolled, full, atol=1e-5, rtol=0)
+    if sink_frames:  # the window really evicted frames: a mask without eviction gives other outputs
+        no_eviction = frame_visibility_mask(block_sizes, frames, 0)
+        assert not torch.allclose(tiny_model(latents, timesteps, text, frame_mask=no_eviction), full, atol=1e-3)
+
+
+@torch.no_grad()
+def test_matches_diffusers_wan(tiny_model):
+    arch = tiny_model.arch
+    reference = WanTransformer3DModel(
+        patch_size=arch.patch_size,
+        num_attention_heads=arch.num_heads,
+        attention_head_dim=arch.head_dim,
+        in_channels=arch.in_channels,
+        out_channels=arch.out_channels,
+        text_dim=arch.text_dim,
+        freq_dim=arch.freq_dim,
+        ffn_dim=arch.ffn_dim,
+        num_layers=arch.num_layers,
+        cross_attn_norm=True,
+        eps=arch.eps,
+    ).eval()
+    converted = convert_wan_transformer_to_diffusers(dict(tiny_model.state_dict()))
+    reference.load_state_dict(converted, strict=True)
+
+    g = torch.Generator().manual_seed(3)
+    latents = torch.randn(1, 3, arch.in_channels, *LATENT_HW, generator=g)  # one chunk of 3 frames
+    context = random_text(arch)
+    for t in (937.5, 250.0):
+        ours = tiny_model(latents, torch.full((1, 3), t), tiny_model.prepare_text(context))
+        theirs = reference(latents.transpose(1, 2), torch.tensor([t]), context, return_dict=False)[0]
+        torch.testing.assert_close(ours, theirs.transpose(1, 2), rtol=1e-4, atol=1e-5)
+
+
+@torch.no_grad()
+def test_streaming_vae_matches_full():
+    torch.manual_seed(0)
+    vae: AutoencoderKLWan = build_vae(PRESETS["tiny"].vae).eval()
+    stream = StreamingVAE(vae)
+    video = torch.rand(1, 3, 17, 32, 48) * 2 - 1  # 17 = 4*4 + 1 frames -> 5 latent frames
+
+    whole_latents = vae.encode(video).latent_dist.mode()  # [B, C, F, h, w]
+    pieces = [stream.encode(video[:, :, a:b]) for a, b in ((0, 3), (3, 4), (4, 11), (11, 17))]
+    streamed_latents = torch.cat(pieces, dim=1)
+    assert streamed_latents.shape[1] == 5
+    torch.testing.assert_close(stream.denormalize(streamed_latents).transpose(1, 2), whole_latents, atol=1e-5, rtol=0)
+
+    whole_frames = vae.decode(whole_latents).sample
+    latents = stream.normalize(whole_latents.transpose(1, 2))
+    streamed_frames = torch.cat([stream.decode(latents[:, a:b]) for a, b in ((0, 3), (3, 4), (4, 5))], dim=2)
+    assert streamed_frames.shape[2] == whole_frames.shape[2] == 4 * 5 - 3
+    torch.testing.assert_close(streamed_frames, whole_frames, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_cache_memory_constant():
+    pipe = VideoConditionalPipeline.from_config(tiny_config("num_output_frames=300", "num_conditioning_frames=0"))
+    sizes, pointers = {}, set()
+    for result in pipe.stream("a red square", decode=False):
+        number = result.block.index + 1
+        pointers.add(pipe.kv_cache.keys.data_ptr())
+        assert len(pipe.kv_cache.visible_frames()) <= pipe.geometry.cache_frames
+        if number in (10, 100):
+            sizes[number] = pipe.kv_cache.nbytes
+    assert result.block.index + 1 == 100
+    assert sizes[10] == sizes[100] > 0
+    assert len(pointers) == 1  # written in place, never reallocated
+
+
+def _conditioning_video(seed: int, frames: int = 9) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, frames, 32, 48, generator=g) * 2 - 1
+
+
+@torch.no_grad()
+def test_conditioning_and_prompt2_matter():
+    pipe = VideoConditionalPipeline.from_config(tiny_config())
+    conditioning = pipe.geometry.latents_for_video_frames(pipe.cfg.num_conditioning_frames)
+
+    def generated(video_seed: int, prompt2: str, seed: int = 0) -> torch.Tensor:
+        result = pipe("a red square", prompt2, _conditioning_video(video_seed), seed=seed, decode=False)
+        return result.latents[:, conditioning:]
+
+    base = generated(0, "a blue circle")
+    assert torch.equal(base, generated(0, "a blue circle"))  # same inputs and seed: identical
+    assert not torch.allclose(base, generated(1, "a blue circle"), atol=1e-4)  # another conditioning video
+    assert not torch.allclose(base, generated(0, "a green triangle"), atol=1e-4)  # another prompt2
+    assert not torch.allclose(base, generated(0, "a blue circle", seed=1), atol=1e-4)  # another seed
+
+
+@torch.no_grad()
+def test_seed_defaults_run():
+    cfg = tiny_config("num_conditioning_frames=40", "num_output_frames=240")
+    pipe = VideoConditionalPipeline.from_config(cfg)
+    video = _conditioning_video(0, frames=40)
+    result = pipe("a red square", "a blue circle", video, seed=0)
+
+    conditioning = pipe.geometry.latents_for_video_frames(40)
+    assert (result.num_conditioning_video_frames, conditioning) == (37, 10)
+    assert result.latents.shape[1] == 240
+    assert result.frames.shape[2] == 4 * 240 - 3
+    per_frame = result.latents.flatten(2).abs().amax(dim=2)[0]  # [T]
+    assert bool((per_frame > 0).all()), f"latent frames left at zero: {(per_frame == 0).nonzero().flatten().tolist()}"
+    # The conditioning latents are the VAE's encoding of the video; the rest were generated.
+    stream = StreamingVAE(pipe.vae.vae)
+    torch.testing.assert_close(result.latents[:, :conditioning], stream.encode(video[:, :, :37]), atol=1e-5, rtol=0)
+    blocks = plan_blocks(conditioning, 240, cfg.num_frame_per_block)
+    assert [b.size for b in blocks if b.conditioning] == [3, 3, 3, 1]
+    assert [b.size for b in blocks if not b.conditioning] == [3] * 76 + [2]

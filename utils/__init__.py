@@ -1,0 +1,1 @@
+"""LongLive's import paths (`utils.dataset.TextDataset`, ...), re-exported from the `longlive` package."""
