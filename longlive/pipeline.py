@@ -23,7 +23,7 @@ from longlive.config import PRESETS, ConfigError, Geometry, derive_geometry, tor
 from longlive.kv_cache import CrossAttentionCache, KVCache
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.sampler import FlowMatchSampler
-from longlive.text_encoder import PromptEncoder, build_prompt_encoder
+from longlive.text_encoder import PromptSource, build_prompt_encoder
 from longlive.vae import StreamingVAE, build_vae
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class VideoConditionalPipeline:
         cfg: DictConfig,
         generator: CausalWanModel,
         vae: StreamingVAE,
-        prompts: PromptEncoder,
+        prompts: PromptSource,
         device: torch.device | str,
     ) -> None:
         self.cfg = cfg
@@ -99,10 +99,13 @@ class VideoConditionalPipeline:
         self.kv_cache: KVCache | None = None
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, device: torch.device | str | None = None) -> VideoConditionalPipeline:
-        """Build every component at the preset's size with seeded random weights.
+    def from_config(
+        cls, cfg: DictConfig, device: torch.device | str | None = None, prompts: PromptSource | None = None
+    ) -> VideoConditionalPipeline:
+        """Build every component at the preset's size with seeded random weights, directly on `device`.
 
-        (Loading published weights from the config's checkpoint paths comes with the weight loaders.)
+        `prompts` replaces the text encoder (benchmarks exclude it; tests record prompts). Loading
+        published weights from the config's checkpoint paths comes with the weight loaders.
         """
         for key in ("generator_ckpt", "lora_ckpt", "vae_path"):
             if cfg[key]:
@@ -114,13 +117,15 @@ class VideoConditionalPipeline:
         dtype = torch_dtype(cfg.dtype)
         preset = PRESETS[cfg.model_name]
         torch.manual_seed(cfg.seed)
-        generator = CausalWanModel(preset.generator)
-        init_random_weights(generator)
-        vae = build_vae(preset.vae)
-        prompts = build_prompt_encoder(
-            preset.text_encoder, preset.generator.text_len, cfg.text_encoder_path, cfg.tokenizer_path, device, dtype
-        )
-        return cls(cfg, generator.to(device, dtype), StreamingVAE(vae.to(device)), prompts, device)
+        with device:
+            generator = CausalWanModel(preset.generator)
+            init_random_weights(generator)
+            vae = build_vae(preset.vae)
+        if prompts is None:
+            prompts = build_prompt_encoder(
+                preset.text_encoder, preset.generator.text_len, cfg.text_encoder_path, cfg.tokenizer_path, device, dtype
+            )
+        return cls(cfg, generator.to(dtype), StreamingVAE(vae.to(dtype)), prompts, device)
 
     # -- the recipe --------------------------------------------------------------------------------
 

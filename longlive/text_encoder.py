@@ -7,12 +7,19 @@ the prompt set to zero (the network's text embedding then sees zeros there, as i
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
 from longlive.config import TextEncoderArchitecture
+
+
+class PromptSource(Protocol):
+    """What the pipeline needs from a text encoder: a prompt's embeddings [1, text_len, text_dim]."""
+
+    def encode(self, prompt: str) -> torch.Tensor: ...
 
 
 def clean_prompt(prompt: str) -> str:

@@ -1,0 +1,135 @@
+"""Speed of the engine at a config's geometry with random weights (throughput does not depend on them).
+
+Text-to-video rollout of `num_output_frames` latent frames; the text encoder is excluded (random
+prompt embeddings), as in the reference numbers of BENCHMARKS.md. Prints one JSON line.
+
+    python scripts/benchmark.py --config_path configs/longlive_video_conditional_inference.yaml \
+        generator_ckpt=null lora_ckpt=null num_output_frames=30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+
+from longlive.config import PRESETS, load_config
+from longlive.pipeline import VideoConditionalPipeline
+
+
+class RandomPrompts:
+    """Stands in for the text encoder: fixed random embeddings per prompt."""
+
+    def __init__(self, text_len: int, text_dim: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.shape, self.device, self.dtype = (1, text_len, text_dim), device, dtype
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def encode(self, prompt: str) -> torch.Tensor:
+        if prompt not in self._cache:
+            self._cache[prompt] = torch.randn(self.shape, device=self.device, dtype=self.dtype)
+        return self._cache[prompt]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def _timer(device: torch.device, into: list[float]) -> Iterator[None]:
+    _sync(device)
+    start = time.perf_counter()
+    yield
+    _sync(device)
+    into.append(time.perf_counter() - start)
+
+
+def run_benchmark(cfg, warmup_runs: int = 1) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    arch = PRESETS[cfg.model_name].generator
+    prompts = RandomPrompts(arch.text_len, arch.text_dim, device, getattr(torch, cfg.dtype))
+    pipe = VideoConditionalPipeline.from_config(cfg, device=device, prompts=prompts)
+    prompt = "benchmark"
+
+    for _ in range(warmup_runs):
+        pipe(prompt, seed=0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # 1. Generator alone, per block.
+    generator_s: list[float] = []
+    blocks = []
+    stream = pipe.stream(prompt, seed=0, decode=False)
+    while True:
+        with _timer(device, generator_s):
+            block = next(stream, None)
+        if block is None:
+            generator_s.pop()
+            break
+        blocks.append(block)
+
+    # 2. The streaming VAE decode of those blocks.
+    vae_s: list[float] = []
+    pipe.vae.reset_decoder()
+    for block in blocks:
+        with _timer(device, vae_s):
+            pipe.vae.decode(block.latents)
+
+    # 3. End to end: generation and decode, frames out per second of wall time.
+    _sync(device)
+    start = time.perf_counter()
+    first_frame_s, num_frames = None, 0
+    for block in pipe.stream(prompt, seed=0):
+        num_frames += block.frames.shape[2]
+        if first_frame_s is None:
+            _sync(device)
+            first_frame_s = time.perf_counter() - start
+    _sync(device)
+    total_s = time.perf_counter() - start
+
+    frames_per_block = cfg.num_frame_per_block
+    return {
+        "fps_end_to_end": round(num_frames / total_s, 2),
+        "generator_ms_per_block": round(1000 * _median(generator_s), 1),
+        "vae_ms_per_block": round(1000 * _median(vae_s), 1),
+        "first_frame_s": round(first_frame_s, 3),
+        "total_s": round(total_s, 3),
+        "video_frames": num_frames,
+        "peak_vram_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+        "workload": {
+            "model": cfg.model_name,
+            "latent_frames": cfg.num_output_frames,
+            "frames_per_block": frames_per_block,
+            "window": cfg.model_kwargs.local_attn_size,
+            "sink": cfg.model_kwargs.sink_size,
+            "steps": len(cfg.denoising_step_list),
+            "dtype": cfg.dtype,
+            "resolution": [cfg.height, cfg.width],
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__,
+        },
+    }
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config_path", required=True)
+    parser.add_argument("--warmup_runs", type=int, default=1)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_intermixed_args(argv)
+    cfg = load_config(args.config_path, args.overrides)
+    print(json.dumps(run_benchmark(cfg, args.warmup_runs)))
+
+
+if __name__ == "__main__":
+    main()
