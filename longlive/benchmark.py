@@ -13,8 +13,8 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import torch
 

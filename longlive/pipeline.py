@@ -170,11 +170,17 @@ class VideoConditionalPipeline:
         seed: int = 0,
         decode: bool = True,
     ) -> VideoResult:
-        """Run `stream` to the end and gather its blocks."""
-        results = list(self.stream(prompt1, prompt2, video, seed, decode))
-        latents = torch.cat([r.latents.float().cpu() for r in results], dim=1)
-        frames = torch.cat([r.frames.float().cpu() for r in results], dim=2) if decode else None
-        return VideoResult(latents, frames, self.conditioning_video_frames(video))
+        """Run `stream` to the end and gather its blocks on the CPU (so GPU memory stays flat)."""
+        latents, frames = [], []
+        for result in self.stream(prompt1, prompt2, video, seed, decode):
+            latents.append(result.latents.float().cpu())
+            if decode:
+                frames.append(result.frames.float().cpu())
+        return VideoResult(
+            torch.cat(latents, dim=1),
+            torch.cat(frames, dim=2) if decode else None,
+            self.conditioning_video_frames(video),
+        )
 
     # -- the steps ---------------------------------------------------------------------------------
 
