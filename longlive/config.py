@@ -169,10 +169,11 @@ class InferenceConfig:
     fps: int = 16
     dtype: str = "bfloat16"
     device: str = "auto"
-    # Local folders with published weights (see README); None builds the preset with random weights.
-    vae_path: str | None = None
-    text_encoder_path: str | None = None
-    tokenizer_path: str | None = None
+    # Folder of Wan2.1-T2V-1.3B, original (LongLive's wan_models/Wan2.1-T2V-1.3B) or diffusers layout
+    # (Wan2.1-T2V-1.3B-Diffusers): base generator, VAE, text encoder, tokenizer. None = random weights.
+    wan_model_dir: str | None = None
+    # Fold the LoRA into the base weights after loading (same output, base-model speed).
+    merge_lora: bool = True
 
 
 DTYPES = ("float32", "bfloat16", "float16")

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from longlive.config import PRESETS, ConfigError, Geometry, derive_geometry, torch_dtype
+from longlive.components import build_generator, build_prompt_encoder, build_streaming_vae
+from longlive.config import Geometry, derive_geometry
 from longlive.kv_cache import CrossAttentionCache, KVCache
-from longlive.model import CausalWanModel, init_random_weights
+from longlive.model import CausalWanModel
 from longlive.sampler import FlowMatchSampler
-from longlive.text_encoder import PromptSource, build_prompt_encoder
-from longlive.vae import StreamingVAE, build_vae
+from longlive.text_encoder import PromptSource
+from longlive.vae import StreamingVAE
 
 logger = logging.getLogger(__name__)
 
@@ -102,30 +103,15 @@ class VideoConditionalPipeline:
     def from_config(
         cls, cfg: DictConfig, device: torch.device | str | None = None, prompts: PromptSource | None = None
     ) -> VideoConditionalPipeline:
-        """Build every component at the preset's size with seeded random weights, directly on `device`.
+        """Build every component the config names, on `device` (see `longlive.components`).
 
-        `prompts` replaces the text encoder (benchmarks exclude it; tests record prompts). Loading
-        published weights from the config's checkpoint paths comes with the weight loaders.
+        `prompts` replaces the text encoder (benchmarks exclude it; tests record prompts).
         """
-        for key in ("generator_ckpt", "lora_ckpt", "vae_path"):
-            if cfg[key]:
-                raise ConfigError(
-                    f"{key}={cfg[key]}: loading published weights is not available yet; "
-                    f"set {key}=null to run the preset with random weights"
-                )
         device = torch.device(device or resolve_device(cfg.device))
-        dtype = torch_dtype(cfg.dtype)
-        preset = PRESETS[cfg.model_name]
-        torch.manual_seed(cfg.seed)
-        with device:
-            generator = CausalWanModel(preset.generator)
-            init_random_weights(generator)
-            vae = build_vae(preset.vae)
-        if prompts is None:
-            prompts = build_prompt_encoder(
-                preset.text_encoder, preset.generator.text_len, cfg.text_encoder_path, cfg.tokenizer_path, device, dtype
-            )
-        return cls(cfg, generator.to(dtype), StreamingVAE(vae.to(dtype)), prompts, device)
+        generator = build_generator(cfg, device)
+        vae = build_streaming_vae(cfg, device)
+        prompts = prompts if prompts is not None else build_prompt_encoder(cfg, device)
+        return cls(cfg, generator, vae, prompts, device)
 
     # -- the recipe --------------------------------------------------------------------------------
 

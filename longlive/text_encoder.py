@@ -11,7 +11,7 @@ from typing import Protocol
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
 from longlive.config import TextEncoderArchitecture
 
@@ -93,25 +93,3 @@ def umt5_config(arch: TextEncoderArchitecture) -> UMT5Config:
         is_encoder_decoder=False,
         use_cache=False,
     )
-
-
-def build_prompt_encoder(
-    arch: TextEncoderArchitecture,
-    text_len: int,
-    encoder_path: str | None,
-    tokenizer_path: str | None,
-    device: torch.device | str,
-    dtype: torch.dtype,
-    seed: int = 0,
-) -> PromptEncoder:
-    """From local diffusers-layout folders when given, otherwise a random encoder of the preset's shape."""
-    if encoder_path is not None:
-        encoder = UMT5EncoderModel.from_pretrained(encoder_path, torch_dtype=dtype, local_files_only=True)
-    else:
-        torch.manual_seed(seed)
-        encoder = UMT5EncoderModel(umt5_config(arch)).to(dtype)
-    if tokenizer_path is not None:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True)
-    else:
-        tokenizer = byte_level_tokenizer()
-    return PromptEncoder(tokenizer, encoder.to(device), text_len, device)

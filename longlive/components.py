@@ -1,0 +1,108 @@
+"""Build the generator, VAE and text encoder a config names.
+
+Published weights come from local files (`wan_model_dir`, `generator_ckpt`, `lora_ckpt`); with none
+named, each part is built at the preset's size with seeded random weights, directly on the device
+(tiny tests, speed runs). Every choice is logged with the file and the layout it was read in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from transformers import AutoTokenizer, UMT5EncoderModel
+
+from longlive.config import PRESETS, AdapterConfig, torch_dtype
+from longlive.lora import apply_lora
+from longlive.model import CausalWanModel, init_random_weights
+from longlive.text_encoder import PromptEncoder, byte_level_tokenizer, umt5_config
+from longlive.vae import StreamingVAE, build_vae
+from longlive.weights import WeightsError, load_generator, load_text_encoder, load_vae
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WanFiles:
+    """Where each part of Wan2.1-T2V-1.3B lies in a model folder."""
+
+    layout: str
+    generator: Path
+    vae: Path
+    text_encoder: Path
+    tokenizer: Path
+
+
+def locate_wan_files(folder: str | Path) -> WanFiles:
+    """Find the parts in Wan's original folder or in the diffusers one."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WeightsError(f"wan_model_dir not found: {folder}")
+    if (folder / "transformer").is_dir():
+        parts = ("transformer", "vae", "text_encoder", "tokenizer")
+        files = WanFiles("diffusers", *(folder / p for p in parts))
+    else:
+        parts = ("diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth")
+        files = WanFiles("Wan original", *(folder / p for p in parts), folder / "google" / "umt5-xxl")
+    for path in (files.generator, files.vae, files.text_encoder, files.tokenizer):
+        if not path.exists():
+            raise WeightsError(f"wan_model_dir {folder} ({files.layout} layout) lacks {path.name}: see README")
+    return files
+
+
+def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
+    arch, dtype = PRESETS[cfg.model_name].generator, torch_dtype(cfg.dtype)
+    source = cfg.generator_ckpt or (locate_wan_files(cfg.wan_model_dir).generator if cfg.wan_model_dir else None)
+    if source is None:
+        logger.warning("generator: random weights (no generator_ckpt or wan_model_dir)")
+        torch.manual_seed(cfg.seed)
+        with device:
+            model = CausalWanModel(arch)
+            init_random_weights(model)
+        model = model.to(dtype)
+    else:
+        model = load_generator(arch, source, device, dtype, use_ema=cfg.use_ema)
+        logger.info("generator: %s%s", source, " (EMA)" if cfg.use_ema else "")
+    if cfg.lora_ckpt:
+        adapter = cfg.adapter or AdapterConfig()
+        lora_dtype = torch_dtype(adapter.dtype)
+        model = apply_lora(
+            model, cfg.lora_ckpt, adapter.rank, adapter.alpha, adapter.dropout, lora_dtype, cfg.merge_lora
+        )
+        logger.info("LoRA: %s (rank %d, %s)", cfg.lora_ckpt, adapter.rank, "merged" if cfg.merge_lora else "unmerged")
+    return model.eval().requires_grad_(False)
+
+
+def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
+    arch, dtype = PRESETS[cfg.model_name].vae, torch_dtype(cfg.dtype)
+    if cfg.wan_model_dir:
+        path = locate_wan_files(cfg.wan_model_dir).vae
+        vae = load_vae(arch, path, device, dtype)
+        logger.info("VAE: %s", path)
+    else:
+        logger.warning("VAE: random weights (no wan_model_dir)")
+        torch.manual_seed(cfg.seed)
+        with device:
+            vae = build_vae(arch)
+        vae = vae.to(dtype)
+    return StreamingVAE(vae)
+
+
+def build_prompt_encoder(cfg: DictConfig, device: torch.device) -> PromptEncoder:
+    preset, dtype = PRESETS[cfg.model_name], torch_dtype(cfg.dtype)
+    text_len = preset.generator.text_len
+    if cfg.wan_model_dir:
+        files = locate_wan_files(cfg.wan_model_dir)
+        encoder = load_text_encoder(preset.text_encoder, files.text_encoder, device, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(files.tokenizer, local_files_only=True)
+        logger.info("text encoder: %s, tokenizer: %s", files.text_encoder, files.tokenizer)
+    else:
+        logger.warning("text encoder: random weights, byte-level tokenizer (no wan_model_dir)")
+        torch.manual_seed(cfg.seed)
+        with device:
+            encoder = UMT5EncoderModel(umt5_config(preset.text_encoder))
+        encoder, tokenizer = encoder.to(dtype), byte_level_tokenizer()
+    return PromptEncoder(tokenizer, encoder, text_len, device)
