@@ -3,14 +3,12 @@
 Text-to-video rollout of `num_output_frames` latent frames; the text encoder is excluded (random
 prompt embeddings), as in the reference numbers of BENCHMARKS.md. Prints one JSON line.
 
-    python scripts/benchmark.py --config_path configs/longlive_video_conditional_inference.yaml \
+    longlive bench --config_path configs/longlive_video_conditional_inference.yaml \
         generator_ckpt=null lora_ckpt=null num_output_frames=30
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
 from collections.abc import Iterator, Sequence
@@ -18,7 +16,7 @@ from contextlib import contextmanager
 
 import torch
 
-from longlive.config import PRESETS, load_config
+from longlive.config import PRESETS
 from longlive.pipeline import VideoConditionalPipeline
 
 
@@ -119,17 +117,3 @@ def run_benchmark(cfg, warmup_runs: int = 1) -> dict:
 def _median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     return ordered[len(ordered) // 2]
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_path", required=True)
-    parser.add_argument("--warmup_runs", type=int, default=1)
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_intermixed_args(argv)
-    cfg = load_config(args.config_path, args.overrides)
-    print(json.dumps(run_benchmark(cfg, args.warmup_runs)))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,10 +1,12 @@
-"""Command line: `longlive <command> --config_path CONFIG [key=value ...]`.
+"""Command line: `longlive <command> ...`.
 
-    longlive video-conditional --config_path configs/tiny_video_conditional.yaml
-    longlive t2v --config_path configs/longlive_inference.yaml num_output_frames=120
+    longlive video-conditional --config_path configs/tiny_video_conditional.yaml [key=value ...]
+    longlive t2v --config_path configs/tiny_t2v.yaml [key=value ...]
+    longlive check-weights wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth longlive_models/models/lora.pt
+    longlive bench --config_path configs/longlive_video_conditional_inference.yaml generator_ckpt=null ...
 
-Dotted `key=value` arguments override the config. A user's mistake (a bad key, a missing file) ends
-the command with one line on stderr and exit code 2; failed samples give exit code 1.
+Dotted `key=value` arguments override the config. A user's mistake (a bad key, a missing or wrong
+weights file) ends the command with one line on stderr and exit code 2; failed samples give exit code 1.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from longlive.config import ConfigError, load_config
+from longlive.config import PRESETS, ConfigError, load_config
 from longlive.jobs import JobReport, rank, run_text_to_video_job, run_video_conditional_job
-from longlive.pipeline import VideoConditionalPipeline
+from longlive.weights import WeightsError
 
 JOBS: dict[str, Callable] = {
     "video-conditional": run_video_conditional_job,
     "t2v": run_text_to_video_job,
 }
+USER_ERRORS = (ConfigError, WeightsError, FileNotFoundError)
 
 
 def setup_logging() -> None:
@@ -32,29 +36,79 @@ def setup_logging() -> None:
     )
 
 
+def build_parsers() -> dict[str, argparse.ArgumentParser]:
+    """One parser per command (options and `key=value` overrides may be interleaved)."""
+    parsers = {}
+    for name in (*JOBS, "bench"):
+        parser = parsers[name] = argparse.ArgumentParser(prog=f"longlive {name}")
+        parser.add_argument("--config_path", required=True, help="YAML config (see configs/)")
+        parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. num_output_frames=120")
+    check = parsers["check-weights"] = argparse.ArgumentParser(
+        prog="longlive check-weights", description="Tell what weights files are and whether the engine loads them."
+    )
+    check.add_argument("paths", nargs="+")
+    check.add_argument("--model_name", default="Wan2.1-T2V-1.3B", choices=sorted(PRESETS))
+    check.add_argument("--use_ema", action="store_true", help="check the generator_ema entry of a LongLive .pt")
+    return parsers
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="longlive", description="Block-causal video generation.")
-    parser.add_argument("command", choices=sorted(JOBS))
-    parser.add_argument("--config_path", required=True, help="YAML config (see configs/)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. num_output_frames=120")
-    return parser.parse_intermixed_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parsers = build_parsers()
+    if not argv or argv[0] not in parsers:
+        top = argparse.ArgumentParser(prog="longlive", description="Block-causal video generation.")
+        top.add_argument("command", choices=list(parsers))
+        top.parse_args(argv[:1])  # prints usage and exits 2
+    args = parsers[argv[0]].parse_intermixed_args(argv[1:])
+    args.command = argv[0]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    log = logging.getLogger("longlive")
     try:
+        if args.command == "check-weights":
+            return check_weights(args.paths, args.model_name, args.use_ema)
         cfg = load_config(args.config_path, args.overrides)
-        pipeline = VideoConditionalPipeline.from_config(cfg)
-        report: JobReport = JOBS[args.command](cfg, pipeline)
-    except (ConfigError, FileNotFoundError) as err:
+        if args.command == "bench":
+            return bench(cfg)
+        return run_job(args.command, cfg)
+    except USER_ERRORS as err:
         print(f"longlive: error: {err}", file=sys.stderr)
         return 2
+
+
+def run_job(command: str, cfg) -> int:
+    from longlive.pipeline import VideoConditionalPipeline
+
+    log = logging.getLogger("longlive")
+    if cfg.data_path is None or not Path(cfg.data_path).is_file():
+        raise ConfigError(f"data_path {'is not set' if cfg.data_path is None else f'not found: {cfg.data_path}'}")
+    pipeline = VideoConditionalPipeline.from_config(cfg)
+    report: JobReport = JOBS[command](cfg, pipeline)
     log.info("%d videos written to %s", len(report.written), cfg.output_folder)
     if report.failed:
         log.error("%d samples failed:\n  %s", len(report.failed), "\n  ".join(report.failed))
         return 1
+    return 0
+
+
+def check_weights(paths: Sequence[str], model_name: str, use_ema: bool) -> int:
+    from longlive.check_weights import check_file
+
+    results = [check_file(path, model_name, use_ema) for path in paths]
+    for result in results:
+        print(result.line())
+    return 0 if all(r.error is None for r in results) else 1
+
+
+def bench(cfg) -> int:
+    import json
+
+    from longlive.benchmark import run_benchmark
+
+    print(json.dumps(run_benchmark(cfg)))
     return 0
 
 

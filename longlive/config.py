@@ -95,7 +95,7 @@ PRESETS: dict[str, ModelPreset] = {
     # Two layers, two heads, a VAE of base width 8 and a 2-layer UMT5: the real code path on CPU in seconds.
     "tiny": ModelPreset(
         generator=WanArchitecture(dim=32, ffn_dim=64, num_heads=2, num_layers=2, freq_dim=32, text_dim=32, text_len=16),
-        vae=VAEArchitecture(base_dim=8, dim_mult=(1, 2, 4, 4), num_res_blocks=1),
+        vae=VAEArchitecture(base_dim=8),  # the published VAE structure, narrower
         text_encoder=TextEncoderArchitecture(
             vocab_size=384,
             d_model=32,
@@ -267,9 +267,10 @@ def _merge(cfg: DictConfig, layer: DictConfig, source: str) -> DictConfig:
     except ConfigKeyError as err:
         raise ConfigError(f"{source}: unknown key '{err.full_key}' (check its spelling)") from None
     except ValidationError as err:
-        raise ConfigError(f"{source}: key '{err.full_key}' has the wrong type: {err.msg}") from None
+        reason = err.msg.splitlines()[0]
+        raise ConfigError(f"{source}: key '{err.full_key}' has the wrong type: {reason}") from None
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{source}: {err}") from None
+        raise ConfigError(f"{source}: {str(err).splitlines()[0]}") from None
 
 
 def validate(cfg: DictConfig) -> None:
@@ -321,8 +322,9 @@ def _validate_window(cfg: DictConfig) -> None:
 
 
 def _require(ok: bool, key: str, message: str) -> None:
+    """Raise `key=...message` (messages that start with '=' carry the value) or `key message`."""
     if not ok:
-        raise ConfigError(f"{key} {message}")
+        raise ConfigError(f"{key}{message}" if message.startswith("=") else f"{key} {message}")
 
 
 def torch_dtype(name: str):

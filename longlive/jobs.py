@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from longlive.config import ConfigError
 from longlive.datasets import SampleError, TextDataset, VideoConditionalDataset
 from longlive.pipeline import InputError, VideoConditionalPipeline
 from longlive.video_io import VideoReadError, load_video, write_video
@@ -57,7 +58,7 @@ def _limit(cfg: DictConfig, count: int) -> int:
 def run_video_conditional_job(cfg: DictConfig, pipeline: VideoConditionalPipeline) -> JobReport:
     """Condition on each JSONL line's video under prompt1, continue under prompt2, write mp4s."""
     if cfg.data_path is None:
-        raise ValueError("data_path is not set: give a JSONL of {video_path, prompt1, prompt2} lines")
+        raise ConfigError("data_path is not set: give a JSONL of {video_path, prompt1, prompt2} lines")
     dataset = VideoConditionalDataset(cfg.data_path)
     report = JobReport()
     for idx in tqdm(range(_limit(cfg, len(dataset))), desc="samples", disable=rank() != 0):
@@ -77,7 +78,7 @@ def run_video_conditional_job(cfg: DictConfig, pipeline: VideoConditionalPipelin
 def run_text_to_video_job(cfg: DictConfig, pipeline: VideoConditionalPipeline) -> JobReport:
     """Text-to-video: one prompt per line of `data_path`, no conditioning."""
     if cfg.data_path is None:
-        raise ValueError("data_path is not set: give a text file with one prompt per line")
+        raise ConfigError("data_path is not set: give a text file with one prompt per line")
     dataset = TextDataset(cfg.data_path)
     report = JobReport()
     for idx in tqdm(range(_limit(cfg, len(dataset))), desc="prompts", disable=rank() != 0):

@@ -29,7 +29,7 @@ def read_frames(path: str | Path, num_frames: int) -> np.ndarray:
         raise VideoReadError(f"video not found: {path}")
     try:
         frames = _read_with_decord(path, num_frames)
-    except (ImportError, RuntimeError, OSError) as err:
+    except Exception as err:  # ImportError, or any decord failure (its DECORDError is a bare Exception)
         logger.debug("decord could not read %s (%s); using imageio", path, err)
         frames = _read_with_imageio(path, num_frames)
     if len(frames) < num_frames:
@@ -55,7 +55,8 @@ def _read_with_imageio(path: Path, num_frames: int) -> np.ndarray:
             if len(frames) == num_frames:
                 break
     except Exception as err:  # imageio raises many types for a corrupt file
-        raise VideoReadError(f"cannot read video {path}: {err}") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise VideoReadError(f"cannot read video {path}: {reason}") from None
     if not frames:
         raise VideoReadError(f"video {path} has no frames")
     return np.stack(frames)

@@ -164,7 +164,7 @@ def assign_weights(
         cast = dtype if (dtype is not None and tensor.is_floating_point()) else tensor.dtype
         state[key] = tensor.to(device=device, dtype=cast)
     model.load_state_dict(state, strict=True, assign=True)
-    return model
+    return model.eval()
 
 
 def check_keys_and_shapes(

@@ -1,10 +1,12 @@
-"""Benchmark entry point; see `longlive/benchmark.py`.
+"""Speed at a config's geometry with random weights; prints one JSON line (see longlive/benchmark.py).
 
     python scripts/benchmark.py --config_path configs/longlive_video_conditional_inference.yaml \
-        generator_ckpt=null lora_ckpt=null num_output_frames=30
+        wan_model_dir=null generator_ckpt=null lora_ckpt=null num_output_frames=30 num_conditioning_frames=0
 """
 
-from longlive.benchmark import main
+import sys
+
+from longlive.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["bench", *sys.argv[1:]]))
