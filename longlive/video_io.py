@@ -100,8 +100,15 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
-    with imageio.get_writer(temporary, fps=fps, codec="libx264", quality=8, macro_block_size=1) as writer:
-        for frame in tensor_to_uint8(frames):
-            writer.append_data(frame)
+    try:
+        # The format is named so a missing ffmpeg backend is an error, not a file in another format.
+        with imageio.get_writer(
+            temporary, format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=1
+        ) as writer:
+            for frame in tensor_to_uint8(frames):
+                writer.append_data(frame)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
     return path
