@@ -98,6 +98,8 @@ class VideoConditionalPipeline:
             cfg.denoising_step_list, cfg.model_kwargs.timestep_shift, cfg.warp_denoising_step
         )
         self.kv_cache: KVCache | None = None
+        if cfg.compile_generator:
+            compile_blocks(self.generator)
 
     @classmethod
     def from_config(
@@ -268,3 +270,13 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
+
+
+def compile_blocks(generator: CausalWanModel) -> None:
+    """torch.compile each transformer block in place, from outside the model.
+
+    All blocks share one compiled graph per shape: they take the same tensors and a `LayerKV` view
+    (no layer number), so only the visible cache length makes new graphs.
+    """
+    for block in generator.blocks:
+        block.compile()
