@@ -120,6 +120,22 @@ class KVCache:
             raise CacheInvariantError(f"layer {layer} requested before begin_block")
         return LayerKV(self.keys[layer], self.values[layer], self._token_index, self._visible_tokens)
 
+    def layers(self, token_index: torch.Tensor | None = None) -> list[LayerKV]:
+        """Every layer's view; `token_index` substitutes a tensor holding the same slots (a graph's buffer)."""
+        views = [self.layer(i) for i in range(self.keys.shape[0])]
+        if token_index is not None:
+            views = [LayerKV(v.keys, v.values, token_index, v.visible_tokens) for v in views]
+        return views
+
+    @property
+    def token_index(self) -> torch.Tensor | None:
+        """Token slots of the block begun last."""
+        return self._token_index
+
+    @property
+    def visible_tokens(self) -> int:
+        return self._visible_tokens
+
     def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the current block's K/V [B, N, H, D] in `layer`; return the visible K/V [B, M, H, D]."""
         return self.layer(layer).write(keys, values)

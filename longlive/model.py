@@ -194,8 +194,35 @@ class CausalWanModel(nn.Module):
         attends to what the cache keeps; without it, attention spans these F frames, limited by
         `frame_mask` [F, F] (True where a query frame may see a key frame). Returns [B, F, C, H, W].
         """
-        batch, frames = latents.shape[:2]
+        rope = self.rotary_table(latents.shape, start_frame, latents.device)
+        grid = self.token_grid(latents.shape)
+        mask = None if frame_mask is None else self._token_mask(frame_mask, grid[1] * grid[2], latents.device)
+        layers = [None] * len(self.blocks)
+        if kv_cache is not None:
+            kv_cache.begin_block(start_frame, latents.shape[1])
+            layers = kv_cache.layers()
+        return self.run_blocks(latents, timesteps, text, rope, layers, mask)
+
+    def token_grid(self, latent_shape: torch.Size) -> tuple[int, int, int]:
+        """Tokens along time, height and width for latents of `latent_shape` [B, F, C, H, W]."""
         pt, ph, pw = self.arch.patch_size
+        return latent_shape[1] // pt, latent_shape[3] // ph, latent_shape[4] // pw
+
+    def rotary_table(self, latent_shape: torch.Size, start_frame: int, device: torch.device) -> RotaryTable:
+        """RoPE of a block starting at absolute frame `start_frame` (computed on the CPU, then moved)."""
+        return RotaryTable(rope_angles(self.arch.head_dim, start_frame, *self.token_grid(latent_shape)), device)
+
+    def run_blocks(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: CrossAttentionCache,
+        rope: RotaryTable,
+        layers: list[LayerKV | None],
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The device work of `forward` (no bookkeeping, no host transfers), so it can be graph-captured."""
+        batch, frames = latents.shape[:2]
         tokens = self.patch_embedding(latents.transpose(1, 2).to(self.dtype))  # [B, C, F, H/ph, W/pw]
         grid = tokens.shape[2:]
         x = tokens.flatten(3).permute(0, 2, 3, 1).float()  # [B, F, T, C]
@@ -206,13 +233,8 @@ class CausalWanModel(nn.Module):
         time = self.time_projection(time_embedding.to(self.dtype)).float().unflatten(1, (6, -1))  # [B*F, 6, C]
         time, time_embedding = time.unflatten(0, (batch, frames)), time_embedding.unflatten(0, (batch, frames))
 
-        rope = RotaryTable(rope_angles(self.arch.head_dim, start_frame, *grid), latents.device)
-        mask = None if frame_mask is None else self._token_mask(frame_mask, grid[1] * grid[2], latents.device)
-        if kv_cache is not None:
-            kv_cache.begin_block(start_frame, frames)
         for layer, block in enumerate(self.blocks):
-            layer_kv = kv_cache.layer(layer) if kv_cache is not None else None
-            x = block(x, time, rope, text.keys[layer], text.values[layer], layer_kv, mask)
+            x = block(x, time, rope, text.keys[layer], text.values[layer], layers[layer], mask)
 
         out = self.head(x, time_embedding)  # [B, F, T, pt*ph*pw*C]
         return self._unpatchify(out, grid).float()

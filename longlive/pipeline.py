@@ -20,9 +20,10 @@ import torch
 from omegaconf import DictConfig
 
 from longlive.components import build_generator, build_prompt_encoder, build_streaming_vae
-from longlive.config import Geometry, derive_geometry
+from longlive.config import ConfigError, Geometry, derive_geometry
 from longlive.kv_cache import CrossAttentionCache, KVCache
 from longlive.model import CausalWanModel
+from longlive.runner import CUDAGraphGenerator
 from longlive.sampler import FlowMatchSampler
 from longlive.text_encoder import PromptSource
 from longlive.vae import StreamingVAE
@@ -100,6 +101,11 @@ class VideoConditionalPipeline:
         self.kv_cache: KVCache | None = None
         if cfg.compile_generator:
             compile_blocks(self.generator)
+        self._step = self.generator
+        if cfg.cuda_graphs:
+            if self.device.type != "cuda":
+                raise ConfigError(f"cuda_graphs=true needs a CUDA device, not {self.device}")
+            self._step = CUDAGraphGenerator(self.generator)
 
     @classmethod
     def from_config(
@@ -236,7 +242,7 @@ class VideoConditionalPipeline:
         self, latents: torch.Tensor, timestep: float, block: Block, text: CrossAttentionCache
     ) -> torch.Tensor:
         timesteps = torch.full(latents.shape[:2], timestep, device=self.device)
-        return self.generator(latents, timesteps, text, self.kv_cache, start_frame=block.start)
+        return self._step(latents, timesteps, text, self.kv_cache, start_frame=block.start)
 
     def _noise_like(self, block: Block, batch_size: int, rng: torch.Generator) -> torch.Tensor:
         g = self.geometry

@@ -1,0 +1,105 @@
+"""CUDA-graph replay of the generator's passes (the `cuda_graphs` switch).
+
+A pass launches thousands of small kernels; at the published size the CPU takes longer to issue them
+than the GPU takes to run them. Here each block shape is captured once as a CUDA graph and replayed:
+the bookkeeping (cache slots, RoPE table) stays on the host, and its results are copied into the
+graph's fixed input buffers before each replay. The KV cache is already a fixed buffer, written in
+place by the graph. One graph per (batch, frames, visible cache length): a handful per video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from longlive.attention import RotaryTable
+from longlive.kv_cache import CrossAttentionCache, KVCache
+from longlive.model import CausalWanModel
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    latents: torch.Tensor
+    timesteps: torch.Tensor
+    rope: RotaryTable
+    token_index: torch.Tensor
+    output: torch.Tensor
+
+
+class CUDAGraphGenerator:
+    """Called like `CausalWanModel.forward` with a KV cache; replays a captured graph per block shape."""
+
+    def __init__(self, model: CausalWanModel, warmup_runs: int = 2) -> None:
+        self.model = model
+        self.warmup_runs = warmup_runs
+        self._graphs: dict[tuple, _Graph] = {}
+        self._pool = torch.cuda.graph_pool_handle()
+        self._text: CrossAttentionCache | None = None  # fixed buffers every graph reads the prompt from
+        self._text_source: CrossAttentionCache | None = None
+
+    def __call__(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: CrossAttentionCache,
+        kv_cache: KVCache,
+        start_frame: int,
+    ) -> torch.Tensor:
+        kv_cache.begin_block(start_frame, latents.shape[1])
+        rope = self.model.rotary_table(latents.shape, start_frame, latents.device)
+        self._load_text(text)
+        key = (tuple(latents.shape), kv_cache.visible_tokens, id(kv_cache))
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._capture(latents, timesteps, rope, kv_cache)
+            self._graphs[key] = entry
+        else:
+            self._copy_inputs(entry, latents, timesteps, rope, kv_cache)
+        entry.graph.replay()
+        return entry.output.clone()
+
+    def _load_text(self, text: CrossAttentionCache) -> None:
+        """Copy a new prompt's K/V into the fixed text buffers (once per prompt, not per pass)."""
+        if text is self._text_source:
+            return
+        if self._text is None:
+            self._text = CrossAttentionCache([k.clone() for k in text.keys], [v.clone() for v in text.values])
+        else:
+            for mine, theirs in zip(self._text.keys + self._text.values, text.keys + text.values, strict=True):
+                mine.copy_(theirs)
+        self._text_source = text
+
+    @staticmethod
+    def _copy_inputs(entry: _Graph, latents, timesteps, rope: RotaryTable, kv_cache: KVCache) -> None:
+        entry.latents.copy_(latents)
+        entry.timesteps.copy_(timesteps)
+        entry.rope.cos.copy_(rope.cos)
+        entry.rope.sin.copy_(rope.sin)
+        entry.token_index.copy_(kv_cache.token_index)
+
+    def _run(self, entry: _Graph, kv_cache: KVCache) -> torch.Tensor:
+        layers = kv_cache.layers(token_index=entry.token_index)
+        return self.model.run_blocks(entry.latents, entry.timesteps, self._text, entry.rope, layers)
+
+    def _capture(self, latents, timesteps, rope: RotaryTable, kv_cache: KVCache) -> _Graph:
+        entry = _Graph(
+            graph=torch.cuda.CUDAGraph(),
+            latents=latents.clone(),
+            timesteps=timesteps.clone(),
+            rope=rope,
+            token_index=kv_cache.token_index.clone(),
+            output=torch.empty(0),
+        )
+        # Warm up on a side stream (lazy initialisation, autotuning, compilation), as capture requires.
+        # These runs write the block's own cache slots with its real inputs, so they leave nothing stale.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup_runs):
+                self._run(entry, kv_cache)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(entry.graph, pool=self._pool):
+            entry.output = self._run(entry, kv_cache)
+        return entry
