@@ -96,7 +96,7 @@ def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
         raise VideoReadError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
-            frame = np.asarray(image.convert("RGB"))  # [h, w, 3] uint8, whatever the mode (L, RGBA, P)
+            frame = np.array(image.convert("RGB"))  # [h, w, 3] uint8, whatever the mode (L, RGBA, P)
     except (UnidentifiedImageError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise VideoReadError(f"cannot read image {path}: {reason}") from None
