@@ -188,8 +188,8 @@ def run_samples(
     world = world or distributed.current()
     indices = distributed.shard(_limit(cfg, len(dataset)), world)
     existing = find_outputs(cfg)
-    if world.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(world.device)
+    if pipeline.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(pipeline.device)
 
     records = []
     for idx in tqdm(indices, desc=f"samples (rank {world.rank})", unit="sample", disable=not world.is_main):
@@ -200,9 +200,9 @@ def run_samples(
     if world.is_main:
         write_results(results_path, records)
     distributed.barrier(world)  # no rank leaves before the results are on disk
-    if world.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(world.device) / 1024**3
-        logger.info("peak VRAM %.2f GiB on %s", peak, world.device)
+    if pipeline.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(pipeline.device) / 1024**3
+        logger.info("peak VRAM %.2f GiB on %s", peak, pipeline.device)
     return JobReport(records, results_path)
 
 
