@@ -114,6 +114,26 @@ def run_benchmark(cfg, warmup_runs: int = 1) -> dict:
     }
 
 
+def profile_block(cfg, blocks: int = 3, rows: int = 25) -> str:
+    """Where the time of a few generated blocks goes: the profiler's table of ops by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    arch = PRESETS[cfg.model_name].generator
+    pipe = VideoConditionalPipeline.from_config(
+        cfg, device=device, prompts=RandomPrompts(arch.text_len, arch.text_dim, device, getattr(torch, cfg.dtype))
+    )
+    pipe("profile", seed=0)  # warm-up (and compilation, when switched on)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for index, _ in enumerate(pipe.stream("profile", seed=0)):
+            if index + 1 == blocks:
+                break
+        _sync(device)
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=70)
+
+
 def _median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     return ordered[len(ordered) // 2]

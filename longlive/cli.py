@@ -50,6 +50,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         parser = parsers[name] = argparse.ArgumentParser(prog=f"longlive {name}")
         parser.add_argument("--config_path", required=True, help="YAML config (see configs/)")
         parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. num_output_frames=120")
+    parsers["bench"].add_argument("--profile", action="store_true", help="also print where the time goes")
     check = parsers["check-weights"] = argparse.ArgumentParser(
         prog="longlive check-weights", description="Tell what weights files are and whether the engine loads them."
     )
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_weights(args.paths, args.model_name, args.use_ema)
         cfg = load_config(args.config_path, [*args.overrides, *FORCED_OVERRIDES.get(args.command, ())])
         if args.command == "bench":
-            return bench(cfg)
+            return bench(cfg, args.profile)
         return run_job(args.command, cfg)
     except USER_ERRORS as err:
         print(f"longlive: error: {err}", file=sys.stderr)
@@ -118,12 +119,14 @@ def check_weights(paths: Sequence[str], model_name: str, use_ema: bool) -> int:
     return 0 if all(r.error is None for r in results) else 1
 
 
-def bench(cfg) -> int:
+def bench(cfg, profile: bool = False) -> int:
     import json
 
-    from longlive.benchmark import run_benchmark
+    from longlive.benchmark import profile_block, run_benchmark
 
     print(json.dumps(run_benchmark(cfg)))
+    if profile:
+        print(profile_block(cfg))
     return 0
 
 

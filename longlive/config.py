@@ -176,6 +176,8 @@ class InferenceConfig:
     fps: int = 16
     dtype: str = "bfloat16"
     device: str = "auto"
+    # Speed switches; each has a test holding it to the eager reference path (see BENCHMARKS.md).
+    compile_generator: bool = False  # torch.compile every transformer block (fuses the elementwise work)
     # Folder of Wan2.1-T2V-1.3B, original (LongLive's wan_models/Wan2.1-T2V-1.3B) or diffusers layout
     # (Wan2.1-T2V-1.3B-Diffusers): base generator, VAE, text encoder, tokenizer. None = random weights.
     wan_model_dir: str | None = None

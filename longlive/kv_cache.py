@@ -112,19 +112,41 @@ class KVCache:
         """Frames the current block attends to, in slot order."""
         return [f for f in self.slot_frames if f >= 0]
 
-    # -- the one entry point attention calls ---------------------------------------------------------
+    # -- what attention sees ------------------------------------------------------------------------
+
+    def layer(self, layer: int) -> LayerKV:
+        """The view of one layer that its attention writes through, for the block begun last."""
+        if self._token_index is None:
+            raise CacheInvariantError(f"layer {layer} requested before begin_block")
+        return LayerKV(self.keys[layer], self.values[layer], self._token_index, self._visible_tokens)
 
     def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the current block's K/V [B, N, H, D] in `layer`; return the visible K/V [B, M, H, D]."""
-        if self._token_index is None or keys.shape[1] != self._token_index.numel():
+        return self.layer(layer).write(keys, values)
+
+
+@dataclass
+class LayerKV:
+    """One layer's buffers [B, C*T, H, D], the slots of the current block and how many tokens are visible.
+
+    Holding tensors and ints only (no layer number), every layer's attention is the same function of its
+    inputs, which is what lets a compiler or a CUDA graph treat all layers alike.
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    token_index: torch.Tensor
+    visible_tokens: int
+
+    def write(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the block's K/V [B, N, H, D] in its slots; return the visible K/V [B, M, H, D]."""
+        if keys.shape[1] != self.token_index.numel():
             raise CacheInvariantError(
-                f"write of {keys.shape[1]} tokens to layer {layer} without a matching begin_block "
-                f"(expected {None if self._token_index is None else self._token_index.numel()})"
+                f"write of {keys.shape[1]} tokens to a block of {self.token_index.numel()} token slots"
             )
-        layer_keys, layer_values = self.keys[layer], self.values[layer]
-        layer_keys.index_copy_(1, self._token_index, keys.to(layer_keys.dtype))
-        layer_values.index_copy_(1, self._token_index, values.to(layer_values.dtype))
-        return layer_keys[:, : self._visible_tokens], layer_values[:, : self._visible_tokens]
+        self.keys.index_copy_(1, self.token_index, keys.to(self.keys.dtype))
+        self.values.index_copy_(1, self.token_index, values.to(self.values.dtype))
+        return self.keys[:, : self.visible_tokens], self.values[:, : self.visible_tokens]
 
 
 def frame_visibility_mask(block_sizes: Sequence[int], cache_frames: int, sink_frames: int) -> torch.Tensor:

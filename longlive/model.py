@@ -17,7 +17,7 @@ from torch import nn
 
 from longlive.attention import RotaryTable, attention, rope_angles
 from longlive.config import WanArchitecture
-from longlive.kv_cache import CrossAttentionCache, KVCache
+from longlive.kv_cache import CrossAttentionCache, KVCache, LayerKV
 
 
 def sinusoidal_embedding(dim: int, timesteps: torch.Tensor) -> torch.Tensor:
@@ -62,8 +62,7 @@ class SelfAttention(nn.Module):
         self,
         x: torch.Tensor,
         rope: RotaryTable,
-        layer: int,
-        kv_cache: KVCache | None,
+        kv_cache: LayerKV | None,
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """x [B, N, C] -> [B, N, C]; with a cache the block's K/V are stored and all visible K/V attended."""
@@ -72,7 +71,7 @@ class SelfAttention(nn.Module):
         keys = rope.apply(self.norm_k(self.k(x)).unflatten(-1, heads))
         values = self.v(x).unflatten(-1, heads)
         if kv_cache is not None:
-            keys, values = kv_cache.write(layer, keys, values)  # [B, M, H, D]
+            keys, values = kv_cache.write(keys, values)  # [B, M, H, D]
         return self.o(attention(queries, keys, values, mask).flatten(2))
 
 
@@ -118,8 +117,7 @@ class WanBlock(nn.Module):
         rope: RotaryTable,
         text_keys: torch.Tensor,
         text_values: torch.Tensor,
-        layer: int,
-        kv_cache: KVCache | None,
+        kv_cache: LayerKV | None,
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """x [B, F, T, C] float32 residual stream; time [B, F, 6, C] per-frame modulation."""
@@ -129,7 +127,7 @@ class WanBlock(nn.Module):
         dtype = self.ffn[0].weight.dtype
 
         h = (self.norm1(x) * (1 + scale_sa) + shift_sa).to(dtype).flatten(1, 2)  # [B, F*T, C]
-        h = self.self_attn(h, rope, layer, kv_cache, mask)
+        h = self.self_attn(h, rope, kv_cache, mask)
         x = x + h.unflatten(1, x.shape[1:3]).float() * gate_sa
 
         h = self.norm3(x).to(dtype).flatten(1, 2)
@@ -213,7 +211,8 @@ class CausalWanModel(nn.Module):
         if kv_cache is not None:
             kv_cache.begin_block(start_frame, frames)
         for layer, block in enumerate(self.blocks):
-            x = block(x, time, rope, text.keys[layer], text.values[layer], layer, kv_cache, mask)
+            layer_kv = kv_cache.layer(layer) if kv_cache is not None else None
+            x = block(x, time, rope, text.keys[layer], text.values[layer], layer_kv, mask)
 
         out = self.head(x, time_embedding)  # [B, F, T, pt*ph*pw*C]
         return self._unpatchify(out, grid).float()

@@ -98,6 +98,8 @@ class VideoConditionalPipeline:
             cfg.denoising_step_list, cfg.model_kwargs.timestep_shift, cfg.warp_denoising_step
         )
         self.kv_cache: KVCache | None = None
+        if cfg.compile_generator:
+            compile_blocks(self.generator)
 
     @classmethod
     def from_config(
@@ -276,6 +278,16 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def compile_blocks(generator: CausalWanModel) -> None:
+    """torch.compile each transformer block in place, from outside the model.
+
+    All blocks share one compiled graph per shape: they take the same tensors and a `LayerKV` view
+    (no layer number), so only the visible cache length makes new graphs.
+    """
+    for block in generator.blocks:
+        block.compile()
+
+
 LOW_VRAM_FREE_BYTES = 40 * 1024**3  # LongLive's threshold: under 40 GiB free, the text encoder stays off the GPU
 
 
@@ -285,7 +297,7 @@ def free_gpu_memory(device: torch.device) -> int:
 
 
 def resolve_low_vram(setting: bool | None, device: torch.device | str) -> bool:
-    """`low_vram`: true or false as set; null = on when a CUDA device has under 40 GB free (off on CPU)."""
+    """`low_vram`: true or false as set; null = on when a CUDA device has under 40 GiB free (off on CPU)."""
     device = torch.device(device)
     if setting is not None:
         logger.info("low-VRAM mode: %s (low_vram=%s)", "on" if setting else "off", str(setting).lower())

@@ -71,7 +71,7 @@ class PromptEncoder:
 def byte_level_tokenizer() -> PreTrainedTokenizerFast:
     """A self-contained byte-level tokenizer (256 bytes + pad/eos/unk) for tiny random text encoders."""
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):  # sorted: the alphabet's order varies per process
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):  # the alphabet comes unordered
         vocab[symbol] = len(vocab)
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
