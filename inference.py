@@ -1,6 +1,9 @@
 """Text-to-video over a text file of prompts, one per line (LongLive's `inference.py`).
 
-python inference.py --config_path configs/longlive_inference.yaml
+One process:
+    python inference.py --config_path configs/tiny_t2v.yaml
+N GPUs:
+    torchrun --nproc_per_node=N inference.py --config_path configs/tiny_t2v.yaml
 """
 
 import sys

@@ -1,12 +1,15 @@
 """Command line: `longlive <command> ...`.
 
     longlive video-conditional --config_path configs/tiny_video_conditional.yaml [key=value ...]
+    longlive i2v --config_path configs/tiny_i2v.yaml [key=value ...]
     longlive t2v --config_path configs/tiny_t2v.yaml [key=value ...]
+    torchrun --nproc_per_node=N --no-python longlive video-conditional --config_path ...   # N ranks
     longlive check-weights wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth longlive_models/models/lora.pt
     longlive bench --config_path configs/longlive_video_conditional_inference.yaml generator_ckpt=null ...
 
 Dotted `key=value` arguments override the config. A user's mistake (a bad key, a missing or wrong
-weights file) ends the command with one line on stderr and exit code 2; failed samples give exit code 1.
+weights file) ends the command with one line on stderr and exit code 2; failed samples give exit code 1
+(on every rank, so torchrun reports the job failed).
 """
 
 from __future__ import annotations
@@ -17,21 +20,25 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from longlive import distributed
 from longlive.config import PRESETS, ConfigError, load_config
-from longlive.jobs import JobReport, rank, run_text_to_video_job, run_video_conditional_job
+from longlive.jobs import JobReport, run_image_to_video_job, run_text_to_video_job, run_video_conditional_job
 from longlive.weights import WeightsError
 
 JOBS: dict[str, Callable] = {
     "video-conditional": run_video_conditional_job,
+    "i2v": run_image_to_video_job,
     "t2v": run_text_to_video_job,
 }
+# Keys a command sets whatever the config says: an image is a one-frame conditioning video.
+FORCED_OVERRIDES: dict[str, tuple[str, ...]] = {"i2v": ("num_conditioning_frames=1",)}
 USER_ERRORS = (ConfigError, WeightsError, FileNotFoundError)
 
 
 def setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO,
-        format=f"[rank{rank()}] %(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"[rank{distributed.current().rank}] %(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
 
@@ -71,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-weights":
             return check_weights(args.paths, args.model_name, args.use_ema)
-        cfg = load_config(args.config_path, args.overrides)
+        cfg = load_config(args.config_path, [*args.overrides, *FORCED_OVERRIDES.get(args.command, ())])
         if args.command == "bench":
             return bench(cfg, args.profile)
         return run_job(args.command, cfg)
@@ -81,18 +88,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_job(command: str, cfg) -> int:
-    from longlive.pipeline import VideoConditionalPipeline
+    """Build the pipeline on this rank's device, run its share of the job, report on rank 0."""
+    from longlive.pipeline import VideoConditionalPipeline, resolve_device
 
     log = logging.getLogger("longlive")
     if cfg.data_path is None or not Path(cfg.data_path).is_file():
         raise ConfigError(f"data_path {'is not set' if cfg.data_path is None else f'not found: {cfg.data_path}'}")
-    pipeline = VideoConditionalPipeline.from_config(cfg)
-    report: JobReport = JOBS[command](cfg, pipeline)
-    log.info("%d videos written to %s", len(report.written), cfg.output_folder)
-    if report.failed:
-        log.error("%d samples failed:\n  %s", len(report.failed), "\n  ".join(report.failed))
-        return 1
-    return 0
+    with distributed.launch(resolve_device(cfg.device)) as world:
+        pipeline = VideoConditionalPipeline.from_config(cfg, world.device)
+        report: JobReport = JOBS[command](cfg, pipeline, world)
+    if world.is_main:
+        log.info(
+            "%d videos written, %d samples skipped (already done), %d failed; results in %s",
+            len(report.written),
+            len(report.skipped),
+            len(report.failed),
+            report.results_path,
+        )
+        if report.failed:
+            log.error("%d samples failed:\n  %s", len(report.failed), "\n  ".join(report.failed))
+    return 1 if report.failed else 0
 
 
 def check_weights(paths: Sequence[str], model_name: str, use_ema: bool) -> int:

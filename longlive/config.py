@@ -163,6 +163,13 @@ class InferenceConfig:
     # --- The video-conditional job ---
     # Video frames taken from the input video; the VAE consumes the largest 4k+1 that fit.
     num_conditioning_frames: int = 40
+    # --- Batch jobs ---
+    # Regenerate samples whose videos already exist in output_folder (default: skip them, i.e. resume).
+    overwrite: bool = False
+    # Also save each output's latents [T, C, h, w] (float32) as a .pt beside its mp4.
+    save_latents: bool = False
+    # Text encoder kept on the CPU; null = automatic (on when the GPU has under 40 GiB free).
+    low_vram: bool | None = None
     # --- Engine keys ---
     height: int = 480
     width: int = 832

@@ -1,4 +1,4 @@
-"""Job inputs in LongLive's formats: JSONL of conditioning samples, text files of prompts.
+"""Job inputs in LongLive's formats: JSONL of conditioning samples (videos or images), text files of prompts.
 
 Each line is parsed when its sample is taken, so one bad line fails that sample alone, with an
 error naming the file and line.
@@ -24,11 +24,12 @@ def _read_lines(path: str | Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-class VideoConditionalDataset(Dataset):
-    """JSONL lines `{"video_path", "prompt1", "prompt2"}`; relative video paths resolve against the
-    working directory, then the JSONL's folder."""
+class JsonlDataset(Dataset):
+    """JSONL lines holding `KEYS` (non-empty strings); `PATH_KEY`'s file resolves against the working
+    directory, then the JSONL's folder."""
 
-    KEYS = ("video_path", "prompt1", "prompt2")
+    KEYS: tuple[str, ...] = ()
+    PATH_KEY = ""
 
     def __init__(self, data_path: str | Path) -> None:
         self.data_path = Path(data_path)
@@ -36,6 +37,10 @@ class VideoConditionalDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def raw(self, idx: int) -> str:
+        """Line `idx` as written in the file (for the results of a sample that cannot be parsed)."""
+        return self.lines[idx]
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         where = f"{self.data_path}:{idx + 1}"
@@ -50,19 +55,31 @@ class VideoConditionalDataset(Dataset):
             if not isinstance(value, str) or not value.strip():
                 problem = "missing" if key not in record else "empty or not a string"
                 raise SampleError(f"{where}: key '{key}' is {problem}")
-        return {
-            "idx": idx,
-            "video_path": str(self._resolve(record["video_path"])),
-            "prompt1": record["prompt1"],
-            "prompt2": record["prompt2"],
-        }
+        sample = {"idx": idx, **{key: record[key] for key in self.KEYS}}
+        sample[self.PATH_KEY] = str(self._resolve(record[self.PATH_KEY]))
+        return sample
 
-    def _resolve(self, video_path: str) -> Path:
-        path = Path(video_path)
+    def _resolve(self, file_path: str) -> Path:
+        path = Path(file_path)
         if path.is_absolute() or path.exists():
             return path
         beside = self.data_path.parent / path
         return beside if beside.exists() else path
+
+
+class VideoConditionalDataset(JsonlDataset):
+    """JSONL lines `{"video_path", "prompt1", "prompt2"}`; relative video paths resolve against the
+    working directory, then the JSONL's folder."""
+
+    KEYS = ("video_path", "prompt1", "prompt2")
+    PATH_KEY = "video_path"
+
+
+class ImageToVideoDataset(JsonlDataset):
+    """JSONL lines `{"image_path", "prompt"}`: the image is the first frame, the prompt the whole video."""
+
+    KEYS = ("image_path", "prompt")
+    PATH_KEY = "image_path"
 
 
 class TextDataset(Dataset):
@@ -73,6 +90,9 @@ class TextDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def raw(self, idx: int) -> str:
+        return self.prompts[idx]
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         return {"idx": idx, "prompts": self.prompts[idx].strip()}

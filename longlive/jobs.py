@@ -1,34 +1,93 @@
-"""Batch jobs over input files: video-conditional (JSONL) and text-to-video (one prompt per line).
+"""Batch jobs over input files: video-conditional and image-to-video (JSONL), text-to-video (prompts).
+
+The three jobs share one loop, `run_samples`:
+
+    1. shard the sample indices over the ranks (sample i -> rank i % world_size, `longlive.distributed`)
+    2. for each sample of this rank: parse its line; skip the seeds whose video already exists in
+       `output_folder` under any rank's name (resume) unless `overwrite`; load its video or image;
+       stream the rollout block by block onto the CPU; write the mp4 atomically
+    3. gather every rank's records; rank 0 writes `results.jsonl`, one line per sample by index
 
 A sample that cannot be used (bad line, missing or short video, empty prompt) fails alone with a
-one-line error; every other sample still runs and the job reports the failures at the end.
+one-line error in the log and in `results.jsonl`; every other sample still runs. A job killed half
+way leaves only finished mp4s (they are written under a temporary name, then renamed), so rerunning
+it generates exactly the samples that are missing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from dataclasses import dataclass, field
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from longlive import distributed
 from longlive.config import ConfigError
-from longlive.datasets import SampleError, TextDataset, VideoConditionalDataset
-from longlive.pipeline import InputError, VideoConditionalPipeline
-from longlive.video_io import VideoReadError, load_video, write_video
+from longlive.datasets import ImageToVideoDataset, SampleError, TextDataset, VideoConditionalDataset
+from longlive.distributed import World
+from longlive.pipeline import InputError, VideoConditionalPipeline, plan_blocks
+from longlive.video_io import VideoReadError, load_image, load_video, write_latents, write_video
 
 logger = logging.getLogger(__name__)
 
 USER_ERRORS = (SampleError, VideoReadError, InputError)
+RESULTS_FILE = "results.jsonl"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One sample as the pipeline takes it: prompts and an optional conditioning video [3, N, H, W]."""
+
+    prompt1: str
+    prompt2: str | None = None
+    video: torch.Tensor | None = None
+
+
+@dataclass
+class SampleRecord:
+    """One line of `results.jsonl`."""
+
+    index: int
+    status: str  # ok | failed | skipped (every output already existed)
+    inputs: dict[str, Any]  # the parsed line, or {"line": ...} when it cannot be parsed
+    seeds: list[int]
+    outputs: list[str] = field(default_factory=list)  # one mp4 per seed, in seed order
+    latents: list[str] = field(default_factory=list)  # with save_latents
+    error: str | None = None
+    rank: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: load, generate, write, total
 
 
 @dataclass
 class JobReport:
-    written: list[Path] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    """Every rank's records, by sample index (the same on every rank)."""
+
+    records: list[SampleRecord]
+    results_path: Path
+
+    @property
+    def written(self) -> list[str]:
+        return [out for r in self.records if r.status == "ok" for out in r.outputs]
+
+    @property
+    def skipped(self) -> list[SampleRecord]:
+        return [r for r in self.records if r.status == "skipped"]
+
+    @property
+    def failed(self) -> list[str]:
+        return [f"sample {r.index}: {r.error}" for r in self.records if r.status == "failed"]
+
+
+# -- names ---------------------------------------------------------------------------------------
 
 
 def model_type(cfg: DictConfig) -> str:
@@ -38,12 +97,25 @@ def model_type(cfg: DictConfig) -> str:
     return "ema" if cfg.use_ema else "regular"
 
 
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+def output_path(cfg: DictConfig, idx: int, seed: int, rank: int | None = None) -> Path:
+    rank = distributed.current().rank if rank is None else rank
+    return Path(cfg.output_folder) / f"rank{rank}-{idx}-{seed}_{model_type(cfg)}.mp4"
 
 
-def output_path(cfg: DictConfig, idx: int, seed: int) -> Path:
-    return Path(cfg.output_folder) / f"rank{rank()}-{idx}-{seed}_{model_type(cfg)}.mp4"
+def find_outputs(cfg: DictConfig) -> dict[tuple[int, int], Path]:
+    """Finished videos in `output_folder` by (index, seed), whichever rank wrote them.
+
+    One listing for the whole job; temporary files (`.rank0-...partial.mp4`) do not match.
+    """
+    folder = Path(cfg.output_folder)
+    pattern = re.compile(rf"rank\d+-(\d+)-(-?\d+)_{re.escape(model_type(cfg))}\.mp4")
+    found: dict[tuple[int, int], Path] = {}
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            match = pattern.fullmatch(path.name)
+            if match and path.is_file():
+                found.setdefault((int(match[1]), int(match[2])), path)
+    return found
 
 
 def sample_seeds(cfg: DictConfig, idx: int) -> list[int]:
@@ -55,40 +127,186 @@ def _limit(cfg: DictConfig, count: int) -> int:
     return count if cfg.inference_iter < 0 else min(count, cfg.inference_iter)
 
 
-def run_video_conditional_job(cfg: DictConfig, pipeline: VideoConditionalPipeline) -> JobReport:
+def _data_path(cfg: DictConfig, what: str) -> str:
+    if cfg.data_path is None:
+        raise ConfigError(f"data_path is not set: give {what}")
+    return cfg.data_path
+
+
+# -- the three jobs ------------------------------------------------------------------------------
+
+
+def run_video_conditional_job(
+    cfg: DictConfig, pipeline: VideoConditionalPipeline, world: World | None = None
+) -> JobReport:
     """Condition on each JSONL line's video under prompt1, continue under prompt2, write mp4s."""
-    if cfg.data_path is None:
-        raise ConfigError("data_path is not set: give a JSONL of {video_path, prompt1, prompt2} lines")
-    dataset = VideoConditionalDataset(cfg.data_path)
-    report = JobReport()
-    for idx in tqdm(range(_limit(cfg, len(dataset))), desc="samples", disable=rank() != 0):
-        try:
-            sample = dataset[idx]
-            video = load_video(sample["video_path"], cfg.num_conditioning_frames, cfg.height, cfg.width)
-            for seed in sample_seeds(cfg, idx):
-                result = pipeline(sample["prompt1"], sample["prompt2"], video.unsqueeze(0), seed=seed)
-                report.written.append(write_video(output_path(cfg, idx, seed), result.frames[0], cfg.fps))
-                logger.info("sample %d (seed %d) -> %s", idx, seed, report.written[-1])
-        except USER_ERRORS as err:
-            report.failed.append(f"sample {idx}: {err}")
-            logger.error("sample %d failed: %s", idx, err)
-    return report
+    dataset = VideoConditionalDataset(_data_path(cfg, "a JSONL of {video_path, prompt1, prompt2} lines"))
+
+    def load(sample: dict[str, Any]) -> Request:
+        video = load_video(sample["video_path"], cfg.num_conditioning_frames, cfg.height, cfg.width)
+        return Request(sample["prompt1"], sample["prompt2"], video)
+
+    return run_samples(cfg, pipeline, dataset, load, world)
 
 
-def run_text_to_video_job(cfg: DictConfig, pipeline: VideoConditionalPipeline) -> JobReport:
+def run_image_to_video_job(
+    cfg: DictConfig, pipeline: VideoConditionalPipeline, world: World | None = None
+) -> JobReport:
+    """Each JSONL line's image is a one-frame conditioning video; its prompt drives the whole video."""
+    dataset = ImageToVideoDataset(_data_path(cfg, "a JSONL of {image_path, prompt} lines"))
+    if cfg.num_conditioning_frames != 1:
+        raise ConfigError(f"num_conditioning_frames={cfg.num_conditioning_frames}: image-to-video conditions on 1")
+
+    def load(sample: dict[str, Any]) -> Request:
+        image = load_image(sample["image_path"], cfg.height, cfg.width)  # [3, 1, H, W]
+        return Request(sample["prompt"], sample["prompt"], image)
+
+    return run_samples(cfg, pipeline, dataset, load, world)
+
+
+def run_text_to_video_job(cfg: DictConfig, pipeline: VideoConditionalPipeline, world: World | None = None) -> JobReport:
     """Text-to-video: one prompt per line of `data_path`, no conditioning."""
-    if cfg.data_path is None:
-        raise ConfigError("data_path is not set: give a text file with one prompt per line")
-    dataset = TextDataset(cfg.data_path)
-    report = JobReport()
-    for idx in tqdm(range(_limit(cfg, len(dataset))), desc="prompts", disable=rank() != 0):
-        prompt = dataset[idx]["prompts"]
-        try:
-            for seed in sample_seeds(cfg, idx):
-                with torch.no_grad():
-                    result = pipeline(prompt, seed=seed)
-                report.written.append(write_video(output_path(cfg, idx, seed), result.frames[0], cfg.fps))
-        except USER_ERRORS as err:
-            report.failed.append(f"prompt {idx}: {err}")
-            logger.error("prompt %d failed: %s", idx, err)
-    return report
+    dataset = TextDataset(_data_path(cfg, "a text file with one prompt per line"))
+    return run_samples(cfg, pipeline, dataset, lambda sample: Request(sample["prompts"]), world)
+
+
+# -- the shared loop -----------------------------------------------------------------------------
+
+
+def run_samples(
+    cfg: DictConfig,
+    pipeline: VideoConditionalPipeline,
+    dataset,
+    load: Callable[[dict[str, Any]], Request],
+    world: World | None = None,
+) -> JobReport:
+    """Run this rank's share of `dataset`, gather every rank's records, write `results.jsonl` on rank 0.
+
+    `dataset[idx]` parses sample `idx` (raising `SampleError`), `dataset.raw(idx)` is its line as
+    written; `load` reads what the sample names (video, image) into a `Request`.
+    """
+    world = world or distributed.current()
+    indices = distributed.shard(_limit(cfg, len(dataset)), world)
+    existing = find_outputs(cfg)
+    if pipeline.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(pipeline.device)
+
+    records = []
+    for idx in tqdm(indices, desc=f"samples (rank {world.rank})", unit="sample", disable=not world.is_main):
+        records.append(_run_sample(cfg, pipeline, dataset, load, idx, world, existing))
+
+    records = sorted((r for part in distributed.gather(records, world) for r in part), key=lambda r: r.index)
+    results_path = Path(cfg.output_folder) / RESULTS_FILE
+    if world.is_main:
+        write_results(results_path, records)
+    distributed.barrier(world)  # no rank leaves before the results are on disk
+    if pipeline.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(pipeline.device) / 1024**3
+        logger.info("peak VRAM %.2f GiB on %s", peak, pipeline.device)
+    return JobReport(records, results_path)
+
+
+def _run_sample(
+    cfg: DictConfig,
+    pipeline: VideoConditionalPipeline,
+    dataset,
+    load: Callable[[dict[str, Any]], Request],
+    idx: int,
+    world: World,
+    existing: dict[tuple[int, int], Path],
+) -> SampleRecord:
+    """Sample `idx`, every seed not yet done; user errors end up in the record, bugs propagate."""
+    start = time.perf_counter()
+    record = SampleRecord(index=idx, status="ok", inputs={}, seeds=sample_seeds(cfg, idx), rank=world.rank)
+    timings = {"load_s": 0.0, "generate_s": 0.0, "write_s": 0.0}
+    outputs: dict[int, Path] = {}  # seed -> mp4, found or written
+    try:
+        sample = dataset[idx]
+        record.inputs = {key: value for key, value in sample.items() if key != "idx"}
+        if not cfg.overwrite:
+            outputs = {seed: existing[idx, seed] for seed in record.seeds if (idx, seed) in existing}
+        todo = [seed for seed in record.seeds if seed not in outputs]
+        if not todo:
+            record.status = "skipped"
+            logger.info("sample %d: already done (%s), skipped", idx, ", ".join(p.name for p in outputs.values()))
+        else:
+            tick = time.perf_counter()
+            request = load(sample)
+            timings["load_s"] = time.perf_counter() - tick
+        for seed in todo:
+            tick = time.perf_counter()
+            latents, frames = generate(pipeline, request, seed, progress=world.is_main)
+            timings["generate_s"] += time.perf_counter() - tick
+            tick = time.perf_counter()
+            outputs[seed] = _write_outputs(cfg, idx, seed, latents, frames, world.rank, existing)
+            timings["write_s"] += time.perf_counter() - tick
+            logger.info("sample %d (seed %d) -> %s", idx, seed, outputs[seed])
+    except USER_ERRORS as err:
+        record.status, record.error = "failed", str(err)
+        record.inputs = record.inputs or {"line": dataset.raw(idx)}
+        logger.error("sample %d failed: %s", idx, err)
+    done = [outputs[seed] for seed in record.seeds if seed in outputs]
+    record.outputs = [str(path) for path in done]
+    if cfg.save_latents:
+        record.latents = [str(path) for path in map(_latents_path, done) if path.is_file()]
+    timings["total_s"] = time.perf_counter() - start
+    record.timings = {key: round(value, 3) for key, value in timings.items()}
+    return record
+
+
+def generate(
+    pipeline: VideoConditionalPipeline, request: Request, seed: int, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stream one rollout, gathering each finished block on the CPU as it arrives (so GPU memory
+    stays flat); a tqdm bar over the blocks when `progress`. Returns latents [T, C, h, w] and frames
+    [3, 4T-3, H, W] in [-1, 1]."""
+    video = None if request.video is None else request.video.unsqueeze(0)  # [1, 3, N, H, W]
+    conditioning = pipeline.geometry.latents_for_video_frames(pipeline.conditioning_video_frames(video))
+    num_blocks = len(plan_blocks(conditioning, pipeline.cfg.num_output_frames, pipeline.geometry.frames_per_block))
+    latents, frames = [], []
+    stream = pipeline.stream(request.prompt1, request.prompt2, video, seed=seed)
+    for result in tqdm(stream, desc=f"blocks (seed {seed})", total=num_blocks, leave=False, disable=not progress):
+        latents.append(result.latents[0].float().cpu())  # [F, C, h, w]
+        frames.append(result.frames[0].float().cpu())  # [3, n, H, W]
+    return torch.cat(latents, dim=0), torch.cat(frames, dim=1)
+
+
+def _latents_path(video_path: Path) -> Path:
+    return video_path.with_suffix(".pt")
+
+
+def _write_outputs(
+    cfg: DictConfig,
+    idx: int,
+    seed: int,
+    latents: torch.Tensor,
+    frames: torch.Tensor,
+    rank: int,
+    existing: dict[tuple[int, int], Path],
+) -> Path:
+    """The mp4 (and latents), each atomically; the mp4 last, as it marks the seed done for resume."""
+    path = output_path(cfg, idx, seed, rank)
+    if cfg.save_latents:
+        write_latents(_latents_path(path), latents)
+    write_video(path, frames, cfg.fps)
+    stale = existing.get((idx, seed))
+    if stale is not None and stale != path:  # overwrite: the old output was another rank's name
+        stale.unlink(missing_ok=True)
+        _latents_path(stale).unlink(missing_ok=True)
+    return path
+
+
+def write_results(path: Path, records: list[SampleRecord]) -> Path:
+    """`results.jsonl`, one record per line by sample index, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    with open(temporary, "w", encoding="utf-8") as file:
+        for record in records:
+            file.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a `results.jsonl`."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -118,7 +118,11 @@ class VideoConditionalPipeline:
         device = torch.device(device or resolve_device(cfg.device))
         generator = build_generator(cfg, device)
         vae = build_streaming_vae(cfg, device)
-        prompts = prompts if prompts is not None else build_prompt_encoder(cfg, device)
+        # Low-VRAM mode: the text encoder (UMT5-XXL, 11 GB in bf16) stays on the CPU; only the
+        # embeddings move to the device.
+        low_vram = resolve_low_vram(cfg.low_vram, device)
+        if prompts is None:
+            prompts = build_prompt_encoder(cfg, torch.device("cpu") if low_vram else device)
         return cls(cfg, generator, vae, prompts, device)
 
     # -- the recipe --------------------------------------------------------------------------------
@@ -203,7 +207,9 @@ class VideoConditionalPipeline:
         return video
 
     def _encode_prompts(self, prompt1: str, prompt2: str) -> tuple[CrossAttentionCache, CrossAttentionCache]:
-        embed = self.prompts.encode
+        def embed(prompt: str) -> torch.Tensor:  # the encoder may live on the CPU (low-VRAM mode)
+            return self.prompts.encode(prompt).to(self.device)
+
         return self.generator.prepare_text(embed(prompt1)), self.generator.prepare_text(embed(prompt2))
 
     def _encode_conditioning(self, video: torch.Tensor | None) -> torch.Tensor:
@@ -286,3 +292,32 @@ def compile_blocks(generator: CausalWanModel) -> None:
     """
     for block in generator.blocks:
         block.compile()
+
+
+LOW_VRAM_FREE_BYTES = 40 * 1024**3  # LongLive's threshold: under 40 GiB free, the text encoder stays off the GPU
+
+
+def free_gpu_memory(device: torch.device) -> int:
+    """Free bytes on a CUDA device (the probe the automatic low-VRAM mode reads)."""
+    return torch.cuda.mem_get_info(device)[0]
+
+
+def resolve_low_vram(setting: bool | None, device: torch.device | str) -> bool:
+    """`low_vram`: true or false as set; null = on when a CUDA device has under 40 GiB free (off on CPU)."""
+    device = torch.device(device)
+    if setting is not None:
+        logger.info("low-VRAM mode: %s (low_vram=%s)", "on" if setting else "off", str(setting).lower())
+        return bool(setting)
+    if device.type != "cuda":
+        logger.info("low-VRAM mode: off (no GPU)")
+        return False
+    free = free_gpu_memory(device)
+    low_vram = free < LOW_VRAM_FREE_BYTES
+    logger.info(
+        "low-VRAM mode: %s (%.1f GiB free on %s, threshold %.0f GiB; set low_vram to force)",
+        "on" if low_vram else "off",
+        free / 1024**3,
+        device,
+        LOW_VRAM_FREE_BYTES / 1024**3,
+    )
+    return low_vram

@@ -1,8 +1,8 @@
-"""Reading conditioning videos and writing results.
+"""Reading conditioning videos (and images) and writing results.
 
 Frames are read with decord when it is installed and can open the file, otherwise with imageio
-(ffmpeg). They are resized to cover the model resolution and center-cropped, as [3, N, H, W] in
-[-1, 1]. Videos are written atomically: to a temporary name first, then renamed.
+(ffmpeg); images with PIL. They are resized to cover the model resolution and center-cropped, as
+[3, N, H, W] in [-1, 1]. Videos are written atomically: to a temporary name first, then renamed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 class VideoReadError(ValueError):
-    """A video is missing, unreadable or too short; the message names the file."""
+    """A video (or image) is missing, unreadable or too short; the message names the file."""
 
 
 def read_frames(path: str | Path, num_frames: int) -> np.ndarray:
@@ -87,6 +87,22 @@ def load_video(path: str | Path, num_frames: int, height: int, width: int) -> to
     return frames_to_tensor(read_frames(path, num_frames), height, width)
 
 
+def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
+    """An image as a one-frame video at the model resolution, [3, 1, height, width] in [-1, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoReadError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            frame = np.array(image.convert("RGB"))  # [h, w, 3] uint8, whatever the mode (L, RGBA, P)
+    except (UnidentifiedImageError, OSError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise VideoReadError(f"cannot read image {path}: {reason}") from None
+    return frames_to_tensor(frame[None], height, width)
+
+
 def tensor_to_uint8(frames: torch.Tensor) -> np.ndarray:
     """[3, N, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
     video = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -107,6 +123,20 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: int) -> Path:
         ) as writer:
             for frame in tensor_to_uint8(frames):
                 writer.append_data(frame)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    os.replace(temporary, path)
+    return path
+
+
+def write_latents(path: str | Path, latents: torch.Tensor) -> Path:
+    """Save latents [T, C, h, w] with `torch.save`, atomically (read back with `torch.load`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        torch.save(latents.detach().cpu().contiguous(), temporary)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -1,4 +1,5 @@
-"""Write the small example conditioning videos in example/videos/ (deterministic; rerun to recreate).
+"""Write the small example conditioning videos in example/videos/ and their first frames in
+example/images/ (the image-to-video examples). Deterministic; rerun to recreate.
 
 python scripts/make_example_videos.py
 """
@@ -7,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 
-from longlive.video_io import write_video
+from longlive.video_io import tensor_to_uint8, write_video
 
 HEIGHT, WIDTH, FRAMES, FPS = 96, 160, 48, 16
 EXAMPLES = {
@@ -34,9 +36,14 @@ def render(color, start, velocity, shape, size: int = 24) -> torch.Tensor:
 
 
 def main() -> None:
-    folder = Path(__file__).resolve().parents[1] / "example" / "videos"
+    example = Path(__file__).resolve().parents[1] / "example"
+    (example / "images").mkdir(exist_ok=True)
     for name, spec in EXAMPLES.items():
-        print(write_video(folder / name, render(**spec), FPS))
+        video = render(**spec)
+        print(write_video(example / "videos" / name, video, FPS))
+        image = example / "images" / Path(name).with_suffix(".png")
+        iio.imwrite(image, tensor_to_uint8(video[:, :1])[0])  # the first frame, before compression
+        print(image)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ def read_mp4(path: Path) -> np.ndarray:
     return iio.imread(path, plugin="FFMPEG")  # [N, H, W, 3]
 
 
+def read_results(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
 def run_job(command: str, config: Path, *overrides: str) -> int:
     return cli.main([command, "--config_path", str(config), f"num_output_frames={T}", *overrides])
 
@@ -84,10 +88,24 @@ def test_video_conditional_job_writes_one_mp4_per_line(tmp_path):
     lines = len(VideoConditionalDataset(EXAMPLE_JSONL))
     # seed = cfg.seed + idx * num_samples + j, with num_samples = 1
     expected = {f"rank0-{idx}-{cfg.seed + idx * cfg.num_samples}_regular.mp4" for idx in range(lines)}
-    assert {p.name for p in out.iterdir()} == expected  # no partial files left behind
+    assert {p.name for p in out.iterdir()} == expected | {"results.jsonl"}  # no partial files left behind
     for name in expected:
         frames = read_mp4(out / name)
         assert frames.shape == (4 * T - 3, HEIGHT, WIDTH, 3)
+
+    records = read_results(out)  # one line per sample, by index, with its inputs as parsed
+    dataset = VideoConditionalDataset(EXAMPLE_JSONL)
+    assert [r["index"] for r in records] == list(range(lines))
+    for idx, record in enumerate(records):
+        assert record["status"] == "ok" and record["error"] is None and record["rank"] == 0
+        assert record["inputs"] == {key: dataset[idx][key] for key in ("video_path", "prompt1", "prompt2")}
+        assert record["seeds"] == [idx]
+        assert record["outputs"] == [str(out / f"rank0-{idx}-{idx}_regular.mp4")]
+        assert record["latents"] == []  # save_latents is off
+        timings = record["timings"]
+        assert set(timings) == {"load_s", "generate_s", "write_s", "total_s"}
+        assert all(value >= 0 for value in timings.values())
+        assert timings["generate_s"] > 0 and timings["total_s"] >= timings["generate_s"]
 
 
 def test_seeds_follow_sample_index_and_num_samples(tmp_path):
@@ -95,7 +113,10 @@ def test_seeds_follow_sample_index_and_num_samples(tmp_path):
     overrides = (f"output_folder={out}", f"data_path={EXAMPLE_JSONL}", "seed=5", "num_samples=2", "inference_iter=1")
     assert run_job("video-conditional", TINY_CONFIG, *overrides) == 0
     # inference_iter=1: sample 0 only, seeds 5 + 0 * 2 + j for j in 0, 1
-    assert sorted(p.name for p in out.iterdir()) == ["rank0-0-5_regular.mp4", "rank0-0-6_regular.mp4"]
+    videos = ["rank0-0-5_regular.mp4", "rank0-0-6_regular.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == [*videos, "results.jsonl"]
+    (record,) = read_results(out)
+    assert record["seeds"] == [5, 6] and record["outputs"] == [str(out / name) for name in videos]
     first, second = (read_mp4(out / f"rank0-0-{seed}_regular.mp4").astype(int) for seed in (5, 6))
     cond = 4 * 3 - 3  # 9 conditioning frames -> 3 latents -> the first 9 decoded frames
     assert np.abs(first[cond:] - second[cond:]).max() > 0  # the two seeds give different continuations
@@ -120,10 +141,11 @@ def test_video_conditional_script_subprocess(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.glob("*.mp4"))
     assert names == ["rank0-0-0_regular.mp4", "rank0-1-1_regular.mp4"]
     for name in names:
         assert read_mp4(out / name).shape == (4 * T - 3, HEIGHT, WIDTH, 3)
+    assert [r["status"] for r in read_results(out)] == ["ok", "ok"]
 
 
 def test_bad_samples_fail_alone_with_one_line_each(tmp_path, caplog, capsys):
@@ -146,7 +168,7 @@ def test_bad_samples_fail_alone_with_one_line_each(tmp_path, caplog, capsys):
     caplog.set_level(logging.INFO)
     assert run_job("video-conditional", TINY_CONFIG, f"output_folder={out}", f"data_path={data}") == 1
 
-    assert [p.name for p in out.iterdir()] == ["rank0-0-0_regular.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["rank0-0-0_regular.mp4", "results.jsonl"]
     assert read_mp4(out / "rank0-0-0_regular.mp4").shape == (4 * T - 3, HEIGHT, WIDTH, 3)
 
     failures = {
@@ -168,6 +190,16 @@ def test_bad_samples_fail_alone_with_one_line_each(tmp_path, caplog, capsys):
             assert word in first_line, (idx, failures[idx])
     for idx in expected:
         assert "\n" not in failures[idx], failures[idx]
+
+    records = read_results(out)  # every sample has its line, the failed ones with the same one-line error
+    assert [(r["index"], r["status"]) for r in records] == [(0, "ok")] + [(idx, "failed") for idx in expected]
+    for record in records[1:]:
+        assert failures[record["index"]] == f"sample {record['index']} failed: {record['error']}"
+        assert record["outputs"] == [] and record["timings"]["generate_s"] == 0
+    data_lines = data.read_text(encoding="utf-8").splitlines()
+    assert records[1]["inputs"] == {"line": data_lines[1]}  # unparsable: recorded as written
+    assert records[2]["inputs"] == {"line": data_lines[2]}
+    assert records[4]["inputs"]["video_path"] == str(tmp_path / "missing.mp4")  # parsed, then failed
 
     assert all(r.exc_info is None for r in caplog.records)
     assert "Traceback" not in capsys.readouterr().err
@@ -231,10 +263,16 @@ def test_t2v_job_writes_one_video_per_prompt(tmp_path):
     prompts.write_text("a red square moves right\n\na blue circle bounces\n", encoding="utf-8")  # blank lines skipped
     out = tmp_path / "out"
     assert run_job("t2v", T2V_CONFIG, f"output_folder={out}", f"data_path={prompts}") == 0
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.glob("*.mp4"))
     assert names == ["rank0-0-0_regular.mp4", "rank0-1-1_regular.mp4"]
     for name in names:
         assert read_mp4(out / name).shape == (4 * T - 3, HEIGHT, WIDTH, 3)
+    records = read_results(out)
+    assert [r["inputs"] for r in records] == [
+        {"prompts": "a red square moves right"},
+        {"prompts": "a blue circle bounces"},
+    ]
+    assert [r["status"] for r in records] == ["ok", "ok"]
 
 
 # -- the pipeline directly -------------------------------------------------------------------------
@@ -326,6 +364,7 @@ def test_longlive_import_path():
 
     assert utils.dataset.VideoConditionalDataset is longlive.datasets.VideoConditionalDataset
     assert utils.dataset.TextDataset is longlive.datasets.TextDataset
+    assert utils.dataset.ImageToVideoDataset is longlive.datasets.ImageToVideoDataset
 
 
 @pytest.mark.parametrize(

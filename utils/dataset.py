@@ -1,5 +1,5 @@
 """LongLive's `utils.dataset` names, re-exported from `longlive.datasets`: no logic lives here."""
 
-from longlive.datasets import SampleError, TextDataset, VideoConditionalDataset
+from longlive.datasets import ImageToVideoDataset, SampleError, TextDataset, VideoConditionalDataset
 
-__all__ = ["SampleError", "TextDataset", "VideoConditionalDataset"]
+__all__ = ["ImageToVideoDataset", "SampleError", "TextDataset", "VideoConditionalDataset"]
