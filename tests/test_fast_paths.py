@@ -46,7 +46,9 @@ def test_byte_level_tokenizer_is_deterministic():
 @pytest.mark.parametrize("compiled", [False, True])
 def test_cuda_graphs_match_eager(compiled):
     """cuda_graphs: a whole video-conditional rollout (prompt switch, short blocks, rolling window) equals
-    the same pipeline without graphs (float32, atol 1e-5); graphs replay the very kernels they captured."""
+    the same pipeline without graphs (float32). Graphs of eager kernels replay them exactly (atol 1e-5);
+    with compile, the graphed run may get other compiled kernels for a shape (static vs dynamic), which
+    moved 3 of 5376 values by up to 2e-5 on an H100 (2026-11-23), hence atol 1e-4 there."""
     overrides = ["device=cuda", "num_output_frames=14", f"compile_generator={str(compiled).lower()}"]
     video = torch.rand(1, 3, 9, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
     plain = VideoConditionalPipeline.from_config(tiny_config(*overrides))
@@ -54,4 +56,4 @@ def test_cuda_graphs_match_eager(compiled):
     for seed in (0, 1):  # the second video replays the graphs captured during the first
         expected = plain("a red square", "a blue circle", video, seed=seed, decode=False).latents
         actual = graphed("a red square", "a blue circle", video, seed=seed, decode=False).latents
-        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(actual, expected, atol=1e-4 if compiled else 1e-5, rtol=0)
