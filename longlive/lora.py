@@ -13,7 +13,7 @@ import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
-from longlive.weights import WeightsError, check_keys_and_shapes, detect_layout, read_checkpoint, tensor_shape
+from longlive.weights import WeightsError, check_keys_and_shapes, read_part, tensor_shape
 
 
 def lora_target_modules(model: nn.Module) -> list[str]:
@@ -27,12 +27,7 @@ def lora_config(model: nn.Module, rank: int, alpha: float, dropout: float) -> Lo
 
 def read_lora(path: str | Path) -> dict[str, torch.Tensor]:
     """The peft state dict of a LoRA file, with or without LongLive's `generator_lora` wrapper."""
-    path = Path(path)
-    tensors = read_checkpoint(path)
-    layout = detect_layout(tensors)
-    if layout.kind != "lora":
-        found = "an unrecognised file" if layout.kind == "unknown" else f"a {layout.kind} checkpoint ({layout.name})"
-        raise WeightsError(f"{path}: expected a LoRA checkpoint but this is {found}")
+    _, tensors, _ = read_part(path, "lora")
     return dict(tensors["generator_lora"] if "generator_lora" in tensors else tensors)
 
 

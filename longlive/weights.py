@@ -135,10 +135,21 @@ def detect_layout(tensors: Mapping) -> Layout:
     return Layout("unknown", "unrecognised")
 
 
-def _expect_kind(path: Path, layout: Layout, kind: str) -> None:
+def expect_kind(path: Path, layout: Layout, kind: str) -> None:
     if layout.kind != kind:
         found = "an unrecognised file" if layout.kind == "unknown" else f"a {layout.kind} checkpoint ({layout.name})"
         raise WeightsError(f"{path}: expected a {kind} checkpoint but this is {found}")
+
+
+def read_part(path: str | Path, kind: str, subfolder: str | None = None) -> tuple[Path, Mapping, Layout]:
+    """Read one model part's file (or its `subfolder` of a diffusers folder) and check it is a `kind`."""
+    path = Path(path)
+    if subfolder and path.is_dir() and (path / subfolder).is_dir():
+        path = path / subfolder
+    tensors = read_checkpoint(path)
+    layout = detect_layout(tensors)
+    expect_kind(path, layout, kind)
+    return path, tensors, layout
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,12 +238,7 @@ class RenamedTensors(Mapping[str, torch.Tensor]):
 
 def generator_tensors(path: str | Path, wan_keys: Iterable[str], use_ema: bool = False) -> tuple[Mapping, str]:
     """The generator weights of `path` under original Wan names, and the layout they came in."""
-    path = Path(path)
-    if path.is_dir() and (path / "transformer").is_dir():
-        path = path / "transformer"
-    tensors = read_checkpoint(path)
-    layout = detect_layout(tensors)
-    _expect_kind(path, layout, "generator")
+    path, tensors, layout = read_part(path, "generator", "transformer")
     if layout.name == "LongLive .pt":
         wanted = "generator_ema" if use_ema else "generator"
         if wanted not in tensors:
@@ -267,12 +273,7 @@ def vae_tensors(path: str | Path) -> tuple[Mapping, str]:
     """The VAE weights of `path` under diffusers' names, and the layout they came in."""
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
-    path = Path(path)
-    if path.is_dir() and (path / "vae").is_dir():
-        path = path / "vae"
-    tensors = read_checkpoint(path)
-    layout = detect_layout(tensors)
-    _expect_kind(path, layout, "vae")
+    _, tensors, layout = read_part(path, "vae", "vae")
     if layout.name == "Wan original":
         return convert_wan_vae_to_diffusers(dict(tensors)), layout.name
     return tensors, layout.name
@@ -319,12 +320,7 @@ def wan_t5_to_transformers_name(key: str) -> str | None:
 
 def text_encoder_tensors(path: str | Path) -> tuple[Mapping, str]:
     """UMT5 encoder weights under transformers' names (embed_tokens tied to shared)."""
-    path = Path(path)
-    if path.is_dir() and (path / "text_encoder").is_dir():
-        path = path / "text_encoder"
-    tensors = read_checkpoint(path)
-    layout = detect_layout(tensors)
-    _expect_kind(path, layout, "text_encoder")
+    _, tensors, layout = read_part(path, "text_encoder", "text_encoder")
     if layout.name == "Wan T5":
         names = {wan_t5_to_transformers_name(k) or f"<unknown Wan T5 key> {k}": k for k in tensors}
     else:

@@ -29,3 +29,13 @@ def tiny_model(tiny_arch: WanArchitecture) -> CausalWanModel:
 
 def tiny_config(*overrides: str):
     return load_config(TINY_CONFIG, overrides)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread (as OMP_NUM_THREADS=1 gives torchrun workers): tiny models gain nothing from
+    more, and on a busy 2-core machine they stall badly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

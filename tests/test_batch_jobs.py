@@ -35,13 +35,7 @@ VIDEOS = [EXAMPLE / "videos" / "red_square_right.mp4", EXAMPLE / "videos" / "blu
 I2V_CONFIG = REPO / "configs" / "tiny_i2v.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread, as OMP_NUM_THREADS=1 gives the torchrun workers (and fast on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

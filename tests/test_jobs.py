@@ -33,13 +33,7 @@ T = 6  # num_output_frames in every run here
 HEIGHT, WIDTH = 32, 48  # the tiny configs' resolution
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy CPU they stall badly (20x)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
