@@ -5,6 +5,7 @@
     longlive t2v --config_path configs/tiny_t2v.yaml [key=value ...]
     torchrun --nproc_per_node=N --no-python longlive video-conditional --config_path ...   # N ranks
     longlive check-weights wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth longlive_models/models/lora.pt
+    longlive compare videos/reference videos/compiled --out videos/compare
     longlive bench --config_path configs/longlive_video_conditional_inference.yaml generator_ckpt=null ...
 
 Dotted `key=value` arguments override the config. A user's mistake (a bad key, a missing or wrong
@@ -23,6 +24,7 @@ from pathlib import Path
 from longlive import distributed
 from longlive.config import PRESETS, ConfigError, load_config
 from longlive.jobs import JobReport, run_image_to_video_job, run_text_to_video_job, run_video_conditional_job
+from longlive.video_io import VideoReadError
 from longlive.weights import WeightsError
 
 JOBS: dict[str, Callable] = {
@@ -32,7 +34,7 @@ JOBS: dict[str, Callable] = {
 }
 # Keys a command sets whatever the config says: an image is a one-frame conditioning video.
 FORCED_OVERRIDES: dict[str, tuple[str, ...]] = {"i2v": ("num_conditioning_frames=1",)}
-USER_ERRORS = (ConfigError, WeightsError, FileNotFoundError)
+USER_ERRORS = (ConfigError, WeightsError, FileNotFoundError, VideoReadError)
 
 
 def setup_logging() -> None:
@@ -57,6 +59,12 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     check.add_argument("paths", nargs="+")
     check.add_argument("--model_name", default="Wan2.1-T2V-1.3B", choices=sorted(PRESETS))
     check.add_argument("--use_ema", action="store_true", help="check the generator_ema entry of a LongLive .pt")
+    compare = parsers["compare"] = argparse.ArgumentParser(
+        prog="longlive compare", description="PSNR, cosine and L1 between two runs' videos, and side-by-side mp4s."
+    )
+    compare.add_argument("a", help="reference video, or folder of videos")
+    compare.add_argument("b", help="video or folder to hold against it (paired by file name)")
+    compare.add_argument("--out", default="videos/compare", help="folder for report.json and side-by-side mp4s")
     return parsers
 
 
@@ -78,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-weights":
             return check_weights(args.paths, args.model_name, args.use_ema)
+        if args.command == "compare":
+            return compare_runs(args.a, args.b, args.out)
         cfg = load_config(args.config_path, [*args.overrides, *FORCED_OVERRIDES.get(args.command, ())])
         if args.command == "bench":
             return bench(cfg, args.profile)
@@ -108,6 +118,15 @@ def run_job(command: str, cfg) -> int:
         if report.failed:
             log.error("%d samples failed:\n  %s", len(report.failed), "\n  ".join(report.failed))
     return 1 if report.failed else 0
+
+
+def compare_runs(a: str, b: str, out: str) -> int:
+    import json
+
+    from longlive.compare import compare
+
+    print(json.dumps(compare(a, b, out)))
+    return 0
 
 
 def check_weights(paths: Sequence[str], model_name: str, use_ema: bool) -> int:
