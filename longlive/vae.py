@@ -31,7 +31,7 @@ class StreamingVAE:
     Frames are [B, 3, N, H, W] in [-1, 1]; latents are [B, F, C, h, w] (frame-major, as the generator
     takes them), normalised. The encoder consumes 1 frame, then groups of `temporal_stride`; frames
     that do not yet complete a group wait for the next call. The decoder turns the first latent frame
-    into 1 frame and every later one into `temporal_stride` frames.
+    into 1 frame and every later one into `temporal_stride` frames, one latent frame per decoder call.
     """
 
     def __init__(self, vae: AutoencoderKLWan) -> None:
@@ -103,13 +103,9 @@ class StreamingVAE:
         """Decode the next latents [B, F, C, h, w] -> frames [B, 3, N, H, W] in [-1, 1]."""
         latents = self.denormalize(latents.to(device=self.device, dtype=torch.float32)).to(self.dtype)
         latents = latents.transpose(1, 2)  # [B, C, F, h, w]
-        pieces = []
-        if self._decoded_latents == 0 and latents.shape[2] > 1:
-            # The decoder's first call must be a single latent frame (its temporal upsampling starts there).
-            pieces.append(self._decode_piece(latents[:, :, :1]))
-            latents = latents[:, :, 1:]
-        if latents.shape[2]:
-            pieces.append(self._decode_piece(latents))
+        # One latent frame per decoder call, as diffusers decodes: the activations of a call are those of
+        # 4 output frames whatever the block size (the first call must be a single frame anyway).
+        pieces = [self._decode_piece(latents[:, :, i : i + 1]) for i in range(latents.shape[2])]
         return torch.cat(pieces, dim=2)
 
     def _decode_piece(self, latents: torch.Tensor) -> torch.Tensor:
