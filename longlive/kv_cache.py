@@ -109,9 +109,12 @@ class KVCache:
             )
         sizes = [num_frames] if block_sizes is None else list(block_sizes)
         if sum(sizes) != num_frames or min(sizes) < 1:
-            raise CacheInvariantError(f"block_sizes {sizes} do not split the pass of {num_frames} frames [{start_frame}, {end})")
+            raise CacheInvariantError(
+                f"block_sizes {sizes} do not split the pass of {num_frames} frames [{start_frame}, {end})"
+            )
         slots = [self.slot_of(f) for f in range(start_frame, end)]
-        evicted = [self.slot_frames[s] for s in slots if self.slot_frames[s] >= 0 and not start_frame <= self.slot_frames[s] < end]
+        held = [self.slot_frames[slot] for slot in slots]
+        evicted = [frame for frame in held if frame >= 0 and not start_frame <= frame < end]
         first_end = start_frame + sizes[0]
         if len(sizes) > 1 and evicted and max(evicted) >= first_end - self.window_frames:
             raise CacheInvariantError(
