@@ -104,7 +104,7 @@ class InteractiveDataset(JsonlDataset):
                 raise SampleError(f"{where}: prompts[{i}] is empty or not a string")
         if len(prompts) != self.num_switches + 1:
             raise SampleError(
-                f"{where}: {len(prompts)} prompts need {len(prompts) - 1} switches, but switch_frame_indices "
+                f"{where}: {len(prompts)} prompts need {len(prompts) - 1} switch frames, but switch_frame_indices "
                 f"gives {self.num_switches}; give {self.num_switches + 1} prompts or change switch_frame_indices"
             )
         return {"idx": idx, "prompts": list(prompts)}

@@ -116,9 +116,10 @@ class KVCache:
         held = [self.slot_frames[slot] for slot in slots]
         evicted = [frame for frame in held if frame >= 0 and not start_frame <= frame < end]
         first_end = start_frame + sizes[0]
-        if len(sizes) > 1 and evicted and max(evicted) >= first_end - self.window_frames:
+        needed = [frame for frame in evicted if frame >= first_end - self.window_frames]
+        if len(sizes) > 1 and needed:
             raise CacheInvariantError(
-                f"pass [{start_frame}, {end}) in blocks {sizes} evicts frames {evicted}, which its first block "
+                f"pass [{start_frame}, {end}) in blocks {sizes} evicts frames {needed}, which its first block "
                 f"[{start_frame}, {first_end}) must see (window {self.window_frames}); slots hold {self.slot_frames}"
             )
         for frame, slot in zip(range(start_frame, end), slots, strict=True):
