@@ -221,8 +221,9 @@ def _checked(prompt: str) -> str:
 COMMANDS = "a line is a new prompt; /pause, /resume, /save PATH, /quit"
 
 
-def handle_line(session: Session, line: str, out: TextIO = sys.stderr) -> bool:
-    """Apply one typed line to `session`; False once the session should end."""
+def handle_line(session: Session, line: str, out: TextIO | None = None) -> bool:
+    """Apply one typed line to `session`, answering on `out` (stderr); False once the session should end."""
+    out = out or sys.stderr
     line = line.strip()
     if not line:
         return True
@@ -249,8 +250,9 @@ def handle_line(session: Session, line: str, out: TextIO = sys.stderr) -> bool:
     return True
 
 
-def run_terminal(session: Session, lines: Iterable[str], out: TextIO = sys.stderr) -> SessionStatus:
+def run_terminal(session: Session, lines: Iterable[str], out: TextIO | None = None) -> SessionStatus:
     """Generate in this thread while another reads `lines` (stdin) as commands; a status line per block."""
+    out = out or sys.stderr
 
     def read() -> None:
         for line in lines:

@@ -278,3 +278,22 @@ def test_session_commands_from_a_thread(tmp_path):
     text = out.getvalue()
     assert "unknown command /bogus" in text and f"saved {clip}" in text and "block 3 |" in text
     assert session.switches[0].prompt == B
+
+
+def test_cli_interactive_and_session(tmp_path, monkeypatch, capsys):
+    """`longlive interactive` runs the example file; `longlive session` reads commands from stdin."""
+    from longlive import cli
+
+    out = tmp_path / "out"
+    config = ["--config_path", str(TINY_INTERACTIVE), f"output_folder={out}"]
+    assert cli.main(["interactive", *config, f"data_path={REPO / 'example' / 'interactive_example.jsonl'}"]) == 0
+    assert [len(r["switches"]) for r in read_results(out / "results.jsonl")] == [2, 2]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # nothing typed: the session runs to num_output_frames
+    assert cli.main(["session", *config, "--prompt", A]) == 0
+    assert read_frames(out / "session.mp4", 57).shape[0] == 57 and (out / "session.png").is_file()
+    assert "session over: block 4 | 57 frames" in capsys.readouterr().err
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert cli.main(["session", *config, "--prompt", " "]) == 2
+    assert capsys.readouterr().err.strip().endswith("longlive: error: the prompt is empty")
