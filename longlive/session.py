@@ -194,7 +194,7 @@ class Session:
         return thread
 
     def close(self) -> None:
-        """Finish the mp4 and release the rollout (idempotent)."""
+        """Finish the mp4 and release the rollout (idempotent; from the generation thread, or use `quit`)."""
         with self._lock:
             self._done = True
         self._stream.close()
