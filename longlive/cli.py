@@ -3,6 +3,8 @@
     longlive video-conditional --config_path configs/tiny_video_conditional.yaml [key=value ...]
     longlive i2v --config_path configs/tiny_i2v.yaml [key=value ...]
     longlive t2v --config_path configs/tiny_t2v.yaml [key=value ...]
+    longlive interactive --config_path configs/tiny_interactive.yaml [key=value ...]
+    longlive session --config_path configs/tiny_interactive.yaml --prompt "a red square" [--video V.mp4]
     torchrun --nproc_per_node=N --no-python longlive video-conditional --config_path ...   # N ranks
     longlive check-weights wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth longlive_models/models/lora.pt
     longlive compare videos/reference videos/compiled --out videos/compare
@@ -23,7 +25,13 @@ from pathlib import Path
 
 from longlive import distributed
 from longlive.config import PRESETS, ConfigError, load_config
-from longlive.jobs import JobReport, run_image_to_video_job, run_text_to_video_job, run_video_conditional_job
+from longlive.jobs import (
+    JobReport,
+    run_image_to_video_job,
+    run_interactive_job,
+    run_text_to_video_job,
+    run_video_conditional_job,
+)
 from longlive.video_io import VideoReadError
 from longlive.weights import WeightsError
 
@@ -31,6 +39,7 @@ JOBS: dict[str, Callable] = {
     "video-conditional": run_video_conditional_job,
     "i2v": run_image_to_video_job,
     "t2v": run_text_to_video_job,
+    "interactive": run_interactive_job,
 }
 # Keys a command sets whatever the config says: an image is a one-frame conditioning video.
 FORCED_OVERRIDES: dict[str, tuple[str, ...]] = {"i2v": ("num_conditioning_frames=1",)}
@@ -48,11 +57,17 @@ def setup_logging() -> None:
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
     """One parser per command (options and `key=value` overrides may be interleaved)."""
     parsers = {}
-    for name in (*JOBS, "bench"):
+    for name in (*JOBS, "bench", "session"):
         parser = parsers[name] = argparse.ArgumentParser(prog=f"longlive {name}")
         parser.add_argument("--config_path", required=True, help="YAML config (see configs/)")
         parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. num_output_frames=120")
     parsers["bench"].add_argument("--profile", action="store_true", help="also print where the time goes")
+    session = parsers["session"]
+    session.description = "Live session: type a prompt to switch at the next block; /pause /resume /save PATH /quit."
+    session.add_argument("--prompt", help="first prompt (default: the first line typed)")
+    session.add_argument("--video", help="condition on this video's first num_conditioning_frames frames")
+    session.add_argument("--output", help="growing mp4 (default: output_folder/session.mp4)")
+    session.add_argument("--preview", help="latest frame as a PNG (default: the output's name, .png)")
     check = parsers["check-weights"] = argparse.ArgumentParser(
         prog="longlive check-weights", description="Tell what weights files are and whether the engine loads them."
     )
@@ -91,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config_path, [*args.overrides, *FORCED_OVERRIDES.get(args.command, ())])
         if args.command == "bench":
             return bench(cfg, args.profile)
+        if args.command == "session":
+            return run_session(cfg, args)
         return run_job(args.command, cfg)
     except USER_ERRORS as err:
         print(f"longlive: error: {err}", file=sys.stderr)
@@ -126,6 +143,31 @@ def compare_runs(a: str, b: str, out: str) -> int:
     from longlive.compare import compare
 
     print(json.dumps(compare(a, b, out)))
+    return 0
+
+
+def run_session(cfg, args: argparse.Namespace) -> int:
+    """`longlive session`: one live rollout on this machine's device, steered from stdin."""
+    from longlive.pipeline import InputError, VideoConditionalPipeline
+    from longlive.session import Session, run_terminal
+    from longlive.video_io import VideoReadError, load_video
+
+    output = Path(args.output or Path(cfg.output_folder) / "session.mp4")
+    preview = Path(args.preview) if args.preview else output.with_suffix(".png")
+    prompt = args.prompt
+    if prompt is None:
+        print("first prompt: ", end="", file=sys.stderr, flush=True)
+        prompt = sys.stdin.readline()
+    try:
+        video = None
+        if args.video:
+            video = load_video(args.video, cfg.num_conditioning_frames, cfg.height, cfg.width)[None]
+        pipeline = VideoConditionalPipeline.from_config(cfg)
+        session = Session(pipeline, prompt, video, seed=cfg.seed, output=output, preview=preview)
+    except (InputError, VideoReadError) as err:
+        raise ConfigError(str(err)) from None
+    run_terminal(session, sys.stdin)
+    logging.getLogger("longlive").info("session video in %s, latest frame in %s", output, preview)
     return 0
 
 

@@ -156,13 +156,19 @@ class InferenceConfig:
     global_sink: bool = True
     # Timestep at which finished (and conditioning) frames are written into the KV cache; 0 = clean.
     context_noise: float = 0.0
+    # Interactive job: latent frames where the next prompt starts ("40, 80" or [40, 80]); a switch takes
+    # effect at the first block boundary at or after its index.
     switch_frame_indices: Any = None
+    # Rewrite the cache's recent frames under the new prompt at a switch (LongLive's KV-recache).
+    recache_on_switch: bool = True
     generator_ckpt: str | None = None
     lora_ckpt: str | None = None
     adapter: AdapterConfig | None = None
     # --- The video-conditional job ---
     # Video frames taken from the input video; the VAE consumes the largest 4k+1 that fit.
     num_conditioning_frames: int = 40
+    # Recache the conditioning window under prompt2 when generation starts (off: LongLive's behaviour).
+    recache_conditioning: bool = False
     # --- Batch jobs ---
     # Regenerate samples whose videos already exist in output_folder (default: skip them, i.e. resume).
     overwrite: bool = False
@@ -308,6 +314,7 @@ def validate(cfg: DictConfig) -> None:
     )
     _require(cfg.model_kwargs.timestep_shift > 0, "model_kwargs.timestep_shift", "must be positive")
     _validate_window(cfg)
+    switch_frames(cfg)
     geometry = derive_geometry(cfg)
     conditioning = geometry.latents_for_video_frames(cfg.num_conditioning_frames)
     _require(
@@ -329,6 +336,38 @@ def _validate_window(cfg: DictConfig) -> None:
         "num_frame_per_block",
         f"={cfg.num_frame_per_block} must fit the rolling window local_attn_size - sink_size = {local - sink}",
     )
+
+
+def switch_frames(cfg: DictConfig) -> tuple[int, ...]:
+    """`switch_frame_indices` as increasing latent frames inside (0, num_output_frames); () when unset."""
+    raw = cfg.switch_frame_indices
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        items = [item.strip() for item in raw.split(",") if item.strip()]
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        items = [raw]
+    elif OmegaConf.is_list(raw) or isinstance(raw, list | tuple):
+        items = list(raw)
+    else:
+        raise ConfigError(f"switch_frame_indices={raw!r} must be a list of latent frames or a string like '40, 80'")
+    frames = []
+    for item in items:
+        try:
+            frames.append(int(item))
+        except (TypeError, ValueError):
+            raise ConfigError(f"switch_frame_indices: {item!r} is not an integer latent frame") from None
+        if isinstance(item, float | bool) and item != frames[-1]:
+            raise ConfigError(f"switch_frame_indices: {item!r} is not an integer latent frame")
+    _require(
+        all(0 < f < cfg.num_output_frames for f in frames),
+        "switch_frame_indices",
+        f"={frames}: each must lie in (0, num_output_frames={cfg.num_output_frames})",
+    )
+    _require(
+        all(a < b for a, b in zip(frames, frames[1:], strict=False)), "switch_frame_indices", f"={frames} must increase"
+    )
+    return tuple(frames)
 
 
 def _require(ok: bool, key: str, message: str) -> None:

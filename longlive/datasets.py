@@ -82,6 +82,34 @@ class ImageToVideoDataset(JsonlDataset):
     PATH_KEY = "image_path"
 
 
+class InteractiveDataset(JsonlDataset):
+    """JSONL lines `{"prompts": [p0, p1, ...]}` (LongLive's interactive format): p0 starts the video, each
+    next prompt starts at the next of `num_switches` switch frames, so a line needs `num_switches + 1`."""
+
+    def __init__(self, data_path: str | Path, num_switches: int) -> None:
+        super().__init__(data_path)
+        self.num_switches = num_switches
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        where = f"{self.data_path}:{idx + 1}"
+        try:
+            record = json.loads(self.lines[idx])
+        except json.JSONDecodeError as err:
+            raise SampleError(f"{where}: not valid JSON ({err.msg})") from None
+        prompts = record.get("prompts") if isinstance(record, dict) else None
+        if not isinstance(prompts, list) or not prompts:
+            raise SampleError(f'{where}: expected a JSON object {{"prompts": [prompt, ...]}}')
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise SampleError(f"{where}: prompts[{i}] is empty or not a string")
+        if len(prompts) != self.num_switches + 1:
+            raise SampleError(
+                f"{where}: {len(prompts)} prompts need {len(prompts) - 1} switch frames, but switch_frame_indices "
+                f"gives {self.num_switches}; give {self.num_switches + 1} prompts or change switch_frame_indices"
+            )
+        return {"idx": idx, "prompts": list(prompts)}
+
+
 class TextDataset(Dataset):
     """One prompt per line, as LongLive's text-to-video job reads them."""
 

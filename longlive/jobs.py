@@ -1,6 +1,6 @@
-"""Batch jobs over input files: video-conditional and image-to-video (JSONL), text-to-video (prompts).
+"""Batch jobs over input files: video-conditional, image-to-video and interactive (JSONL), text-to-video.
 
-The three jobs share one loop, `run_samples`:
+The jobs share one loop, `run_samples`:
 
     1. shard the sample indices over the ranks (sample i -> rank i % world_size, `longlive.distributed`)
     2. for each sample of this rank: parse its line; skip the seeds whose video already exists in
@@ -31,10 +31,16 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from longlive import distributed
-from longlive.config import ConfigError
-from longlive.datasets import ImageToVideoDataset, SampleError, TextDataset, VideoConditionalDataset
+from longlive.config import ConfigError, switch_frames
+from longlive.datasets import (
+    ImageToVideoDataset,
+    InteractiveDataset,
+    SampleError,
+    TextDataset,
+    VideoConditionalDataset,
+)
 from longlive.distributed import World
-from longlive.pipeline import InputError, VideoConditionalPipeline, plan_blocks
+from longlive.pipeline import InputError, PromptSchedule, VideoConditionalPipeline, plan_blocks
 from longlive.video_io import VideoReadError, load_image, load_video, write_latents, write_video
 
 logger = logging.getLogger(__name__)
@@ -45,11 +51,15 @@ RESULTS_FILE = "results.jsonl"
 
 @dataclass(frozen=True)
 class Request:
-    """One sample as the pipeline takes it: prompts and an optional conditioning video [3, N, H, W]."""
+    """One sample as the pipeline takes it: prompts and an optional conditioning video [3, N, H, W].
+
+    With `schedule` (interactive), its prompts replace prompt1/prompt2.
+    """
 
     prompt1: str
     prompt2: str | None = None
     video: torch.Tensor | None = None
+    schedule: PromptSchedule | None = None
 
 
 @dataclass
@@ -65,6 +75,8 @@ class SampleRecord:
     error: str | None = None
     rank: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds: load, generate, write, total
+    # Interactive: each switch as asked (`requested`) and where it took effect (`frame`, a block boundary).
+    switches: list[dict[str, int | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -133,7 +145,7 @@ def _data_path(cfg: DictConfig, what: str) -> str:
     return cfg.data_path
 
 
-# -- the three jobs ------------------------------------------------------------------------------
+# -- the jobs ------------------------------------------------------------------------------
 
 
 def run_video_conditional_job(
@@ -168,6 +180,23 @@ def run_text_to_video_job(cfg: DictConfig, pipeline: VideoConditionalPipeline, w
     """Text-to-video: one prompt per line of `data_path`, no conditioning."""
     dataset = TextDataset(_data_path(cfg, "a text file with one prompt per line"))
     return run_samples(cfg, pipeline, dataset, lambda sample: Request(sample["prompts"]), world)
+
+
+def run_interactive_job(cfg: DictConfig, pipeline: VideoConditionalPipeline, world: World | None = None) -> JobReport:
+    """Each JSONL line's prompts, switching at `switch_frame_indices` (LongLive's interactive inference)."""
+    frames = switch_frames(cfg)
+    dataset = InteractiveDataset(_data_path(cfg, 'a JSONL of {"prompts": [...]} lines'), len(frames))
+    blocks = plan_blocks(0, cfg.num_output_frames, cfg.num_frame_per_block)
+    effective = PromptSchedule(("",) * (len(frames) + 1), frames).effective_frames(blocks)
+    for requested, frame in zip(frames, effective, strict=True):
+        where = f"latent frame {frame}" if frame is not None else "nowhere (no block starts after it)"
+        logger.info("switch_frame_indices: %d takes effect at %s", requested, where)
+
+    def load(sample: dict[str, Any]) -> Request:
+        prompts = tuple(sample["prompts"])
+        return Request(prompts[0], schedule=PromptSchedule(prompts, frames))
+
+    return run_samples(cfg, pipeline, dataset, load, world)
 
 
 # -- the shared loop -----------------------------------------------------------------------------
@@ -233,6 +262,8 @@ def _run_sample(
             tick = time.perf_counter()
             request = load(sample)
             timings["load_s"] = time.perf_counter() - tick
+            if request.schedule is not None:
+                record.switches = _switch_records(cfg, request.schedule)
         for seed in todo:
             tick = time.perf_counter()
             latents, frames = generate(pipeline, request, seed, progress=world.is_main)
@@ -254,6 +285,12 @@ def _run_sample(
     return record
 
 
+def _switch_records(cfg: DictConfig, schedule: PromptSchedule) -> list[dict[str, int | None]]:
+    blocks = plan_blocks(0, cfg.num_output_frames, cfg.num_frame_per_block)
+    effective = schedule.effective_frames(blocks)
+    return [{"requested": r, "frame": f} for r, f in zip(schedule.switch_frames, effective, strict=True)]
+
+
 def generate(
     pipeline: VideoConditionalPipeline, request: Request, seed: int, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,7 +301,10 @@ def generate(
     conditioning = pipeline.geometry.latents_for_video_frames(pipeline.conditioning_video_frames(video))
     num_blocks = len(plan_blocks(conditioning, pipeline.cfg.num_output_frames, pipeline.geometry.frames_per_block))
     latents, frames = [], []
-    stream = pipeline.stream(request.prompt1, request.prompt2, video, seed=seed)
+    if request.schedule is not None:
+        stream = pipeline.stream_prompts(request.schedule, video, seed=seed)
+    else:
+        stream = pipeline.stream(request.prompt1, request.prompt2, video, seed=seed)
     for result in tqdm(stream, desc=f"blocks (seed {seed})", total=num_blocks, leave=False, disable=not progress):
         latents.append(result.latents[0].float().cpu())  # [F, C, h, w]
         frames.append(result.frames[0].float().cpu())  # [3, n, H, W]

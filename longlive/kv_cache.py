@@ -35,6 +35,11 @@ class KVCache:
     afterwards the whole buffer. Writing frame f overwrites frame f-R, the one that just left the
     window, so nothing moves; repeated passes over a block (denoising steps, the context pass)
     overwrite its slots. Keys are stored after RoPE, so their order in the buffer does not matter.
+
+    A pass may cover several blocks at once (`begin_block(..., block_sizes=[...])`, as a recache
+    does): every layer view then carries a token mask [N, M] in slot order, built from the rule of
+    `frame_visibility_mask`, so each block of the pass still sees only its own past. Such a pass
+    must not evict a frame one of its blocks should see (the cache checks it).
     """
 
     def __init__(
@@ -76,17 +81,20 @@ class KVCache:
         self.slot_frames: list[int] = [-1] * self.cache_frames  # frame held by each slot, -1 if empty
         self._token_index: torch.Tensor | None = None
         self._visible_tokens = 0
+        self._mask: torch.Tensor | None = None
 
     def slot_of(self, frame: int) -> int:
         if frame < self.sink_frames:
             return frame
         return self.sink_frames + (frame - self.sink_frames) % self.window_frames
 
-    def begin_block(self, start_frame: int, num_frames: int) -> None:
+    def begin_block(self, start_frame: int, num_frames: int, block_sizes: Sequence[int] | None = None) -> None:
         """Reserve the slots of frames [start_frame, start_frame + num_frames) for the next writes.
 
-        The block either extends the cached frames or rewrites the latest ones (a later denoising
-        pass, or a recache); anything else would let a query see its future.
+        The pass either extends the cached frames or rewrites the latest ones (a later denoising
+        pass, or a recache); anything else would let a query see its future. `block_sizes` splits
+        the pass into blocks (summing to `num_frames`); with more than one, each layer view carries
+        the block-causal token mask (`LayerKV.mask`).
         """
         end = start_frame + num_frames
         if num_frames < 1 or num_frames > self.window_frames:
@@ -99,7 +107,21 @@ class KVCache:
                 f"block [{start_frame}, {end}) must extend or rewrite the cached frames [0, {self.end_frame}); "
                 f"slots hold frames {self.slot_frames}"
             )
+        sizes = [num_frames] if block_sizes is None else list(block_sizes)
+        if sum(sizes) != num_frames or min(sizes) < 1:
+            raise CacheInvariantError(
+                f"block_sizes {sizes} do not split the pass of {num_frames} frames [{start_frame}, {end})"
+            )
         slots = [self.slot_of(f) for f in range(start_frame, end)]
+        held = [self.slot_frames[slot] for slot in slots]
+        evicted = [frame for frame in held if frame >= 0 and not start_frame <= frame < end]
+        first_end = start_frame + sizes[0]
+        needed = [frame for frame in evicted if frame >= first_end - self.window_frames]
+        if len(sizes) > 1 and needed:
+            raise CacheInvariantError(
+                f"pass [{start_frame}, {end}) in blocks {sizes} evicts frames {needed}, which its first block "
+                f"[{start_frame}, {first_end}) must see (window {self.window_frames}); slots hold {self.slot_frames}"
+            )
         for frame, slot in zip(range(start_frame, end), slots, strict=True):
             self.slot_frames[slot] = frame
         self.end_frame = end
@@ -107,6 +129,32 @@ class KVCache:
         index = torch.cat([slot * self.frame_tokens + tokens for slot in slots])
         self._token_index = index.to(self.keys.device)
         self._visible_tokens = min(end, self.cache_frames) * self.frame_tokens
+        self._mask = None if len(sizes) == 1 else self._pass_mask(start_frame, sizes)
+
+    def _pass_mask(self, start_frame: int, block_sizes: Sequence[int]) -> torch.Tensor:
+        """Token mask [N, M]: query frames of the pass (in order) x visible slots (in slot order).
+
+        A query frame in block [s, e) sees the frame j held by a slot iff j < e and (j is a sink
+        frame or j >= e - window): `frame_visibility_mask`'s rule, read through the ring.
+        """
+        keys = torch.tensor(self.slot_frames[: self._visible_tokens // self.frame_tokens])  # frame per slot
+        rows, start = [], start_frame
+        for size in block_sizes:
+            end = start + size
+            visible = (keys >= 0) & (keys < end) & ((keys < self.sink_frames) | (keys >= end - self.window_frames))
+            rows.append(visible.expand(size, -1))
+            start = end
+        frames = torch.cat(rows)  # [F, visible slots]
+        tokens = frames.repeat_interleave(self.frame_tokens, 0).repeat_interleave(self.frame_tokens, 1)
+        return tokens.to(self.keys.device)
+
+    def recache_frames(self) -> range:
+        """The frames a recache rewrites: those the cache holds, sinks excepted (they are kept as they are).
+
+        These are LongLive's `min(local_attn_size, generated)` most recent frames less the sinks
+        among them: at most `window_frames`, ending at the latest frame written.
+        """
+        return range(max(self.sink_frames, self.end_frame - self.window_frames), self.end_frame)
 
     def visible_frames(self) -> list[int]:
         """Frames the current block attends to, in slot order."""
@@ -118,13 +166,13 @@ class KVCache:
         """The view of one layer that its attention writes through, for the block begun last."""
         if self._token_index is None:
             raise CacheInvariantError(f"layer {layer} requested before begin_block")
-        return LayerKV(self.keys[layer], self.values[layer], self._token_index, self._visible_tokens)
+        return LayerKV(self.keys[layer], self.values[layer], self._token_index, self._visible_tokens, self._mask)
 
     def layers(self, token_index: torch.Tensor | None = None) -> list[LayerKV]:
         """Every layer's view; `token_index` substitutes a tensor holding the same slots (a graph's buffer)."""
         views = [self.layer(i) for i in range(self.keys.shape[0])]
         if token_index is not None:
-            views = [LayerKV(v.keys, v.values, token_index, v.visible_tokens) for v in views]
+            views = [LayerKV(v.keys, v.values, token_index, v.visible_tokens, v.mask) for v in views]
         return views
 
     @property
@@ -136,6 +184,11 @@ class KVCache:
     def visible_tokens(self) -> int:
         return self._visible_tokens
 
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """Token mask [N, M] of a pass begun over several blocks; None for a single block."""
+        return self._mask
+
     def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the current block's K/V [B, N, H, D] in `layer`; return the visible K/V [B, M, H, D]."""
         return self.layer(layer).write(keys, values)
@@ -145,6 +198,8 @@ class KVCache:
 class LayerKV:
     """One layer's buffers [B, C*T, H, D], the slots of the current block and how many tokens are visible.
 
+    `mask` [N, M] (True = may attend) is set only for a pass covering several blocks; attention hands it to SDPA.
+
     Holding tensors and ints only (no layer number), every layer's attention is the same function of its
     inputs, which is what lets a compiler or a CUDA graph treat all layers alike.
     """
@@ -153,6 +208,7 @@ class LayerKV:
     values: torch.Tensor
     token_index: torch.Tensor
     visible_tokens: int
+    mask: torch.Tensor | None = None
 
     def write(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the block's K/V [B, N, H, D] in its slots; return the visible K/V [B, M, H, D]."""

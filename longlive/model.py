@@ -72,6 +72,7 @@ class SelfAttention(nn.Module):
         values = self.v(x).unflatten(-1, heads)
         if kv_cache is not None:
             keys, values = kv_cache.write(keys, values)  # [B, M, H, D]
+            mask = kv_cache.mask  # [N, M] when the pass covers several blocks, else None
         return self.o(attention(queries, keys, values, mask).flatten(2))
 
 
@@ -186,20 +187,22 @@ class CausalWanModel(nn.Module):
         kv_cache: KVCache | None = None,
         start_frame: int = 0,
         frame_mask: torch.Tensor | None = None,
+        block_sizes: list[int] | None = None,
     ) -> torch.Tensor:
         """Predict the flow of a block of latent frames.
 
         latents [B, F, C, H, W]; timesteps [B, F] (one per frame, in [0, 1000]); `text` from
         `prepare_text`. With `kv_cache`, the block holds frames [start_frame, start_frame+F) and
         attends to what the cache keeps; without it, attention spans these F frames, limited by
-        `frame_mask` [F, F] (True where a query frame may see a key frame). Returns [B, F, C, H, W].
+        `frame_mask` [F, F] (True where a query frame may see a key frame). `block_sizes` splits a
+        cached pass into blocks that stay causal among themselves (a recache). Returns [B, F, C, H, W].
         """
         rope = self.rotary_table(latents.shape, start_frame, latents.device)
         grid = self.token_grid(latents.shape)
         mask = None if frame_mask is None else self._token_mask(frame_mask, grid[1] * grid[2], latents.device)
         layers = [None] * len(self.blocks)
         if kv_cache is not None:
-            kv_cache.begin_block(start_frame, latents.shape[1])
+            kv_cache.begin_block(start_frame, latents.shape[1], block_sizes)
             layers = kv_cache.layers()
         return self.run_blocks(latents, timesteps, text, rope, layers, mask)
 

@@ -1,19 +1,29 @@
-"""Video-conditional block-causal rollout: the loop, written as a numbered recipe.
+"""Block-causal rollout under a prompt schedule: the loop, written as a numbered recipe.
 
-    1. check the inputs            5. feed the conditioning blocks at `context_noise` under prompt 1
-    2. encode the prompts          6. switch the cross-attention cache to prompt 2
-    3. encode the conditioning     7. denoise each new block, write it to the KV cache at `context_noise`
-    4. plan blocks, reset caches   8. decode each finished block and hand it back
+    1. check the inputs            5. feed the conditioning blocks at `context_noise`
+    2. encode the prompts          6. at a block boundary where the prompt changes, switch the
+    3. encode the conditioning        cross-attention cache and (optionally) recache the KV window
+    4. plan blocks, reset caches   7. denoise each new block, write it to the KV cache at `context_noise`
+                                   8. decode each finished block and hand it back
 
-Text-to-video is the same rollout with no conditioning frames, image-to-video with one. The pipeline
-owns the loop and the devices; the model is a network, the caches keep their own bookkeeping, and the
-sampler holds the step formulas.
+Video-conditional generation is the schedule [(0, prompt1), (first generated frame, prompt2)] without
+recache; text-to-video has no conditioning frames, image-to-video one; an interactive run switches at
+`switch_frame_indices`; a live `Session` asks for the prompt at each boundary. The pipeline owns the
+loop and the devices; the model is a network, the caches keep their own bookkeeping, and the sampler
+holds the step formulas.
+
+KV-recache at a switch (LongLive's): the frames the cache holds, sinks excepted
+(`KVCache.recache_frames`), are run again under the new prompt at `context_noise` at their original
+positions, in one pass split into their original blocks (block-causal through the cache's mask), so the
+cache keeps the visual past with the new prompt's semantics. Their clean latents are the last window of
+latents the rollout keeps on the device.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +72,44 @@ def plan_blocks(num_conditioning: int, num_output: int, frames_per_block: int) -
     return blocks
 
 
+@dataclass(frozen=True)
+class PromptSchedule:
+    """Prompts and the latent frames where each one after the first is asked to start.
+
+    A switch takes effect at the first block boundary at or after its frame (LongLive's 40 becomes 42
+    with blocks of 3); `effective_frames` says where.
+    """
+
+    prompts: tuple[str, ...]
+    switch_frames: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.switch_frames) != len(self.prompts) - 1:
+            raise InputError(
+                f"{len(self.prompts)} prompts need {len(self.prompts) - 1} switch frames, "
+                f"got {len(self.switch_frames)} (switch_frame_indices={list(self.switch_frames)})"
+            )
+
+    def prompt_at(self, block: Block) -> str:
+        """The prompt of the block: the last one whose switch frame is at or before the block's start."""
+        return self.prompts[bisect_right(self.switch_frames, block.start)]
+
+    def effective_frames(self, blocks: Sequence[Block]) -> list[int | None]:
+        """Per switch, the block boundary where it takes effect (None: no boundary is left after it)."""
+        starts = [b.start for b in blocks]
+        return [starts[i] if (i := bisect_left(starts, frame)) < len(starts) else None for frame in self.switch_frames]
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A prompt switch as it happened, at the start of block `block` (latent frame `frame`)."""
+
+    block: int
+    frame: int
+    prompt: str
+    recached: tuple[int, int] | None  # latent frames [a, b) rewritten under the new prompt; None without recache
+
+
 @dataclass
 class BlockResult:
     """One finished block: latents [B, F, C, h, w] and, when decoded, video frames [B, 3, N, H, W] in [-1, 1]."""
@@ -69,6 +117,8 @@ class BlockResult:
     block: Block
     latents: torch.Tensor
     frames: torch.Tensor | None
+    prompt: str = ""
+    switch: Switch | None = None  # set on the first block under a new prompt
 
 
 @dataclass
@@ -140,25 +190,65 @@ class VideoConditionalPipeline:
 
         `video` [B, 3, N, H, W] in [-1, 1] at the model resolution; its first
         `num_conditioning_frames` frames condition the rollout (the VAE takes the largest 4k+1 of them).
-        `prompt2` defaults to `prompt1`. Noise comes from a generator seeded with `seed` alone, so a
-        sample's output does not depend on where or with what else it runs.
+        `prompt2` defaults to `prompt1` and starts at the first generated frame, recaching the
+        conditioning window under it only with `recache_conditioning`. Noise comes from a generator
+        seeded with `seed` alone, so a sample's output does not depend on where or with what else it runs.
         """
-        video = self._check_inputs(prompt1, prompt2, video)  # 1
-        text1, text2 = self._encode_prompts(prompt1, prompt2 if prompt2 is not None else prompt1)  # 2
+        self._check_prompts({"prompt1": prompt1, "prompt2": prompt2})
+        video = self._check_video(video)
+        first_generated = self.geometry.latents_for_video_frames(self.conditioning_video_frames(video))
+        schedule = PromptSchedule((prompt1, prompt2 if prompt2 is not None else prompt1), (first_generated,))
+        yield from self.stream_prompts(schedule, video, seed, decode, recache=self.cfg.recache_conditioning)
+
+    @torch.no_grad()
+    def stream_prompts(
+        self,
+        schedule: PromptSchedule | Callable[[Block], str],
+        video: torch.Tensor | None = None,
+        seed: int = 0,
+        decode: bool = True,
+        recache: bool | None = None,
+        texts: dict[str, CrossAttentionCache] | None = None,
+    ) -> Iterator[BlockResult]:
+        """Yield each block as it finishes, under the prompt `schedule` gives its block.
+
+        `schedule` is a `PromptSchedule` (scripted) or a function asked for each block's prompt when
+        the block starts (a live session). Where the prompt changes, the cross-attention cache is
+        switched and, with `recache` (default `recache_on_switch`), the KV window is recached under the
+        new prompt. `texts` keeps each prompt's cross-attention cache across calls (a session's).
+        """
+        prompt_at = schedule.prompt_at if isinstance(schedule, PromptSchedule) else schedule
+        recache = self.cfg.recache_on_switch if recache is None else recache
+        texts = {} if texts is None else texts
+        if isinstance(schedule, PromptSchedule):  # 1, 2: every scripted prompt encoded once, up front
+            self._check_prompts({f"prompt {i}": p for i, p in enumerate(schedule.prompts)})
+            for prompt in schedule.prompts:
+                self._text(prompt, texts)
+        video = self._check_video(video)
         conditioning = self._encode_conditioning(video)  # 3
         blocks = plan_blocks(conditioning.shape[1], self.cfg.num_output_frames, self.geometry.frames_per_block)
         self._reset_caches(batch_size=conditioning.shape[0])  # 4
         rng = torch.Generator(self.device).manual_seed(seed)
+        recent = conditioning[:, :0]  # the latest window of clean latents [B, <=R, C, h, w] (what a recache reruns)
 
+        prompt, text = None, None
         for block in blocks:
+            switch = None
+            wanted = prompt_at(block)
+            if wanted != prompt:  # 6
+                text = self._text(wanted, texts)
+                if prompt is not None:
+                    switch = self._switch(block, wanted, text, recent, blocks, rng, recache)
+                prompt = wanted
             if block.conditioning:
                 latents = conditioning[:, block.start : block.end]
-                self._write_context(latents, block, text1, rng)  # 5
+                self._write_context(latents, block, text, rng)  # 5
             else:
-                latents = self._denoise_block(block, text2, rng)  # 6, 7: prompt 2 from here on
-                self._write_context(latents, block, text2, rng)
+                latents = self._denoise_block(block, text, rng)  # 7
+                self._write_context(latents, block, text, rng)
             frames = self.vae.decode(latents) if decode else None  # 8
-            yield BlockResult(block, latents, frames)
+            recent = torch.cat([recent, latents], dim=1)[:, -self.kv_cache.window_frames :]
+            yield BlockResult(block, latents, frames, prompt, switch)
 
     def __call__(
         self,
@@ -190,10 +280,13 @@ class VideoConditionalPipeline:
         latents = self.geometry.latents_for_video_frames(available)
         return self.geometry.video_frames_for_latents(latents)
 
-    def _check_inputs(self, prompt1: str, prompt2: str | None, video: torch.Tensor | None) -> torch.Tensor | None:
-        for name, prompt in (("prompt1", prompt1), ("prompt2", prompt2)):
+    @staticmethod
+    def _check_prompts(prompts: dict[str, str | None]) -> None:
+        for name, prompt in prompts.items():
             if prompt is not None and not prompt.strip():
                 raise InputError(f"{name} is empty")
+
+    def _check_video(self, video: torch.Tensor | None) -> torch.Tensor | None:
         if video is None or self.cfg.num_conditioning_frames == 0:
             return None
         expected = (self.cfg.height, self.cfg.width)
@@ -206,11 +299,12 @@ class VideoConditionalPipeline:
             )
         return video
 
-    def _encode_prompts(self, prompt1: str, prompt2: str) -> tuple[CrossAttentionCache, CrossAttentionCache]:
-        def embed(prompt: str) -> torch.Tensor:  # the encoder may live on the CPU (low-VRAM mode)
-            return self.prompts.encode(prompt).to(self.device)
-
-        return self.generator.prepare_text(embed(prompt1)), self.generator.prepare_text(embed(prompt2))
+    def _text(self, prompt: str, texts: dict[str, CrossAttentionCache]) -> CrossAttentionCache:
+        """The prompt's cross-attention cache, computed once and kept in `texts`."""
+        if prompt not in texts:
+            # The encoder may live on the CPU (low-VRAM mode); it keeps each prompt's embeddings too.
+            texts[prompt] = self.generator.prepare_text(self.prompts.encode(prompt).to(self.device))
+        return texts[prompt]
 
     def _encode_conditioning(self, video: torch.Tensor | None) -> torch.Tensor:
         """Conditioning latents [B, F, C, h, w] (F = 0 without a video)."""
@@ -245,15 +339,50 @@ class VideoConditionalPipeline:
         self.vae.reset_decoder()
 
     def _run_generator(
-        self, latents: torch.Tensor, timestep: float, block: Block, text: CrossAttentionCache
+        self,
+        latents: torch.Tensor,
+        timestep: float,
+        block: Block,
+        text: CrossAttentionCache,
+        block_sizes: list[int] | None = None,
     ) -> torch.Tensor:
         timesteps = torch.full(latents.shape[:2], timestep, device=self.device)
-        return self._step(latents, timesteps, text, self.kv_cache, start_frame=block.start)
+        if block_sizes is None:
+            return self._step(latents, timesteps, text, self.kv_cache, start_frame=block.start)
+        return self._step(latents, timesteps, text, self.kv_cache, start_frame=block.start, block_sizes=block_sizes)
 
     def _noise_like(self, block: Block, batch_size: int, rng: torch.Generator) -> torch.Tensor:
         g = self.geometry
         shape = (batch_size, block.size, g.latent_channels, g.latent_height, g.latent_width)
         return torch.randn(shape, generator=rng, device=self.device)
+
+    def _switch(
+        self,
+        block: Block,
+        prompt: str,
+        text: CrossAttentionCache,
+        recent: torch.Tensor,
+        blocks: Sequence[Block],
+        rng: torch.Generator,
+        recache: bool,
+    ) -> Switch:
+        """Switch to `prompt` before `block`; with `recache`, rewrite the cache's recent frames under it."""
+        frames = self.kv_cache.recache_frames() if recache else range(0)
+        if frames:
+            sizes = [min(b.end, frames.stop) - max(b.start, frames.start) for b in blocks]
+            sizes = [size for size in sizes if size > 0]  # the original blocks, cut to the recached frames
+            span = Block(block.index, frames.start, len(frames), conditioning=False)
+            latents = recent[:, recent.shape[1] - len(frames) :]
+            self._write_context(latents, span, text, rng, block_sizes=sizes)
+        recached = (frames.start, frames.stop) if frames else None
+        logger.info(
+            "block %d: prompt switch at latent frame %d -> %r (%s)",
+            block.index,
+            block.start,
+            prompt,
+            f"recached frames [{frames.start}, {frames.stop})" if frames else "no recache",
+        )
+        return Switch(block.index, block.start, prompt, recached)
 
     def _denoise_block(self, block: Block, text: CrossAttentionCache, rng: torch.Generator) -> torch.Tensor:
         """Few-step sampling of one block from pure noise; returns its clean latents [B, F, C, h, w]."""
@@ -268,13 +397,21 @@ class VideoConditionalPipeline:
         return clean
 
     def _write_context(
-        self, latents: torch.Tensor, block: Block, text: CrossAttentionCache, rng: torch.Generator
+        self,
+        latents: torch.Tensor,
+        block: Block,
+        text: CrossAttentionCache,
+        rng: torch.Generator,
+        block_sizes: list[int] | None = None,
     ) -> None:
-        """Run finished (or conditioning) latents once at `context_noise` so their K/V enter the cache."""
+        """Run finished (or conditioning) latents once at `context_noise` so their K/V enter the cache.
+
+        `block_sizes` splits a pass over several blocks (a recache), each seeing only its own past.
+        """
         context_noise = float(self.cfg.context_noise)
         if context_noise > 0:
             latents = self.sampler.add_noise(latents, self._noise_like(block, latents.shape[0], rng), context_noise)
-        self._run_generator(latents, context_noise, block, text)
+        self._run_generator(latents, context_noise, block, text, block_sizes)
 
 
 def resolve_device(name: str) -> str:

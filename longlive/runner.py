@@ -46,7 +46,10 @@ class CUDAGraphGenerator:
         text: CrossAttentionCache,
         kv_cache: KVCache,
         start_frame: int,
+        block_sizes: list[int] | None = None,
     ) -> torch.Tensor:
+        if block_sizes is not None and len(block_sizes) > 1:  # a masked pass (a recache) is rare: run it eagerly
+            return self.model(latents, timesteps, text, kv_cache, start_frame, block_sizes=block_sizes)
         kv_cache.begin_block(start_frame, latents.shape[1])
         rope = self.model.rotary_table(latents.shape, start_frame, latents.device)
         self._load_text(text)

@@ -111,21 +111,49 @@ def tensor_to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 def write_video(path: str | Path, frames: torch.Tensor, fps: int) -> Path:
     """Write [3, N, H, W] frames in [-1, 1] as an H.264 mp4, atomically."""
-    import imageio.v2 as imageio
+    return write_frames(path, tensor_to_uint8(frames), fps)
 
+
+def write_frames(path: str | Path, frames: np.ndarray | list[np.ndarray], fps: int) -> Path:
+    """Write uint8 frames [N, H, W, 3] as an H.264 mp4, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
-        # The format is named so a missing ffmpeg backend is an error, not a file in another format.
-        with imageio.get_writer(
-            temporary, format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=1
-        ) as writer:
-            for frame in tensor_to_uint8(frames):
+        with open_video_writer(temporary, fps) as writer:
+            for frame in frames:
                 writer.append_data(frame)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    os.replace(temporary, path)
+    return path
+
+
+def open_video_writer(path: str | Path, fps: int, growing: bool = False):
+    """An imageio H.264 writer (`append_data(frame)`, `close()`).
+
+    `growing`: a fragmented mp4 with a keyframe every second, readable by players while it is still
+    being written (a live session's output).
+    """
+    import imageio.v2 as imageio
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    params = ["-g", str(fps), "-movflags", "frag_keyframe+empty_moov+default_base_moof"] if growing else None
+    # The format is named so a missing ffmpeg backend is an error, not a file in another format.
+    return imageio.get_writer(
+        path, format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_params=params
+    )
+
+
+def write_image(path: str | Path, frame: np.ndarray) -> Path:
+    """Write one uint8 frame [H, W, 3] as a PNG, atomically (a preview others may be reading)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
+    Image.fromarray(frame).save(temporary, format="PNG")
     os.replace(temporary, path)
     return path
 
