@@ -42,12 +42,16 @@ class JsonlDataset(Dataset):
         """Line `idx` as written in the file (for the results of a sample that cannot be parsed)."""
         return self.lines[idx]
 
-    def __getitem__(self, idx: int) -> dict[str, Any]:
+    def parse(self, idx: int) -> tuple[str, Any]:
+        """Line `idx` decoded, with its `file:line` for errors."""
         where = f"{self.data_path}:{idx + 1}"
         try:
-            record = json.loads(self.lines[idx])
+            return where, json.loads(self.lines[idx])
         except json.JSONDecodeError as err:
             raise SampleError(f"{where}: not valid JSON ({err.msg})") from None
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        where, record = self.parse(idx)
         if not isinstance(record, dict):
             raise SampleError(f"{where}: expected a JSON object with keys {list(self.KEYS)}")
         for key in self.KEYS:
@@ -91,11 +95,7 @@ class InteractiveDataset(JsonlDataset):
         self.num_switches = num_switches
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        where = f"{self.data_path}:{idx + 1}"
-        try:
-            record = json.loads(self.lines[idx])
-        except json.JSONDecodeError as err:
-            raise SampleError(f"{where}: not valid JSON ({err.msg})") from None
+        where, record = self.parse(idx)
         prompts = record.get("prompts") if isinstance(record, dict) else None
         if not isinstance(prompts, list) or not prompts:
             raise SampleError(f'{where}: expected a JSON object {{"prompts": [prompt, ...]}}')
