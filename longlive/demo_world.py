@@ -1,0 +1,290 @@
+"""The demo model's synthetic world: one coloured shape moving on a plain light background.
+
+A `Scene` is a shape (square, circle, triangle) of a colour (red, green, blue, yellow) with a
+position, a velocity along one axis and a size; it moves at constant speed and bounces off the walls.
+`render` draws it as a video [3, N, H, W] in [-1, 1]; `caption` describes it in a small grammar
+("a red square moves to the right"); a `Change` makes the second part of a clip differ in colour or
+direction, described by the change caption that serves as prompt2 ("the red square turns blue").
+`DemoWorld(seed)` yields (video, caption) pairs generated on the fly, the same for the same seed.
+`centroid` tracks a colour's centroid per frame, for tests of what a model generated.
+
+Positions and velocities are (y, x) in pixels and pixels per frame; y grows downwards.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+SHAPES = ("square", "circle", "triangle")
+# RGB in [0, 255]: saturated and far apart, so a colour stays recognisable in a blurry generation.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 230),
+    "yellow": (235, 200, 30),
+}
+BACKGROUND = (235, 235, 235)
+DIRECTIONS: dict[str, tuple[int, int]] = {"right": (0, 1), "left": (0, -1), "up": (-1, 0), "down": (1, 0)}
+SPEEDS = (1.0, 1.5, 2.0)  # pixels per frame at 64x64; scaled with the frame size
+PHRASES = {"right": "to the right", "left": "to the left", "up": "up", "down": "down"}
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One shape's state at frame 0; `velocity` lies along one axis."""
+
+    shape: str
+    colour: str
+    position: tuple[float, float]  # centre (y, x) in pixels
+    velocity: tuple[float, float]  # (vy, vx) in pixels per frame
+    size: float  # side, diameter or triangle height, in pixels
+
+    @property
+    def direction(self) -> str:
+        vy, vx = self.velocity
+        if abs(vx) >= abs(vy):
+            return "right" if vx > 0 else "left"
+        return "down" if vy > 0 else "up"
+
+    @property
+    def speed(self) -> float:
+        return float(max(abs(self.velocity[0]), abs(self.velocity[1])))
+
+
+@dataclass(frozen=True)
+class Change:
+    """From frame `frame` on, the shape takes colour `colour` or moves in direction `direction`."""
+
+    frame: int
+    colour: str | None = None
+    direction: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.colour is None) == (self.direction is None):
+            raise ValueError(f"a Change sets exactly one of colour and direction, got {self}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Motion and rendering.
+# ----------------------------------------------------------------------------------------------
+
+
+def trajectory(scene: Scene, num_frames: int, height: int, width: int, change: Change | None = None) -> list[Scene]:
+    """The scene at each frame: constant velocity, reflected at the walls, `change` applied at its frame."""
+    half = scene.size / 2
+    low, high = np.array([half, half]), np.array([height - half, width - half])
+    pos, vel = np.array(scene.position, dtype=float), np.array(scene.velocity, dtype=float)
+    colour = scene.colour
+    states = []
+    for i in range(num_frames):
+        if change is not None and i == change.frame:
+            colour = change.colour or colour
+            if change.direction is not None:
+                vel = np.array(DIRECTIONS[change.direction], dtype=float) * scene.speed
+        if i > 0:
+            pos = pos + vel
+            for axis in range(2):  # reflect off a wall (a step never crosses the whole frame)
+                if pos[axis] < low[axis]:
+                    pos[axis], vel[axis] = 2 * low[axis] - pos[axis], -vel[axis]
+                elif pos[axis] > high[axis]:
+                    pos[axis], vel[axis] = 2 * high[axis] - pos[axis], -vel[axis]
+        states.append(replace(scene, colour=colour, position=tuple(pos), velocity=tuple(vel)))
+    return states
+
+
+def shape_mask(scene: Scene, height: int, width: int) -> np.ndarray:
+    """Boolean [H, W]: the pixels (sampled at their centres) the shape covers."""
+    ys, xs = np.mgrid[:height, :width] + 0.5
+    dy, dx = ys - scene.position[0], xs - scene.position[1]
+    half = scene.size / 2
+    if scene.shape == "square":
+        return (np.abs(dy) <= half) & (np.abs(dx) <= half)
+    if scene.shape == "circle":
+        return dy**2 + dx**2 <= half**2
+    if scene.shape == "triangle":  # apex up; half-width grows from 0 at the top to `half` at the base
+        inside_rows = np.abs(dy) <= half
+        return inside_rows & (np.abs(dx) <= (dy + half) / 2)
+    raise ValueError(f"unknown shape {scene.shape!r}; expected one of {SHAPES}")
+
+
+def render(
+    scene: Scene, num_frames: int, height: int = 64, width: int = 64, change: Change | None = None
+) -> torch.Tensor:
+    """The scene as a video [3, N, H, W] float32 in [-1, 1]."""
+    video = np.empty((num_frames, height, width, 3), dtype=np.float32)
+    video[:] = BACKGROUND
+    for i, state in enumerate(trajectory(scene, num_frames, height, width, change)):
+        video[i][shape_mask(state, height, width)] = COLOURS[state.colour]
+    return torch.from_numpy(video).permute(3, 0, 1, 2) / 127.5 - 1  # [3, N, H, W]
+
+
+# ----------------------------------------------------------------------------------------------
+# Captions: "a red square moves to the right"; changes: "the red square turns blue",
+# "the red square moves to the left".
+# ----------------------------------------------------------------------------------------------
+
+
+def caption(scene: Scene) -> str:
+    return f"a {scene.colour} {scene.shape} moves {PHRASES[scene.direction]}"
+
+
+def change_caption(scene: Scene, change: Change) -> str:
+    subject = f"the {scene.colour} {scene.shape}"
+    if change.colour is not None:
+        return f"{subject} turns {change.colour}"
+    return f"{subject} moves {PHRASES[change.direction]}"
+
+
+_WORD = {
+    "colour": "|".join(COLOURS),
+    "shape": "|".join(SHAPES),
+    "direction": "|".join(re.escape(p) for p in PHRASES.values()),
+}
+_CAPTION = re.compile(rf"a ({_WORD['colour']}) ({_WORD['shape']}) moves ({_WORD['direction']})")
+_CHANGE = re.compile(
+    rf"the ({_WORD['colour']}) ({_WORD['shape']}) (?:turns ({_WORD['colour']})|moves ({_WORD['direction']}))"
+)
+_DIRECTION_OF = {phrase: name for name, phrase in PHRASES.items()}
+
+
+def parse_caption(text: str) -> dict[str, str]:
+    """The attributes a caption names: colour, shape, and direction or new_colour / new_direction."""
+    if match := _CAPTION.fullmatch(text):
+        colour, shape, phrase = match.groups()
+        return {"colour": colour, "shape": shape, "direction": _DIRECTION_OF[phrase]}
+    if match := _CHANGE.fullmatch(text):
+        colour, shape, new_colour, phrase = match.groups()
+        parsed = {"colour": colour, "shape": shape}
+        if new_colour is not None:
+            parsed["new_colour"] = new_colour
+        else:
+            parsed["new_direction"] = _DIRECTION_OF[phrase]
+        return parsed
+    raise ValueError(f"caption {text!r} is not in the demo grammar (e.g. 'a red square moves to the right')")
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling scenes and clips.
+# ----------------------------------------------------------------------------------------------
+
+
+def sample_scene(rng: np.random.Generator, height: int = 64, width: int = 64) -> Scene:
+    """A random shape, colour, direction and speed, placed fully inside the frame."""
+    scale = min(height, width) / 64
+    size = float(rng.uniform(12, 20) * scale)
+    half = size / 2
+    position = (float(rng.uniform(half, height - half)), float(rng.uniform(half, width - half)))
+    direction = DIRECTIONS[str(rng.choice(list(DIRECTIONS)))]
+    speed = float(rng.choice(SPEEDS)) * scale
+    return Scene(
+        shape=str(rng.choice(SHAPES)),
+        colour=str(rng.choice(list(COLOURS))),
+        position=position,
+        velocity=(direction[0] * speed, direction[1] * speed),
+        size=size,
+    )
+
+
+def sample_change(rng: np.random.Generator, scene: Scene, frame: int) -> Change:
+    """A change of colour or of direction (never to the current one) at `frame`."""
+    if rng.random() < 0.5:
+        return Change(frame, colour=str(rng.choice([c for c in COLOURS if c != scene.colour])))
+    return Change(frame, direction=str(rng.choice([d for d in DIRECTIONS if d != scene.direction])))
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A rendered clip, its scene, and the prompts: prompt2 is the change caption (or prompt1)."""
+
+    video: torch.Tensor  # [3, N, H, W] in [-1, 1]
+    scene: Scene
+    change: Change | None
+    prompt1: str
+    prompt2: str
+
+
+def make_clip(
+    rng: np.random.Generator,
+    num_frames: int,
+    height: int = 64,
+    width: int = 64,
+    change_frame: int | None = None,
+) -> Clip:
+    """A random clip; with `change_frame`, its frames from there on show a change named by prompt2."""
+    scene = sample_scene(rng, height, width)
+    change = None if change_frame is None else sample_change(rng, scene, change_frame)
+    video = render(scene, num_frames, height, width, change)
+    prompt1 = caption(scene)
+    return Clip(video, scene, change, prompt1, prompt1 if change is None else change_caption(scene, change))
+
+
+class DemoWorld:
+    """Endless (video, caption) pairs, item i a pure function of (seed, i).
+
+    With probability `change_prob` a clip changes at video frame `change_frame` and its caption is the
+    change caption (what prompt2 says for the whole clip); otherwise it is the plain caption.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        num_frames: int = 45,
+        height: int = 64,
+        width: int = 64,
+        change_prob: float = 0.0,
+        change_frame: int = 9,
+    ) -> None:
+        self.seed, self.num_frames, self.height, self.width = seed, num_frames, height, width
+        self.change_prob, self.change_frame = change_prob, change_frame
+
+    def clip(self, index: int) -> Clip:
+        rng = np.random.default_rng([self.seed, index])
+        changes = rng.random() < self.change_prob
+        return make_clip(rng, self.num_frames, self.height, self.width, self.change_frame if changes else None)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        clip = self.clip(index)
+        return clip.video, clip.prompt2
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, str]]:
+        index = 0
+        while True:
+            yield self[index]
+            index += 1
+
+    def batch(self, start: int, size: int) -> tuple[torch.Tensor, list[str]]:
+        """Items [start, start+size) stacked: videos [B, 3, N, H, W] and their captions."""
+        videos, captions = zip(*(self[i] for i in range(start, start + size)), strict=True)
+        return torch.stack(videos), list(captions)
+
+
+# ----------------------------------------------------------------------------------------------
+# Measuring videos (generated or rendered).
+# ----------------------------------------------------------------------------------------------
+
+
+def colour_mask(frames: torch.Tensor, colour: str, tolerance: float = 0.35) -> torch.Tensor:
+    """Boolean [N, H, W]: pixels of `frames` [3, N, H, W] within `tolerance` (RMS over RGB, in [-1, 1]
+    units) of the named colour."""
+    target = torch.tensor(COLOURS[colour], dtype=torch.float32).view(3, 1, 1, 1) / 127.5 - 1
+    distance = (frames.float() - target).pow(2).mean(0).sqrt()  # [N, H, W]
+    return distance < tolerance
+
+
+def centroid(frames: torch.Tensor, colour: str, tolerance: float = 0.35, min_pixels: int = 4) -> torch.Tensor:
+    """Per-frame centroid (y, x) in pixels [N, 2] of the pixels of `colour`; NaN where fewer than
+    `min_pixels` have it (pixel i's centre is at i + 0.5, as in `render`)."""
+    mask = colour_mask(frames, colour, tolerance).float()  # [N, H, W]
+    count = mask.sum((1, 2))  # [N]
+    ys = torch.arange(mask.shape[1], dtype=torch.float32) + 0.5
+    xs = torch.arange(mask.shape[2], dtype=torch.float32) + 0.5
+    y = (mask.sum(2) * ys).sum(1) / count.clamp(min=1)
+    x = (mask.sum(1) * xs).sum(1) / count.clamp(min=1)
+    out = torch.stack([y, x], dim=1)
+    out[count < min_pixels] = float("nan")
+    return out

@@ -1,0 +1,137 @@
+"""The demo world: deterministic, and its videos show what its captions say."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from longlive.demo_world import (
+    COLOURS,
+    DIRECTIONS,
+    SHAPES,
+    Change,
+    DemoWorld,
+    Scene,
+    caption,
+    centroid,
+    change_caption,
+    colour_mask,
+    make_clip,
+    parse_caption,
+    render,
+    sample_scene,
+    trajectory,
+)
+
+# A rendered shape's centroid moves by its speed each frame; pixel sampling shifts it by under a
+# pixel (0.75 px allows a triangle's sloped edges), so tracked steps match within this tolerance.
+STEP_TOLERANCE = 0.75
+
+
+def test_same_seed_same_clips_other_seed_other_clips():
+    a, b, c = DemoWorld(seed=3, num_frames=9), DemoWorld(seed=3, num_frames=9), DemoWorld(seed=4, num_frames=9)
+    for i in (0, 5):
+        assert torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1]
+    assert not torch.equal(a[0][0], c[0][0])
+    first = [text for _, (_, text) in zip(range(3), iter(a), strict=False)]
+    assert first == [a[i][1] for i in range(3)]
+
+
+def test_video_shape_range_and_background():
+    video, _ = DemoWorld(seed=0, num_frames=5, height=64, width=48)[0]
+    assert video.shape == (3, 5, 64, 48) and video.dtype == torch.float32
+    assert video.min() >= -1 and video.max() <= 1
+    corner_share = (video[:, 0] == video[:, 0, :1, :1]).all(0).float().mean()
+    assert corner_share > 0.8  # mostly plain background
+
+
+@pytest.mark.parametrize("colour", list(COLOURS))
+@pytest.mark.parametrize("direction", list(DIRECTIONS))
+def test_shape_has_its_colour_and_moves_its_direction(colour, direction):
+    dy, dx = DIRECTIONS[direction]
+    scene = Scene("square", colour, position=(32.0, 32.0), velocity=(1.5 * dy, 1.5 * dx), size=12.0)
+    video = render(scene, num_frames=8)
+    for other in COLOURS:
+        pixels = colour_mask(video, other).sum((1, 2))
+        # 12 px on a side, 12 or 13 pixel centres per side depending on the sub-pixel position
+        assert ((pixels >= 144) & (pixels <= 169)).all() if other == colour else (pixels == 0).all(), other
+    steps = centroid(video, colour).diff(dim=0)  # [N-1, 2] (dy, dx) per frame
+    expected = torch.tensor([1.5 * dy, 1.5 * dx]).expand_as(steps)
+    assert (steps - expected).abs().max() <= STEP_TOLERANCE
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_shape_moves_right(shape):
+    scene = Scene(shape, "green", position=(32.0, 16.0), velocity=(0.0, 2.0), size=16.0)
+    steps = centroid(render(scene, num_frames=10), "green").diff(dim=0)
+    assert (steps[:, 1] - 2.0).abs().max() <= STEP_TOLERANCE and steps[:, 0].abs().max() <= STEP_TOLERANCE
+
+
+def test_bouncing_keeps_the_shape_inside_and_reverses_it():
+    scene = Scene("circle", "blue", position=(32.0, 50.0), velocity=(0.0, 2.0), size=16.0)
+    video = render(scene, num_frames=40)
+    pixels = colour_mask(video, "blue").sum((1, 2))
+    assert (pixels == pixels[0]).all()  # never clipped by a wall
+    x = centroid(video, "blue")[:, 1]
+    assert x.max() <= 64 - 8 + STEP_TOLERANCE and x.min() >= 8 - STEP_TOLERANCE
+    assert x[10] < x[5]  # hit the right wall near frame 3, now moving left
+
+
+def test_random_scenes_stay_inside_over_long_clips():
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        scene = sample_scene(rng)
+        video = render(scene, num_frames=60)
+        pixels = colour_mask(video, scene.colour).sum((1, 2)).float()
+        assert (pixels - pixels[0]).abs().max() <= 0.1 * pixels[0] + 4, scene
+
+
+def test_captions_parse_back_to_the_scene():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        scene = sample_scene(rng)
+        parsed = parse_caption(caption(scene))
+        assert parsed == {"colour": scene.colour, "shape": scene.shape, "direction": scene.direction}
+    assert caption(Scene("square", "red", (32, 32), (0, 1), 12)) == "a red square moves to the right"
+    with pytest.raises(ValueError, match="demo grammar"):
+        parse_caption("a purple hexagon dances")
+
+
+def test_change_captions_parse():
+    scene = Scene("square", "red", (32, 32), (0, 1), 12)
+    assert change_caption(scene, Change(4, colour="blue")) == "the red square turns blue"
+    assert change_caption(scene, Change(4, direction="left")) == "the red square moves to the left"
+    assert parse_caption("the red square turns blue") == {"colour": "red", "shape": "square", "new_colour": "blue"}
+    assert parse_caption("the red square moves to the left")["new_direction"] == "left"
+
+
+def test_change_scenario_changes_exactly_what_prompt2_says():
+    rng = np.random.default_rng(2)
+    seen = set()
+    for _ in range(12):
+        clip = make_clip(rng, num_frames=17, change_frame=9)
+        said = parse_caption(clip.prompt2)
+        scene = clip.scene
+        plain = {"colour": scene.colour, "shape": scene.shape, "direction": scene.direction}
+        assert parse_caption(clip.prompt1) == plain
+        assert (said["colour"], said["shape"]) == (scene.colour, scene.shape)
+        assert torch.equal(clip.video[:, :9], render(scene, 9))  # the first part is the plain scene
+        # The second part is the scene at frame 8 with only what prompt2 names changed, moving on.
+        state = trajectory(scene, 9, 64, 64)[-1]
+        if "new_colour" in said:
+            seen.add("colour")
+            after = replace(state, colour=said["new_colour"])
+        else:
+            seen.add("direction")
+            dy, dx = DIRECTIONS[said["new_direction"]]
+            after = replace(state, velocity=(dy * scene.speed, dx * scene.speed))
+            assert after.direction == said["new_direction"]
+        assert torch.equal(clip.video[:, 9:], render(after, 9)[:, 1:])
+        shown = said.get("new_colour", scene.colour)
+        assert (colour_mask(clip.video[:, 9:], shown).sum((1, 2)) > 0).all()
+        if shown != scene.colour:
+            assert colour_mask(clip.video[:, 9:], scene.colour).sum() == 0
+    assert seen == {"colour", "direction"}
