@@ -107,6 +107,22 @@ PRESETS: dict[str, ModelPreset] = {
             relative_attention_max_distance=16,
         ),
     ),
+    # The demo model (scripts/train_demo.py, configs/demo_video_conditional.yaml): 64x64 videos of the
+    # demo world, 8x8 latents, 16 tokens a frame; about 6.4M parameters, 26 MB in float32 all together.
+    "demo": ModelPreset(
+        generator=WanArchitecture(dim=192, ffn_dim=768, num_heads=3, num_layers=6, text_dim=128, text_len=48),
+        vae=VAEArchitecture(base_dim=12),
+        text_encoder=TextEncoderArchitecture(
+            vocab_size=384,  # the byte-level tokenizer's 259 ids, rounded up
+            d_model=128,
+            d_kv=32,
+            d_ff=256,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=16,
+            relative_attention_max_distance=48,
+        ),
+    ),
 }
 
 

@@ -99,27 +99,32 @@ def trajectory(scene: Scene, num_frames: int, height: int, width: int, change: C
 
 def shape_mask(scene: Scene, height: int, width: int) -> np.ndarray:
     """Boolean [H, W]: the pixels (sampled at their centres) the shape covers."""
-    ys, xs = np.mgrid[:height, :width] + 0.5
-    dy, dx = ys - scene.position[0], xs - scene.position[1]
-    half = scene.size / 2
-    if scene.shape == "square":
+    return shape_masks(scene.shape, scene.size, np.array([scene.position]), height, width)[0]
+
+
+def shape_masks(shape: str, size: float, positions: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Boolean [N, H, W]: the pixels a shape centred at each of `positions` [N, 2] covers."""
+    ys = np.arange(height)[None, :, None] + 0.5
+    xs = np.arange(width)[None, None, :] + 0.5
+    dy, dx = ys - positions[:, 0, None, None], xs - positions[:, 1, None, None]  # [N, H, 1], [N, 1, W]
+    half = size / 2
+    if shape == "square":
         return (np.abs(dy) <= half) & (np.abs(dx) <= half)
-    if scene.shape == "circle":
+    if shape == "circle":
         return dy**2 + dx**2 <= half**2
-    if scene.shape == "triangle":  # apex up; half-width grows from 0 at the top to `half` at the base
-        inside_rows = np.abs(dy) <= half
-        return inside_rows & (np.abs(dx) <= (dy + half) / 2)
-    raise ValueError(f"unknown shape {scene.shape!r}; expected one of {SHAPES}")
+    if shape == "triangle":  # apex up; half-width grows from 0 at the top to `half` at the base
+        return (np.abs(dy) <= half) & (np.abs(dx) <= (dy + half) / 2)
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
 def render(
     scene: Scene, num_frames: int, height: int = 64, width: int = 64, change: Change | None = None
 ) -> torch.Tensor:
     """The scene as a video [3, N, H, W] float32 in [-1, 1]."""
-    video = np.empty((num_frames, height, width, 3), dtype=np.float32)
-    video[:] = BACKGROUND
-    for i, state in enumerate(trajectory(scene, num_frames, height, width, change)):
-        video[i][shape_mask(state, height, width)] = COLOURS[state.colour]
+    states = trajectory(scene, num_frames, height, width, change)
+    masks = shape_masks(scene.shape, scene.size, np.array([s.position for s in states]), height, width)
+    colours = np.array([COLOURS[s.colour] for s in states], dtype=np.float32)[:, None, None, :]  # [N, 1, 1, 3]
+    video = np.where(masks[..., None], colours, np.array(BACKGROUND, dtype=np.float32))  # [N, H, W, 3]
     return torch.from_numpy(video).permute(3, 0, 1, 2) / 127.5 - 1  # [3, N, H, W]
 
 

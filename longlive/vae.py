@@ -14,14 +14,26 @@ from diffusers import AutoencoderKLWan
 from longlive.config import VAEArchitecture
 
 
-def build_vae(arch: VAEArchitecture) -> AutoencoderKLWan:
-    """An `AutoencoderKLWan` of the given shape (random weights; loaders assign published ones)."""
+def build_vae(
+    arch: VAEArchitecture, latents_mean: list[float] | None = None, latents_std: list[float] | None = None
+) -> AutoencoderKLWan:
+    """An `AutoencoderKLWan` of the given shape (random weights; loaders assign published ones).
+
+    `latents_mean`/`latents_std` (z_dim values each) replace the published Wan VAE's latent statistics,
+    for a VAE trained here (the demo model's, read from its `config.json`).
+    """
+    stats = {}
+    if latents_mean is not None:
+        stats["latents_mean"] = [float(v) for v in latents_mean]
+    if latents_std is not None:
+        stats["latents_std"] = [float(v) for v in latents_std]
     return AutoencoderKLWan(
         base_dim=arch.base_dim,
         z_dim=arch.z_dim,
         dim_mult=list(arch.dim_mult),
         num_res_blocks=arch.num_res_blocks,
         temperal_downsample=list(arch.temporal_downsample),
+        **stats,
     )
 
 

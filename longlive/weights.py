@@ -279,11 +279,30 @@ def vae_tensors(path: str | Path) -> tuple[Mapping, str]:
     return tensors, layout.name
 
 
+def vae_latent_stats(path: str | Path, z_dim: int) -> tuple[list[float] | None, list[float] | None]:
+    """`latents_mean`, `latents_std` from a diffusers VAE folder's config.json; (None, None) without one.
+
+    The published Wan VAE's config holds the library defaults; a VAE trained here (the demo model) holds
+    its own, which the generator's latents are normalised with.
+    """
+    path = Path(path)
+    folder = path / "vae" if (path / "vae").is_dir() else path
+    config = folder / "config.json"
+    if not (folder.is_dir() and config.is_file()):
+        return None, None
+    stats = json.loads(config.read_text())
+    mean, std = stats.get("latents_mean"), stats.get("latents_std")
+    for name, values in (("latents_mean", mean), ("latents_std", std)):
+        if values is not None and len(values) != z_dim:
+            raise WeightsError(f"{config}: {name} has {len(values)} values, the VAE has z_dim={z_dim}")
+    return mean, std
+
+
 def load_vae(arch, path: str | Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
     from longlive.vae import build_vae
 
     with torch.device("meta"):
-        vae = build_vae(arch)
+        vae = build_vae(arch, *vae_latent_stats(path, arch.z_dim))
     tensors, layout = vae_tensors(path)
     return assign_weights(vae, tensors, source=Path(path), layout=layout, device=device, dtype=dtype)
 

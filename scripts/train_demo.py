@@ -1,0 +1,389 @@
+"""Train the demo model on the demo world (longlive/demo_world.py) and save it as a `wan_model_dir`.
+
+    python scripts/train_demo.py --output_dir demo_model --device cuda            # the full run
+    python scripts/train_demo.py --output_dir /tmp/demo --device cpu --max_steps 5 # a smoke run
+
+Stage 1 trains the VAE (`AutoencoderKLWan` at the preset's small size) as an autoencoder on the
+world's clips (MSE + a small KL), then measures its latents' per-channel mean and std, which it saves
+in `vae/config.json` so the engine normalises latents exactly as the generator was trained on them.
+Stage 2 trains the block-causal generator (`CausalWanModel`) with diffusion forcing: every latent frame
+gets its own timestep from the sampler's shifted grid, the target is the flow v = eps - x0, and
+attention follows the block-causal `frame_visibility_mask` of the inference window (sink and rolling
+window included), so the 4-step sampler and the KV cache see at inference what training showed them.
+With probability `clean_context_prob` a clip's first blocks are clean (t = 0, no loss there), as the
+KV cache holds them at inference (`context_noise=0`). Change clips (the world's second part changes
+colour or direction) are captioned with their change caption for the whole clip, which matches
+inference with `recache_conditioning=true` (the conditioning window recached under prompt2).
+
+The text encoder is a random-initialised UMT5 at the preset's size with the byte-level tokenizer,
+**trained jointly** with the generator (at the same learning rate): a frozen random encoder of
+byte tokens mixes every character into every position, so "red" and "blue" differ only by a few random
+features; training it costs 0.4M parameters and lets the colour, shape and direction words separate.
+`--freeze_text_encoder` keeps it at its seeded random weights instead.
+
+The output folder is in the diffusers layout `longlive.components.locate_wan_files` reads:
+`transformer/diffusion_pytorch_model.safetensors` (original Wan names), `vae/` and `text_encoder/`
+(`save_pretrained`), `tokenizer/`, and `train_log.json` (settings, losses, seconds per stage).
+Seeded: the same command on the same device and library versions trains the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
+
+from longlive.config import PRESETS, ModelPreset
+from longlive.demo_world import DemoWorld
+from longlive.kv_cache import frame_visibility_mask
+from longlive.model import CausalWanModel, init_random_weights
+from longlive.sampler import NUM_TRAIN_TIMESTEPS, shifted_sigmas
+from longlive.text_encoder import byte_level_tokenizer, clean_prompt, umt5_config
+from longlive.vae import StreamingVAE, build_vae
+
+logger = logging.getLogger("train_demo")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved in train_log.json."""
+
+    output_dir: str = "demo_model"
+    model_name: str = "demo"
+    device: str = "auto"
+    seed: int = 0
+    height: int = 64
+    width: int = 64
+    num_latent_frames: int = 12  # latent frames a training clip holds (4T-3 = 45 video frames)
+    # The inference geometry (configs/demo_video_conditional.yaml): blocks of 3, window 9 with 3 sinks.
+    frames_per_block: int = 3
+    local_attn_size: int = 9
+    sink_size: int = 3
+    timestep_shift: float = 5.0
+    change_prob: float = 0.5  # share of clips whose second part changes (captioned with prompt2)
+    change_latent_frame: int = 3  # the change starts at this latent frame (video frame 4k-3 = 9)
+    clean_context_prob: float = 0.5
+    vae_steps: int = 6000
+    vae_batch_size: int = 8
+    vae_lr: float = 3e-4
+    kl_weight: float = 1e-6
+    generator_steps: int = 30000
+    batch_size: int = 32
+    lr: float = 2e-4
+    freeze_text_encoder: bool = False
+    grad_clip: float = 1.0
+    max_steps: int | None = None  # caps both stages (smoke runs)
+    log_every: int = 100
+    workers: int = 8  # processes rendering clips (the world is drawn on the CPU)
+
+    @property
+    def num_video_frames(self) -> int:
+        return 4 * (self.num_latent_frames - 1) + 1
+
+    def steps(self, stage_steps: int) -> int:
+        return stage_steps if self.max_steps is None else min(stage_steps, self.max_steps)
+
+
+@dataclass
+class DemoModels:
+    generator: CausalWanModel
+    vae: torch.nn.Module  # AutoencoderKLWan
+    text_encoder: UMT5EncoderModel
+    tokenizer: PreTrainedTokenizerBase
+    preset: ModelPreset
+
+
+def build_models(cfg: TrainConfig, device: torch.device) -> DemoModels:
+    """The three networks at the preset's size with seeded random weights, in float32 on `device`."""
+    preset = PRESETS[cfg.model_name]
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(preset.vae)
+    generator = CausalWanModel(preset.generator)
+    init_random_weights(generator)
+    text_encoder = UMT5EncoderModel(umt5_config(preset.text_encoder))
+    return DemoModels(generator.to(device), vae.to(device), text_encoder.to(device), byte_level_tokenizer(), preset)
+
+
+def loader(world: DemoWorld, batch_size: int, steps: int, cfg: TrainConfig) -> Iterable[tuple[torch.Tensor, list]]:
+    """Batches of items 0, 1, 2, ... in order, rendered by `cfg.workers` processes ahead of the GPU."""
+    dataset = _Items(world, batch_size * steps)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0
+    )
+
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, world: DemoWorld, length: int) -> None:
+        self.world, self.length = world, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        return self.world[index]
+
+
+def world(cfg: TrainConfig, stream: int) -> DemoWorld:
+    """The run's clips; stage 1 and stage 2 read different streams of the same seed."""
+    return DemoWorld(
+        seed=cfg.seed * 1000 + stream,
+        num_frames=cfg.num_video_frames,
+        height=cfg.height,
+        width=cfg.width,
+        change_prob=cfg.change_prob,
+        change_frame=4 * cfg.change_latent_frame - 3,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 1: the VAE.
+# ----------------------------------------------------------------------------------------------
+
+
+def vae_loss(vae, videos: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Reconstruction MSE of videos [B, 3, N, H, W] through a sampled latent, plus `kl_weight` x KL."""
+    posterior = vae.encode(videos).latent_dist
+    latents = posterior.sample(generator=generator)  # [B, C, F, h, w]
+    reconstruction = vae.decode(latents).sample  # [B, 3, N, H, W]
+    return torch.nn.functional.mse_loss(reconstruction.float(), videos) + kl_weight * posterior.kl().mean()
+
+
+@torch.no_grad()
+def set_latent_stats(vae, videos: torch.Tensor) -> None:
+    """Store the per-channel mean and std of the latents (posterior modes) of `videos` in the VAE's config."""
+    latents = vae.encode(videos).latent_dist.mode().float()  # [B, C, F, h, w]
+    mean = latents.mean(dim=(0, 2, 3, 4))
+    std = latents.std(dim=(0, 2, 3, 4)).clamp(min=1e-3)
+    vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 2: the generator, by diffusion forcing.
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def encode_latents(vae, videos: torch.Tensor) -> torch.Tensor:
+    """Videos [B, 3, N, H, W] -> normalised latents [B, F, C, h, w], exactly as the pipeline encodes."""
+    streaming = StreamingVAE(vae)
+    return streaming.encode(videos)
+
+
+def encode_text(
+    text_encoder: UMT5EncoderModel, tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], text_len: int
+) -> torch.Tensor:
+    """Captions -> embeddings [B, text_len, d_model], zero past each caption (as `PromptEncoder`)."""
+    device = text_encoder.shared.weight.device
+    tokens = tokenizer(
+        [clean_prompt(c) for c in captions],
+        padding="max_length",
+        max_length=text_len,
+        truncation=True,
+        add_special_tokens=True,
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+    hidden = text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, D]
+    return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+
+
+def block_mask(cfg: TrainConfig, num_frames: int) -> torch.Tensor:
+    """The inference visibility [F, F] for `num_frames` latent frames rolled out in blocks."""
+    sizes = [cfg.frames_per_block] * (num_frames // cfg.frames_per_block)
+    if num_frames % cfg.frames_per_block:
+        sizes.append(num_frames % cfg.frames_per_block)
+    if cfg.local_attn_size == -1:
+        return frame_visibility_mask(sizes, num_frames, 0)
+    return frame_visibility_mask(sizes, cfg.local_attn_size, cfg.sink_size)
+
+
+def sample_timesteps(cfg: TrainConfig, batch: int, frames: int, generator: torch.Generator) -> torch.Tensor:
+    """Timesteps [B, F]: each frame's own level on the shifted grid; some clips get clean leading blocks."""
+    grid = shifted_sigmas(cfg.timestep_shift) * NUM_TRAIN_TIMESTEPS  # [1000], the training grid
+    timesteps = grid[torch.randint(0, len(grid), (batch, frames), generator=generator)]
+    blocks = -(-frames // cfg.frames_per_block)
+    for b in range(batch):
+        if blocks > 1 and torch.rand((), generator=generator) < cfg.clean_context_prob:
+            clean_blocks = int(torch.randint(1, blocks, (), generator=generator))
+            timesteps[b, : clean_blocks * cfg.frames_per_block] = 0.0
+    return timesteps
+
+
+def diffusion_forcing_loss(
+    generator: CausalWanModel,
+    latents: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    cfg: TrainConfig,
+    rng: torch.Generator,
+) -> torch.Tensor:
+    """Flow-matching loss of one block-causal full-sequence forward.
+
+    latents [B, F, C, h, w] clean (x0); text_embeddings [B, L, D]. x_t = (1 - s) x0 + s eps with
+    s = t / 1000 per frame; the network predicts v = eps - x0. Clean frames (t = 0) are context only.
+    """
+    batch, frames = latents.shape[:2]
+    timesteps = sample_timesteps(cfg, batch, frames, rng).to(latents.device)  # [B, F]
+    noise = torch.randn(latents.shape, generator=rng).to(latents.device)
+    sigma = (timesteps / NUM_TRAIN_TIMESTEPS).view(batch, frames, 1, 1, 1)
+    noisy = (1 - sigma) * latents + sigma * noise
+    text = generator.prepare_text(text_embeddings)
+    flow = generator(noisy, timesteps, text, frame_mask=block_mask(cfg, frames))  # [B, F, C, h, w]
+    per_frame = (flow - (noise - latents)).pow(2).mean(dim=(2, 3, 4))  # [B, F]
+    weight = (timesteps > 0).float()
+    return (per_frame * weight).sum() / weight.sum().clamp(min=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loops.
+# ----------------------------------------------------------------------------------------------
+
+
+def train_vae(
+    models: DemoModels,
+    cfg: TrainConfig,
+    batches: Iterable[torch.Tensor],
+    device: torch.device,
+    stats_videos: torch.Tensor,
+) -> list[float]:
+    """Stage 1: `cfg.steps(vae_steps)` AdamW steps, one per batch of videos [B, 3, N, H, W] from
+    `batches`; then the latent statistics, measured on `stats_videos`."""
+    vae = models.vae.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    rng = torch.Generator(device).manual_seed(cfg.seed)
+    losses, start = [], time.perf_counter()
+    total = cfg.steps(cfg.vae_steps)
+    for step, videos in zip(range(total), batches, strict=False):
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            loss = vae_loss(vae, videos.to(device), cfg.kl_weight, rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        optimizer.step()
+        losses.append(_log("vae", step, total, loss, start, cfg))
+    vae.eval()
+    set_latent_stats(vae, stats_videos.to(device))
+    return losses
+
+
+def train_generator(
+    models: DemoModels,
+    cfg: TrainConfig,
+    batches: Iterable[tuple[torch.Tensor, list[str]]],
+    device: torch.device,
+    noise: Callable[[int], torch.Generator] | None = None,
+) -> list[float]:
+    """Stage 2: AdamW on the generator (and the text encoder unless frozen) by diffusion forcing.
+
+    `batches` gives videos [B, 3, N, H, W] and captions, one batch a step; `noise(step)` the generator of the
+    step's timesteps and noise (default: one seeded stream for the run).
+    """
+    generator, text_encoder = models.generator.train().requires_grad_(True), models.text_encoder.eval()
+    text_encoder.requires_grad_(not cfg.freeze_text_encoder)  # eval(): no dropout, as at inference
+    params = list(generator.parameters()) + ([] if cfg.freeze_text_encoder else list(text_encoder.parameters()))
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    stream = torch.Generator().manual_seed(cfg.seed + 1)
+    text_len = models.preset.generator.text_len
+    losses, start = [], time.perf_counter()
+    total = cfg.steps(cfg.generator_steps)
+    for step, (videos, captions) in zip(range(total), batches, strict=False):
+        latents = encode_latents(models.vae, videos.to(device))  # [B, F, C, h, w], no grad
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            text = encode_text(text_encoder, models.tokenizer, captions, text_len)
+            loss = diffusion_forcing_loss(generator, latents, text, cfg, noise(step) if noise else stream)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        losses.append(_log("generator", step, total, loss, start, cfg))
+    generator.eval().requires_grad_(False)
+    text_encoder.requires_grad_(False)
+    return losses
+
+
+def _log(stage: str, step: int, total: int, loss: torch.Tensor, start: float, cfg: TrainConfig) -> float:
+    """Log step, loss and elapsed seconds every `log_every` steps and at the last; return the loss."""
+    value = float(loss.detach())
+    if step % cfg.log_every == 0 or step + 1 == total:
+        logger.info("%s step %d loss %.5f elapsed %.1fs", stage, step, value, time.perf_counter() - start)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving in the layout the engine's loaders read.
+# ----------------------------------------------------------------------------------------------
+
+
+def save_demo_model(models: DemoModels, out: str | Path, log: dict | None = None) -> Path:
+    """Write `out/` as a diffusers-layout wan_model_dir (float32 safetensors) and train_log.json."""
+    out = Path(out)
+    (out / "transformer").mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().cpu().contiguous() for k, v in models.generator.state_dict().items()}
+    save_file(state, str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
+    models.vae.save_pretrained(out / "vae", safe_serialization=True)
+    models.text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+    models.tokenizer.save_pretrained(out / "tokenizer")
+    if log is not None:
+        (out / "train_log.json").write_text(json.dumps(log, indent=1))
+    return out
+
+
+def run(cfg: TrainConfig) -> Path:
+    """Both stages, then save; returns the output folder."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    logger.info("training the %s demo model on %s: %s", cfg.model_name, device, cfg)
+    models = build_models(cfg, device)
+    vae_world, generator_world = world(cfg, stream=1), world(cfg, stream=2)
+    start = time.perf_counter()
+    vae_batches = (videos for videos, _ in loader(vae_world, cfg.vae_batch_size, cfg.steps(cfg.vae_steps), cfg))
+    stats_videos = vae_world.batch(10**9, 4 * cfg.vae_batch_size)[0]  # clips the VAE never trains on
+    vae_losses = train_vae(models, cfg, vae_batches, device, stats_videos)
+    vae_seconds = time.perf_counter() - start
+    generator_batches = loader(generator_world, cfg.batch_size, cfg.steps(cfg.generator_steps), cfg)
+    generator_losses = train_generator(models, cfg, generator_batches, device)
+    generator_seconds = time.perf_counter() - start - vae_seconds
+    log = {
+        "config": dataclasses.asdict(cfg),
+        "device": str(device),
+        "torch": torch.__version__,
+        "vae": {"seconds": vae_seconds, "losses": vae_losses[:: max(1, cfg.log_every)] + vae_losses[-1:]},
+        "generator": {
+            "seconds": generator_seconds,
+            "losses": generator_losses[:: max(1, cfg.log_every)] + generator_losses[-1:],
+        },
+    }
+    out = save_demo_model(models, cfg.output_dir, log)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
+    logger.info("saved %s (%.1f MiB); VAE %.0fs, generator %.0fs", out, size, vae_seconds, generator_seconds)
+    return out
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for field in dataclasses.fields(TrainConfig):
+        default = field.default
+        if field.type == "bool":
+            parser.add_argument(f"--{field.name}", action="store_true", default=default)
+        elif field.name == "max_steps":
+            parser.add_argument("--max_steps", type=int, default=None, help="cap the steps of both stages")
+        else:
+            parser.add_argument(f"--{field.name}", type=type(default), default=default)
+    return TrainConfig(**vars(parser.parse_args(argv)))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

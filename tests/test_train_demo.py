@@ -1,0 +1,172 @@
+"""scripts/train_demo.py at a tiny size on CPU: the losses fall on a fixed batch, and what it saves loads
+through the engine's normal loaders and generates."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from longlive.components import locate_wan_files
+from longlive.config import PRESETS
+from longlive.kv_cache import frame_visibility_mask
+from longlive.pipeline import VideoConditionalPipeline
+from tests.conftest import REPO, tiny_config
+
+spec = importlib.util.spec_from_file_location("train_demo", REPO / "scripts" / "train_demo.py")
+train_demo = importlib.util.module_from_spec(spec)
+sys.modules["train_demo"] = train_demo  # dataclasses look their module up there
+spec.loader.exec_module(train_demo)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_train_config(tmp_path, **overrides) -> train_demo.TrainConfig:
+    settings = dict(
+        output_dir=str(tmp_path / "demo"),
+        model_name="tiny",
+        device="cpu",
+        height=32,
+        width=32,
+        num_latent_frames=6,
+        local_attn_size=6,
+        sink_size=1,
+        batch_size=2,
+        vae_batch_size=1,
+        log_every=1,
+    )
+    return train_demo.TrainConfig(**(settings | overrides))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Both stages for a few steps on one fixed batch (fixed noise too), then saved."""
+    tmp_path = tmp_path_factory.mktemp("train")
+    cfg = tiny_train_config(tmp_path, vae_steps=4, vae_lr=2e-3, generator_steps=12, lr=2e-3, num_latent_frames=3)
+    models = train_demo.build_models(cfg, torch.device("cpu"))
+    videos, _ = train_demo.world(cfg, stream=1).batch(0, 1)
+    vae_losses = train_demo.train_vae(models, cfg, itertools.repeat(videos), torch.device("cpu"), videos)
+    cfg = dataclass_replace(cfg, num_latent_frames=6)
+    batch = train_demo.world(cfg, stream=2).batch(0, cfg.batch_size)
+    generator_losses = train_demo.train_generator(
+        models, cfg, itertools.repeat(batch), torch.device("cpu"), noise=lambda step: torch.Generator().manual_seed(0)
+    )
+    out = train_demo.save_demo_model(models, cfg.output_dir, {"test": True})
+    return models, vae_losses, generator_losses, out
+
+
+def dataclass_replace(cfg, **changes):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **changes)
+
+
+def test_vae_loss_is_finite_and_falls(trained):
+    _, vae_losses, _, _ = trained
+    assert all(math.isfinite(v) for v in vae_losses)
+    assert vae_losses[-1] < 0.8 * vae_losses[0], vae_losses
+
+
+def test_generator_loss_is_finite_and_falls(trained):
+    _, _, generator_losses, _ = trained
+    assert all(math.isfinite(v) for v in generator_losses)
+    assert min(generator_losses[-3:]) < 0.8 * generator_losses[0], generator_losses
+
+
+def test_latent_statistics_are_measured_and_saved(trained):
+    models, _, _, out = trained
+    z_dim = PRESETS["tiny"].vae.z_dim
+    saved = json.loads((out / "vae" / "config.json").read_text())
+    assert saved["latents_mean"] == pytest.approx(list(models.vae.config.latents_mean))
+    assert len(saved["latents_std"]) == z_dim and all(s > 0 for s in saved["latents_std"])
+    # The measured statistics make the training latents roughly standard.
+    videos, _ = train_demo.world(tiny_train_config(out, num_latent_frames=3), stream=1).batch(0, 1)
+    latents = train_demo.encode_latents(models.vae, videos)
+    assert latents.mean().abs() < 0.5 and 0.5 < latents.std() < 2.0
+
+
+def test_saved_folder_is_a_diffusers_wan_model_dir(trained):
+    _, _, _, out = trained
+    files = locate_wan_files(out)
+    assert files.layout == "diffusers"
+    assert (out / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(out / "transformer" / "diffusion_pytorch_model.safetensors"), "pt") as handle:
+        assert "blocks.0.self_attn.q.weight" in handle.keys()  # original Wan names
+
+
+def test_saved_model_loads_through_the_pipeline_and_generates(trained, tmp_path):
+    models, _, _, out = trained
+    cfg = tiny_config(
+        f"wan_model_dir={out}", "height=32", "width=32", "num_output_frames=6", "num_conditioning_frames=5"
+    )
+    pipe = VideoConditionalPipeline.from_config(cfg)
+    for name, tensor in models.generator.state_dict().items():
+        assert torch.equal(pipe.generator.state_dict()[name], tensor), name
+    assert list(pipe.vae.vae.config.latents_mean) == pytest.approx(list(models.vae.config.latents_mean))
+    trained_embedding = train_demo.encode_text(models.text_encoder, models.tokenizer, ["a red square moves up"], 16)
+    assert torch.allclose(pipe.prompts.encode("a red square moves up"), trained_embedding, atol=1e-5)
+    video, _ = train_demo.world(tiny_train_config(tmp_path, num_latent_frames=2), stream=3)[0]
+    blocks = list(pipe.stream("a red square moves up", "the red square turns blue", video[None], seed=0))
+    # 5 video frames -> 2 conditioning latent frames, then blocks of 3 and 1 fill the 6 latent frames
+    assert [(b.block.size, b.block.conditioning) for b in blocks] == [(2, True), (3, False), (1, False)]
+    result = torch.cat([b.frames for b in blocks], dim=2)
+    assert result.shape == (1, 3, 21, 32, 32) and torch.isfinite(result).all()
+
+
+def test_block_mask_is_the_inference_visibility(tmp_path):
+    cfg = tiny_train_config(tmp_path)
+    assert torch.equal(train_demo.block_mask(cfg, 7), frame_visibility_mask([3, 3, 1], 6, 1))
+    assert (
+        train_demo.block_mask(dataclass_replace(cfg, local_attn_size=-1), 6)
+        .tril()
+        .equal(frame_visibility_mask([3, 3], 6, 0).tril())
+    )
+
+
+def test_timesteps_lie_on_the_grid_with_clean_leading_blocks(tmp_path):
+    cfg = tiny_train_config(tmp_path, clean_context_prob=1.0)
+    timesteps = train_demo.sample_timesteps(cfg, 8, 9, torch.Generator().manual_seed(0))
+    assert timesteps.shape == (8, 9)
+    assert (timesteps[:, :3] == 0).all() and (timesteps[:, 6:] > 0).all()  # 1 or 2 of 3 blocks clean
+    grid = set((train_demo.shifted_sigmas(cfg.timestep_shift) * 1000).tolist())
+    assert all(t in grid for t in timesteps[timesteps > 0].tolist())
+
+
+def test_command_line_reads_every_setting():
+    cfg = train_demo.parse_args(["--max_steps", "5", "--device", "cpu", "--freeze_text_encoder"])
+    assert cfg.max_steps == 5 and cfg.device == "cpu" and cfg.freeze_text_encoder
+    assert cfg.steps(cfg.generator_steps) == 5 and train_demo.TrainConfig().steps(100) == 100
+
+
+def test_demo_preset_fits_the_size_budget():
+    from transformers import UMT5EncoderModel
+
+    from longlive.model import CausalWanModel
+    from longlive.text_encoder import umt5_config
+    from longlive.vae import build_vae
+
+    preset = PRESETS["demo"]
+    with torch.device("meta"):
+        text_encoder = UMT5EncoderModel(umt5_config(preset.text_encoder))
+        parts = (CausalWanModel(preset.generator), build_vae(preset.vae), text_encoder)
+    params = sum(p.numel() for part in parts for p in part.parameters())
+    assert params * 4 < 30 * 10**6  # float32 bytes, under the issue's 30 MB
+    assert preset.generator.text_dim == preset.text_encoder.d_model
+
+
+def test_the_command_runs_end_to_end(tmp_path):
+    out = tmp_path / "cli"
+    args = ["--model_name", "tiny", "--device", "cpu", "--max_steps", "1", "--output_dir", str(out)]
+    args += ["--height", "32", "--width", "32", "--num_latent_frames", "4", "--local_attn_size", "6"]
+    args += ["--sink_size", "1", "--batch_size", "1", "--vae_batch_size", "1", "--workers", "0"]
+    train_demo.main(args)
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["config"]["max_steps"] == 1 and log["vae"]["seconds"] > 0
+    assert len(log["generator"]["losses"]) >= 1 and locate_wan_files(out).layout == "diffusers"
