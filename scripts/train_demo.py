@@ -49,6 +49,7 @@ from longlive.model import CausalWanModel, init_random_weights
 from longlive.sampler import NUM_TRAIN_TIMESTEPS, shifted_sigmas
 from longlive.text_encoder import byte_level_tokenizer, clean_prompt, umt5_config
 from longlive.vae import StreamingVAE, build_vae
+from longlive.weights import load_vae
 
 logger = logging.getLogger("train_demo")
 
@@ -82,6 +83,8 @@ class TrainConfig:
     freeze_text_encoder: bool = False
     grad_clip: float = 1.0
     max_steps: int | None = None  # caps both stages (smoke runs)
+    max_seconds: float | None = None  # each stage stops after this many seconds of training
+    stage: str = "all"  # all | vae (writes vae/) | generator (reads vae/ from output_dir, writes the rest)
     log_every: int = 100
     workers: int = 8  # processes rendering clips (the world is drawn on the CPU)
 
@@ -270,6 +273,8 @@ def train_vae(
         torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
         optimizer.step()
         losses.append(_log("vae", step, total, loss, start, cfg))
+        if _out_of_time(start, cfg, "vae", step):
+            break
     vae.eval()
     set_latent_stats(vae, stats_videos.to(device))
     return losses
@@ -305,9 +310,19 @@ def train_generator(
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         losses.append(_log("generator", step, total, loss, start, cfg))
+        if _out_of_time(start, cfg, "generator", step):
+            break
     generator.eval().requires_grad_(False)
     text_encoder.requires_grad_(False)
     return losses
+
+
+def _out_of_time(start: float, cfg: TrainConfig, stage: str, step: int) -> bool:
+    """True once a stage has trained `max_seconds` (a device lease's per-command limit)."""
+    if cfg.max_seconds is None or time.perf_counter() - start < cfg.max_seconds:
+        return False
+    logger.info("%s: stopping after step %d, max_seconds=%s reached", stage, step, cfg.max_seconds)
+    return True
 
 
 def _log(stage: str, step: int, total: int, loss: torch.Tensor, start: float, cfg: TrainConfig) -> float:
@@ -323,48 +338,62 @@ def _log(stage: str, step: int, total: int, loss: torch.Tensor, start: float, cf
 # ----------------------------------------------------------------------------------------------
 
 
-def save_demo_model(models: DemoModels, out: str | Path, log: dict | None = None) -> Path:
-    """Write `out/` as a diffusers-layout wan_model_dir (float32 safetensors) and train_log.json."""
+PARTS = ("transformer", "vae", "text_encoder", "tokenizer")
+
+
+def save_demo_model(models: DemoModels, out: str | Path, log: dict | None = None, parts: Sequence[str] = PARTS) -> Path:
+    """Write `parts` of `out/` as a diffusers-layout wan_model_dir (float32 safetensors) and train_log.json."""
     out = Path(out)
-    (out / "transformer").mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().float().cpu().contiguous() for k, v in models.generator.state_dict().items()}
-    save_file(state, str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
-    models.vae.save_pretrained(out / "vae", safe_serialization=True)
-    models.text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
-    models.tokenizer.save_pretrained(out / "tokenizer")
+    out.mkdir(parents=True, exist_ok=True)
+    if "transformer" in parts:
+        (out / "transformer").mkdir(exist_ok=True)
+        state = {k: v.detach().float().cpu().contiguous() for k, v in models.generator.state_dict().items()}
+        save_file(state, str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
+    if "vae" in parts:
+        models.vae.save_pretrained(out / "vae", safe_serialization=True)
+    if "text_encoder" in parts:
+        models.text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+    if "tokenizer" in parts:
+        models.tokenizer.save_pretrained(out / "tokenizer")
     if log is not None:
         (out / "train_log.json").write_text(json.dumps(log, indent=1))
     return out
 
 
 def run(cfg: TrainConfig) -> Path:
-    """Both stages, then save; returns the output folder."""
+    """The stages `cfg.stage` names, then save; returns the output folder."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # the fp32 VAE encodes
     logger.info("training the %s demo model on %s: %s", cfg.model_name, device, cfg)
     models = build_models(cfg, device)
-    vae_world, generator_world = world(cfg, stream=1), world(cfg, stream=2)
-    start = time.perf_counter()
-    vae_batches = (videos for videos, _ in loader(vae_world, cfg.vae_batch_size, cfg.steps(cfg.vae_steps), cfg))
-    stats_videos = vae_world.batch(10**9, 4 * cfg.vae_batch_size)[0]  # clips the VAE never trains on
-    vae_losses = train_vae(models, cfg, vae_batches, device, stats_videos)
-    vae_seconds = time.perf_counter() - start
-    generator_batches = loader(generator_world, cfg.batch_size, cfg.steps(cfg.generator_steps), cfg)
-    generator_losses = train_generator(models, cfg, generator_batches, device)
-    generator_seconds = time.perf_counter() - start - vae_seconds
-    log = {
-        "config": dataclasses.asdict(cfg),
-        "device": str(device),
-        "torch": torch.__version__,
-        "vae": {"seconds": vae_seconds, "losses": vae_losses[:: max(1, cfg.log_every)] + vae_losses[-1:]},
-        "generator": {
-            "seconds": generator_seconds,
-            "losses": generator_losses[:: max(1, cfg.log_every)] + generator_losses[-1:],
-        },
-    }
-    out = save_demo_model(models, cfg.output_dir, log)
+    out = Path(cfg.output_dir)
+    log_path = out / "train_log.json"
+    log = json.loads(log_path.read_text()) if cfg.stage == "generator" and log_path.is_file() else {}
+    log |= {"config": dataclasses.asdict(cfg), "device": str(device), "torch": torch.__version__}
+    if cfg.stage in ("all", "vae"):
+        vae_world, start = world(cfg, stream=1), time.perf_counter()
+        vae_batches = (v for v, _ in loader(vae_world, cfg.vae_batch_size, cfg.steps(cfg.vae_steps), cfg))
+        stats_videos = vae_world.batch(10**9, 4 * cfg.vae_batch_size)[0]  # clips the VAE never trains on
+        losses = train_vae(models, cfg, vae_batches, device, stats_videos)
+        log["vae"] = _stage_log(losses, time.perf_counter() - start, cfg)
+    else:
+        models.vae = load_vae(models.preset.vae, out / "vae", device, torch.float32)
+        logger.info("VAE: %s (trained by --stage vae)", out / "vae")
+    if cfg.stage in ("all", "generator"):
+        start = time.perf_counter()
+        batches = loader(world(cfg, stream=2), cfg.batch_size, cfg.steps(cfg.generator_steps), cfg)
+        losses = train_generator(models, cfg, batches, device)
+        log["generator"] = _stage_log(losses, time.perf_counter() - start, cfg)
+    save_demo_model(models, out, log, parts=("vae",) if cfg.stage == "vae" else PARTS)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
-    logger.info("saved %s (%.1f MiB); VAE %.0fs, generator %.0fs", out, size, vae_seconds, generator_seconds)
+    seconds = {k: round(log[k]["seconds"]) for k in ("vae", "generator") if k in log}
+    logger.info("saved %s (%.1f MiB); seconds per stage: %s", out, size, seconds)
     return out
+
+
+def _stage_log(losses: list[float], seconds: float, cfg: TrainConfig) -> dict:
+    return {"seconds": seconds, "steps": len(losses), "losses": losses[:: max(1, cfg.log_every)] + losses[-1:]}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
@@ -373,8 +402,11 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         default = field.default
         if field.type == "bool":
             parser.add_argument(f"--{field.name}", action="store_true", default=default)
-        elif field.name == "max_steps":
-            parser.add_argument("--max_steps", type=int, default=None, help="cap the steps of both stages")
+        elif field.name in ("max_steps", "max_seconds"):
+            kind = int if field.name == "max_steps" else float
+            parser.add_argument(f"--{field.name}", type=kind, default=None, help="cap each stage")
+        elif field.name == "stage":
+            parser.add_argument("--stage", choices=("all", "vae", "generator"), default="all")
         else:
             parser.add_argument(f"--{field.name}", type=type(default), default=default)
     return TrainConfig(**vars(parser.parse_args(argv)))

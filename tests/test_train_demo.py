@@ -166,7 +166,32 @@ def test_the_command_runs_end_to_end(tmp_path):
     args = ["--model_name", "tiny", "--device", "cpu", "--max_steps", "1", "--output_dir", str(out)]
     args += ["--height", "32", "--width", "32", "--num_latent_frames", "4", "--local_attn_size", "6"]
     args += ["--sink_size", "1", "--batch_size", "1", "--vae_batch_size", "1", "--workers", "0"]
-    train_demo.main(args)
+    train_demo.main(args + ["--stage", "vae"])
+    assert (out / "vae" / "config.json").is_file() and not (out / "transformer").exists()
+    vae_weights = (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    train_demo.main(args + ["--stage", "generator", "--max_seconds", "0"])  # reads vae/, one step
     log = json.loads((out / "train_log.json").read_text())
-    assert log["config"]["max_steps"] == 1 and log["vae"]["seconds"] > 0
-    assert len(log["generator"]["losses"]) >= 1 and locate_wan_files(out).layout == "diffusers"
+    assert log["config"]["stage"] == "generator" and log["vae"]["steps"] == 1 and log["generator"]["steps"] == 1
+    assert locate_wan_files(out).layout == "diffusers"
+    assert (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae_weights
+
+
+def test_vae_statistics_of_the_wrong_length_are_refused(tmp_path):
+    from longlive.weights import WeightsError, vae_latent_stats
+
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "config.json").write_text(json.dumps({"latents_mean": [0.0] * 3, "latents_std": [1.0] * 3}))
+    with pytest.raises(WeightsError, match="latents_mean has 3 values"):
+        vae_latent_stats(tmp_path, 16)
+    assert vae_latent_stats(tmp_path / "nowhere", 16) == (None, None)  # published checkpoints: defaults
+
+
+def test_every_caption_fits_the_demo_text_length():
+    from longlive.demo_world import COLOURS, PHRASES, SHAPES
+    from longlive.text_encoder import byte_level_tokenizer
+
+    tokenizer = byte_level_tokenizer()
+    longest = max((f"a {c} {s} moves {p}" for c in COLOURS for s in SHAPES for p in PHRASES.values()), key=len)
+    longest_change = max((f"the {c} {s} moves {p}" for c in COLOURS for s in SHAPES for p in PHRASES.values()), key=len)
+    for text in (longest, longest_change):
+        assert len(tokenizer(text).input_ids) <= PRESETS["demo"].generator.text_len, text
