@@ -1,7 +1,12 @@
 """Train the demo model on the demo world (longlive/demo_world.py) and save it as a `wan_model_dir`.
 
-    python scripts/train_demo.py --output_dir demo_model --device cuda            # the full run
+    python scripts/train_demo.py --output_dir demo_model --device cuda            # both stages
+    python scripts/train_demo.py --output_dir demo_model --device cuda --stage vae --max_seconds 480
+    python scripts/train_demo.py --output_dir demo_model --device cuda --stage generator --max_seconds 480
     python scripts/train_demo.py --output_dir /tmp/demo --device cpu --max_steps 5 # a smoke run
+
+`--stage vae` writes `vae/`; `--stage generator` reads it back and writes the rest, so each stage fits
+one command of a lent GPU; `--max_seconds` ends a stage on time (it saves what it trained).
 
 Stage 1 trains the VAE (`AutoencoderKLWan` at the preset's small size) as an autoencoder on the
 world's clips (MSE + a small KL), then measures its latents' per-channel mean and std, which it saves
