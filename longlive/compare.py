@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longlive.video_io import VideoReadError, write_video
+from longlive.video_io import VideoReadError, read_frames, write_frames
 
 
 @dataclass
@@ -29,18 +29,6 @@ class PairReport:
     side_by_side: str | None
 
 
-def read_all_frames(path: Path) -> np.ndarray:
-    """Every frame of a video as uint8 [N, H, W, 3]."""
-    import imageio.v2 as imageio
-
-    try:
-        with imageio.get_reader(path, format="FFMPEG") as reader:
-            return np.stack([frame[..., :3] for frame in reader])
-    except Exception as err:  # imageio raises many types for unreadable files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise VideoReadError(f"cannot read video {path}: {reason}") from None
-
-
 def frame_metrics(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     """PSNR over the whole clip, mean per-frame cosine similarity and mean L1, on [0, 1] pixels."""
     x = torch.from_numpy(a).double().flatten(1) / 255  # [N, H*W*3]
@@ -52,7 +40,7 @@ def frame_metrics(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 
 
 def compare_videos(a: Path, b: Path, side_by_side: Path | None, fps: int = 16) -> PairReport:
-    frames_a, frames_b = read_all_frames(a), read_all_frames(b)
+    frames_a, frames_b = read_frames(a), read_frames(b)
     if frames_a.shape[1:] != frames_b.shape[1:]:
         raise VideoReadError(
             f"{a} is {frames_a.shape[2]}x{frames_a.shape[1]} but {b} is {frames_b.shape[2]}x{frames_b.shape[1]}"
@@ -63,8 +51,7 @@ def compare_videos(a: Path, b: Path, side_by_side: Path | None, fps: int = 16) -
     written = None
     if side_by_side is not None:
         both = np.concatenate([frames_a, frames_b], axis=2)  # hstack: [N, H, 2W, 3]
-        video = torch.from_numpy(both).permute(3, 0, 1, 2).float() / 127.5 - 1
-        written = str(write_video(side_by_side, video, fps))
+        written = str(write_frames(side_by_side, both, fps))
     return PairReport(str(a), str(b), count, psnr, cosine, l1, written)
 
 

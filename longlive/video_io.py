@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +24,8 @@ class VideoReadError(ValueError):
     """A video (or image) is missing, unreadable or too short; the message names the file."""
 
 
-def read_frames(path: str | Path, num_frames: int) -> np.ndarray:
-    """The first `num_frames` frames of a video as uint8 [N, H, W, 3]."""
+def read_frames(path: str | Path, num_frames: int | None = None) -> np.ndarray:
+    """The first `num_frames` frames of a video (all of them with None) as uint8 [N, H, W, 3]."""
     path = Path(path)
     if not path.is_file():
         raise VideoReadError(f"video not found: {path}")
@@ -32,20 +34,20 @@ def read_frames(path: str | Path, num_frames: int) -> np.ndarray:
     except Exception as err:  # ImportError, or any decord failure (its DECORDError is a bare Exception)
         logger.debug("decord could not read %s (%s); using imageio", path, err)
         frames = _read_with_imageio(path, num_frames)
-    if len(frames) < num_frames:
+    if num_frames is not None and len(frames) < num_frames:
         raise VideoReadError(f"video {path} has {len(frames)} frames; {num_frames} are needed")
     return frames
 
 
-def _read_with_decord(path: Path, num_frames: int) -> np.ndarray:
+def _read_with_decord(path: Path, num_frames: int | None) -> np.ndarray:
     import decord
 
     reader = decord.VideoReader(str(path))
-    count = min(num_frames, len(reader))
+    count = len(reader) if num_frames is None else min(num_frames, len(reader))
     return reader.get_batch(list(range(count))).asnumpy()
 
 
-def _read_with_imageio(path: Path, num_frames: int) -> np.ndarray:
+def _read_with_imageio(path: Path, num_frames: int | None) -> np.ndarray:
     import imageio.v3 as iio
 
     frames = []
@@ -114,20 +116,29 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: int) -> Path:
     return write_frames(path, tensor_to_uint8(frames), fps)
 
 
-def write_frames(path: str | Path, frames: np.ndarray | list[np.ndarray], fps: int) -> Path:
-    """Write uint8 frames [N, H, W, 3] as an H.264 mp4, atomically."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary name beside `path` to write to; renamed to `path` on success, removed on failure.
+
+    Readers (a resumed job, a player, a preview viewer) never see a half-written file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
-        with open_video_writer(temporary, fps) as writer:
-            for frame in frames:
-                writer.append_data(frame)
+        yield temporary
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     os.replace(temporary, path)
-    return path
+
+
+def write_frames(path: str | Path, frames: np.ndarray | list[np.ndarray], fps: int) -> Path:
+    """Write uint8 frames [N, H, W, 3] as an H.264 mp4, atomically."""
+    with atomic_path(path) as temporary, open_video_writer(temporary, fps) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    return Path(path)
 
 
 def open_video_writer(path: str | Path, fps: int, growing: bool = False):
@@ -150,23 +161,13 @@ def write_image(path: str | Path, frame: np.ndarray) -> Path:
     """Write one uint8 frame [H, W, 3] as a PNG, atomically (a preview others may be reading)."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
-    Image.fromarray(frame).save(temporary, format="PNG")
-    os.replace(temporary, path)
-    return path
+    with atomic_path(path) as temporary:
+        Image.fromarray(frame).save(temporary, format="PNG")
+    return Path(path)
 
 
 def write_latents(path: str | Path, latents: torch.Tensor) -> Path:
     """Save latents [T, C, h, w] with `torch.save`, atomically (read back with `torch.load`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
+    with atomic_path(path) as temporary:
         torch.save(latents.detach().cpu().contiguous(), temporary)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    os.replace(temporary, path)
-    return path
+    return Path(path)

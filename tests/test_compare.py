@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from longlive.cli import main
-from longlive.compare import frame_metrics, read_all_frames
-from longlive.video_io import write_video
+from longlive.compare import frame_metrics
+from longlive.video_io import read_frames, write_video
 
 
 def test_frame_metrics_closed_form():
@@ -33,7 +33,7 @@ def test_compare_folders_writes_report_and_side_by_side(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == report
     (pair,) = report["pairs"]
     assert pair["frames"] == 5 and 20 < pair["psnr_db"] < 60 and pair["cosine"] > 0.99 and 0 < pair["l1"] < 0.05
-    side = read_all_frames(tmp_path / "cmp" / "rank0-0-0_regular_side_by_side.mp4")
+    side = read_frames(tmp_path / "cmp" / "rank0-0-0_regular_side_by_side.mp4")
     assert side.shape == (5, 32, 96, 3)
 
 
