@@ -293,3 +293,37 @@ def centroid(frames: torch.Tensor, colour: str, tolerance: float = 0.35, min_pix
     out = torch.stack([y, x], dim=1)
     out[count < min_pixels] = float("nan")
     return out
+
+
+def foreground_mask(frames: torch.Tensor, threshold: float = 0.25) -> torch.Tensor:
+    """Boolean [N, H, W]: pixels of `frames` [3, N, H, W] farther than `threshold` (RMS over RGB, in [-1, 1]
+    units) from the plain background, whatever their colour: a generated shape is found even where its
+    colour is off."""
+    background = torch.tensor(BACKGROUND, dtype=torch.float32).view(3, 1, 1, 1) / 127.5 - 1
+    return (frames.float() - background).pow(2).mean(0).sqrt() > threshold
+
+
+def foreground_centroid(frames: torch.Tensor, threshold: float = 0.25, min_pixels: int = 4) -> torch.Tensor:
+    """Per-frame centroid (y, x) in pixels [N, 2] of the foreground; NaN where fewer than `min_pixels`."""
+    mask = foreground_mask(frames, threshold).float()  # [N, H, W]
+    count = mask.sum((1, 2))  # [N]
+    ys = torch.arange(mask.shape[1], dtype=torch.float32) + 0.5
+    xs = torch.arange(mask.shape[2], dtype=torch.float32) + 0.5
+    out = torch.stack([(mask.sum(2) * ys).sum(1), (mask.sum(1) * xs).sum(1)], dim=1) / count.clamp(min=1)[:, None]
+    out[count < min_pixels] = float("nan")
+    return out
+
+
+def dominant_colours(frames: torch.Tensor, threshold: float = 0.25) -> list[str | None]:
+    """Per frame, the palette colour nearest the mean of the foreground pixels (None where there are none)."""
+    mask = foreground_mask(frames, threshold)  # [N, H, W]
+    palette = torch.tensor(list(COLOURS.values()), dtype=torch.float32) / 127.5 - 1  # [K, 3]
+    names = list(COLOURS)
+    out: list[str | None] = []
+    for i in range(frames.shape[1]):
+        pixels = frames[:, i].float()[:, mask[i]]  # [3, P]
+        if pixels.shape[1] == 0:
+            out.append(None)
+            continue
+        out.append(names[int((palette - pixels.mean(1)).pow(2).sum(1).argmin())])
+    return out

@@ -1,17 +1,21 @@
 """Write the small example conditioning videos in example/videos/ and their first frames in
-example/images/ (the image-to-video examples). Deterministic; rerun to recreate.
+example/images/ (the image-to-video examples), and the demo world's examples in example/demo/ with
+example/demo_video_conditional.jsonl (the demo model's job). Deterministic; rerun to recreate.
 
 python scripts/make_example_videos.py
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import torch
 
+from longlive.demo_world import Change, Scene, caption, change_caption
+from longlive.demo_world import render as render_demo
 from longlive.video_io import tensor_to_uint8, write_video
 
 HEIGHT, WIDTH, FRAMES, FPS = 96, 160, 48, 16
@@ -35,8 +39,34 @@ def render(color, start, velocity, shape, size: int = 24) -> torch.Tensor:
     return torch.from_numpy(video).permute(3, 0, 1, 2).float() / 127.5 - 1
 
 
+# The demo model's examples (configs/demo_video_conditional.yaml): 45 frames of the demo world at 64x64,
+# each with a prompt2 that continues it or changes it (colour, direction).
+DEMO_EXAMPLES = {
+    "red_square_right": (Scene("square", "red", (32.0, 12.0), (0.0, 1.0), 14.0), None),
+    "red_square_turns_blue": (Scene("square", "red", (32.0, 12.0), (0.0, 1.0), 14.0), Change(9, colour="blue")),
+    "green_triangle_turns_up": (Scene("triangle", "green", (44.0, 12.0), (0.0, 1.0), 14.0), Change(9, direction="up")),
+    "yellow_square_turns_left": (
+        Scene("square", "yellow", (12.0, 32.0), (1.0, 0.0), 14.0),
+        Change(9, direction="left"),
+    ),
+}
+
+
+def write_demo_examples(example: Path) -> None:
+    """example/demo/<name>.mp4 (the first part, before any change) and the job's JSONL."""
+    lines = []
+    for name, (scene, change) in DEMO_EXAMPLES.items():
+        path = example / "demo" / f"{name}.mp4"
+        print(write_video(path, render_demo(scene, 45), FPS))
+        prompt2 = caption(scene) if change is None else change_caption(scene, change)
+        record = {"video_path": str(path.relative_to(example.parent)), "prompt1": caption(scene), "prompt2": prompt2}
+        lines.append(json.dumps(record))
+    (example / "demo_video_conditional.jsonl").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     example = Path(__file__).resolve().parents[1] / "example"
+    write_demo_examples(example)
     (example / "images").mkdir(exist_ok=True)
     for name, spec in EXAMPLES.items():
         video = render(**spec)

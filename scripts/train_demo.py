@@ -1,16 +1,19 @@
 """Train the demo model on the demo world (longlive/demo_world.py) and save it as a `wan_model_dir`.
 
     python scripts/train_demo.py --output_dir demo_model --device cuda            # both stages
-    python scripts/train_demo.py --output_dir demo_model --device cuda --stage vae --max_seconds 480
-    python scripts/train_demo.py --output_dir demo_model --device cuda --stage generator --max_seconds 480
+    python scripts/train_demo.py --output_dir demo_model --device cuda --stage vae --max_seconds 160
+    python scripts/train_demo.py --output_dir demo_model --device cuda --stage generator --max_seconds 320
+    python scripts/train_demo.py --output_dir demo_model --device cuda --stage generator --resume --max_seconds 480
     python scripts/train_demo.py --output_dir /tmp/demo --device cpu --max_steps 5 # a smoke run
 
 `--stage vae` writes `vae/`; `--stage generator` reads it back and writes the rest, so each stage fits
-one command of a lent GPU; `--max_seconds` ends a stage on time (it saves what it trained).
+one command of a lent GPU; `--max_seconds` ends a stage on time (it saves what it trained), and
+`--resume` continues the generator and text encoder saved in `--output_dir` on fresh clips.
 
 Stage 1 trains the VAE (`AutoencoderKLWan` at the preset's small size) as an autoencoder on the
-world's clips (MSE + a small KL), then measures its latents' per-channel mean and std, which it saves
-in `vae/config.json` so the engine normalises latents exactly as the generator was trained on them.
+world's clips (MSE with the shape's pixels weighted up, plus a small KL), then measures its latents'
+per-channel mean and std, which it saves in `vae/config.json` so the engine normalises latents exactly
+as the generator was trained on them.
 Stage 2 trains the block-causal generator (`CausalWanModel`) with diffusion forcing: every latent frame
 gets its own timestep from the sampler's shifted grid, the target is the flow v = eps - x0, and
 attention follows the block-causal `frame_visibility_mask` of the inference window (sink and rolling
@@ -39,16 +42,16 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
 
 from longlive.config import PRESETS, ModelPreset
-from longlive.demo_world import DemoWorld
+from longlive.demo_world import BACKGROUND, DemoWorld
 from longlive.kv_cache import frame_visibility_mask
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.sampler import NUM_TRAIN_TIMESTEPS, shifted_sigmas
@@ -79,23 +82,33 @@ class TrainConfig:
     change_latent_frame: int = 3  # the change starts at this latent frame (video frame 4k-3 = 9)
     clean_context_prob: float = 0.5
     vae_steps: int = 6000
-    vae_batch_size: int = 8
-    vae_lr: float = 3e-4
+    vae_batch_size: int = 128  # the VAE's chunk loop is launch-bound on a GPU: large batches cost little more
+    foreground_weight: float = 9.0  # the shape's pixels weigh 10x in the VAE loss (see vae_loss)
+    vae_latent_frames: int = 4  # stage 1 clips are short (13 video frames): the causal VAE runs chunk by chunk
+    vae_lr: float = 6e-4
+    stats_clips: int = 128  # clips the latent statistics are measured on
     kl_weight: float = 1e-6
     generator_steps: int = 30000
-    batch_size: int = 32
-    lr: float = 2e-4
+    batch_size: int = 128
+    bank_clips: int = 24576  # stage 2 encodes this many clips once and samples its batches from them
+    encode_batch_size: int = 512
+    lr: float = 3e-4
     freeze_text_encoder: bool = False
     grad_clip: float = 1.0
     max_steps: int | None = None  # caps both stages (smoke runs)
     max_seconds: float | None = None  # each stage stops after this many seconds of training
     stage: str = "all"  # all | vae (writes vae/) | generator (reads vae/ from output_dir, writes the rest)
+    resume: bool = False  # --stage generator: start from the generator and text encoder in output_dir
     log_every: int = 100
-    workers: int = 8  # processes rendering clips (the world is drawn on the CPU)
+    workers: int = 14  # processes rendering clips (the world is drawn on the CPU)
 
     @property
     def num_video_frames(self) -> int:
         return 4 * (self.num_latent_frames - 1) + 1
+
+    @property
+    def vae_video_frames(self) -> int:
+        return 4 * (self.vae_latent_frames - 1) + 1
 
     def steps(self, stage_steps: int) -> int:
         return stage_steps if self.max_steps is None else min(stage_steps, self.max_steps)
@@ -140,11 +153,12 @@ class _Items(torch.utils.data.Dataset):
         return self.world[index]
 
 
-def world(cfg: TrainConfig, stream: int) -> DemoWorld:
-    """The run's clips; stage 1 and stage 2 read different streams of the same seed."""
+def world(cfg: TrainConfig, stream: int, num_frames: int | None = None) -> DemoWorld:
+    """The run's clips (`num_frames` video frames, default the generator's clip length); stage 1 and
+    stage 2 read different streams of the same seed."""
     return DemoWorld(
         seed=cfg.seed * 1000 + stream,
-        num_frames=cfg.num_video_frames,
+        num_frames=num_frames or cfg.num_video_frames,
         height=cfg.height,
         width=cfg.width,
         change_prob=cfg.change_prob,
@@ -157,12 +171,26 @@ def world(cfg: TrainConfig, stream: int) -> DemoWorld:
 # ----------------------------------------------------------------------------------------------
 
 
-def vae_loss(vae, videos: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Reconstruction MSE of videos [B, 3, N, H, W] through a sampled latent, plus `kl_weight` x KL."""
+def vae_loss(
+    vae,
+    videos: torch.Tensor,
+    kl_weight: float,
+    generator: torch.Generator | None = None,
+    foreground_weight: float = 0.0,
+) -> torch.Tensor:
+    """Reconstruction MSE of videos [B, 3, N, H, W] through a sampled latent, plus `kl_weight` x KL.
+
+    Pixels off the plain background count `1 + foreground_weight` times: the shape covers a few percent
+    of a frame, and a plain MSE is content to paint it a blurry grey (measured: red came back grey-brown).
+    """
     posterior = vae.encode(videos).latent_dist
     latents = posterior.sample(generator=generator)  # [B, C, F, h, w]
     reconstruction = vae.decode(latents).sample  # [B, 3, N, H, W]
-    return torch.nn.functional.mse_loss(reconstruction.float(), videos) + kl_weight * posterior.kl().mean()
+    background = torch.tensor(BACKGROUND, dtype=videos.dtype, device=videos.device).view(1, 3, 1, 1, 1) / 127.5 - 1
+    foreground = (videos - background).abs().amax(dim=1, keepdim=True) > 0.05  # [B, 1, N, H, W]
+    weight = 1 + foreground_weight * foreground.to(videos.dtype)
+    error = (reconstruction.float() - videos).pow(2) * weight
+    return error.sum() / (weight.sum() * videos.shape[1]) + kl_weight * posterior.kl().mean()
 
 
 @torch.no_grad()
@@ -184,6 +212,31 @@ def encode_latents(vae, videos: torch.Tensor) -> torch.Tensor:
     """Videos [B, 3, N, H, W] -> normalised latents [B, F, C, h, w], exactly as the pipeline encodes."""
     streaming = StreamingVAE(vae)
     return streaming.encode(videos)
+
+
+def latent_bank(
+    vae, clips: DemoWorld, size: int, cfg: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, list[str]]:
+    """The first `size` clips of `clips` encoded once: latents [size, F, C, h, w] on `device`, and captions.
+
+    The causal VAE encodes chunk by chunk, a launch-bound loop: encoding each step's batch cost most of a
+    step on the GPU, while encoding a few hundred clips at a time costs about as much as a few."""
+    latents, captions = [], []
+    for videos, batch_captions in loader(clips, cfg.encode_batch_size, -(-size // cfg.encode_batch_size), cfg):
+        latents.append(encode_latents(vae, videos.to(device)))
+        captions.extend(batch_captions)
+    return torch.cat(latents)[:size], captions[:size]
+
+
+def bank_batches(
+    latents: torch.Tensor, captions: Sequence[str], batch_size: int, seed: int
+) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    """Endless shuffled batches (latents [B, F, C, h, w], captions) of a bank, a new order every epoch."""
+    order = torch.Generator().manual_seed(seed)
+    while True:
+        for index in torch.randperm(len(captions), generator=order).split(batch_size):
+            if len(index) == batch_size:
+                yield latents[index.to(latents.device)], [captions[i] for i in index]
 
 
 def encode_text(
@@ -272,7 +325,7 @@ def train_vae(
     total = cfg.steps(cfg.vae_steps)
     for step, videos in zip(range(total), batches, strict=False):
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            loss = vae_loss(vae, videos.to(device), cfg.kl_weight, rng)
+            loss = vae_loss(vae, videos.to(device), cfg.kl_weight, rng, cfg.foreground_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
@@ -294,8 +347,8 @@ def train_generator(
 ) -> list[float]:
     """Stage 2: AdamW on the generator (and the text encoder unless frozen) by diffusion forcing.
 
-    `batches` gives videos [B, 3, N, H, W] and captions, one batch a step; `noise(step)` the generator of the
-    step's timesteps and noise (default: one seeded stream for the run).
+    `batches` gives latents [B, F, C, h, w] (`encode_latents`) and captions, one batch a step; `noise(step)`
+    the generator of the step's timesteps and noise (default: one seeded stream for the run).
     """
     generator, text_encoder = models.generator.train().requires_grad_(True), models.text_encoder.eval()
     text_encoder.requires_grad_(not cfg.freeze_text_encoder)  # eval(): no dropout, as at inference
@@ -305,8 +358,8 @@ def train_generator(
     text_len = models.preset.generator.text_len
     losses, start = [], time.perf_counter()
     total = cfg.steps(cfg.generator_steps)
-    for step, (videos, captions) in zip(range(total), batches, strict=False):
-        latents = encode_latents(models.vae, videos.to(device))  # [B, F, C, h, w], no grad
+    for step, (latents, captions) in zip(range(total), batches, strict=False):
+        latents = latents.to(device)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             text = encode_text(text_encoder, models.tokenizer, captions, text_len)
             loss = diffusion_forcing_loss(generator, latents, text, cfg, noise(step) if noise else stream)
@@ -365,6 +418,19 @@ def save_demo_model(models: DemoModels, out: str | Path, log: dict | None = None
     return out
 
 
+def resume_generator(models: DemoModels, out: Path, device: torch.device) -> None:
+    """Continue from the generator and text encoder a previous `--stage generator` saved in `out`.
+
+    A lent GPU runs at most a few minutes per command, so longer training is several resumed runs
+    (the optimizer's moments start afresh each time)."""
+    weights = out / "transformer" / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file() or not (out / "text_encoder").is_dir():
+        raise SystemExit(f"--resume: {out} has no trained generator and text encoder to continue from")
+    models.generator.load_state_dict(load_file(str(weights), device=str(device)), strict=True)
+    models.text_encoder = UMT5EncoderModel.from_pretrained(out / "text_encoder").to(device)
+    logger.info("resuming from %s", out)
+
+
 def run(cfg: TrainConfig) -> Path:
     """The stages `cfg.stage` names, then save; returns the output folder."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
@@ -377,19 +443,27 @@ def run(cfg: TrainConfig) -> Path:
     log = json.loads(log_path.read_text()) if cfg.stage == "generator" and log_path.is_file() else {}
     log |= {"config": dataclasses.asdict(cfg), "device": str(device), "torch": torch.__version__}
     if cfg.stage in ("all", "vae"):
-        vae_world, start = world(cfg, stream=1), time.perf_counter()
+        vae_world, start = world(cfg, stream=1, num_frames=cfg.vae_video_frames), time.perf_counter()
         vae_batches = (v for v, _ in loader(vae_world, cfg.vae_batch_size, cfg.steps(cfg.vae_steps), cfg))
-        stats_videos = vae_world.batch(10**9, 4 * cfg.vae_batch_size)[0]  # clips the VAE never trains on
+        stats_videos = world(cfg, stream=1).batch(10**9, cfg.stats_clips)[0]  # generator-length, never trained on
         losses = train_vae(models, cfg, vae_batches, device, stats_videos)
         log["vae"] = _stage_log(losses, time.perf_counter() - start, cfg)
     else:
         models.vae = load_vae(models.preset.vae, out / "vae", device, torch.float32)
         logger.info("VAE: %s (trained by --stage vae)", out / "vae")
+        if cfg.resume:
+            resume_generator(models, out, device)
     if cfg.stage in ("all", "generator"):
+        earlier = log.pop("generator_runs", []) + ([log.pop("generator")] if "generator" in log else [])
+        earlier = earlier if cfg.resume else []
         start = time.perf_counter()
-        batches = loader(world(cfg, stream=2), cfg.batch_size, cfg.steps(cfg.generator_steps), cfg)
-        losses = train_generator(models, cfg, batches, device)
+        # A resumed run draws fresh clips: stream 2 first, then 3, 4, ...
+        bank = latent_bank(models.vae, world(cfg, stream=2 + len(earlier)), cfg.bank_clips, cfg, device)
+        logger.info("encoded %d clips in %.1fs", cfg.bank_clips, time.perf_counter() - start)
+        losses = train_generator(models, cfg, bank_batches(*bank, cfg.batch_size, cfg.seed), device)
         log["generator"] = _stage_log(losses, time.perf_counter() - start, cfg)
+        if earlier:
+            log["generator_runs"] = earlier  # the runs this one continued, oldest first
     save_demo_model(models, out, log, parts=("vae",) if cfg.stage == "vae" else PARTS)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
     seconds = {k: round(log[k]["seconds"]) for k in ("vae", "generator") if k in log}

@@ -19,6 +19,8 @@ from longlive.demo_world import (
     centroid,
     change_caption,
     colour_mask,
+    dominant_colours,
+    foreground_centroid,
     make_clip,
     parse_caption,
     render,
@@ -135,3 +137,17 @@ def test_change_scenario_changes_exactly_what_prompt2_says():
         if shown != scene.colour:
             assert colour_mask(clip.video[:, 9:], scene.colour).sum() == 0
     assert seen == {"colour", "direction"}
+
+
+def test_foreground_tracking_finds_the_shape_and_its_colour():
+    """The tracking the demo model's tests rely on: the foreground centroid is the shape's centroid, the
+    dominant colour its colour (also when the colour is off by a blur's worth), and empty frames give NaN / None."""
+    for colour in COLOURS:
+        scene = Scene("circle", colour, (20.0, 30.0), (0.0, 1.5), 14.0)
+        video = render(scene, 6)
+        assert torch.allclose(foreground_centroid(video), centroid(video, colour), atol=1e-4)
+        assert dominant_colours(video) == [colour] * 6
+        faded = video * 0.8 + 0.1  # towards the background, as a blurry generation paints it
+        assert dominant_colours(faded) == [colour] * 6
+    empty = torch.full((3, 2, 16, 16), 235 / 127.5 - 1)
+    assert foreground_centroid(empty).isnan().all() and dominant_colours(empty) == [None, None]

@@ -52,7 +52,8 @@ def trained(tmp_path_factory):
     videos, _ = train_demo.world(cfg, stream=1).batch(0, 1)
     vae_losses = train_demo.train_vae(models, cfg, itertools.repeat(videos), torch.device("cpu"), videos)
     cfg = dataclass_replace(cfg, num_latent_frames=6)
-    batch = train_demo.world(cfg, stream=2).batch(0, cfg.batch_size)
+    videos, captions = train_demo.world(cfg, stream=2).batch(0, cfg.batch_size)
+    batch = train_demo.encode_latents(models.vae, videos), captions
     generator_losses = train_demo.train_generator(
         models, cfg, itertools.repeat(batch), torch.device("cpu"), noise=lambda step: torch.Generator().manual_seed(0)
     )
@@ -166,6 +167,7 @@ def test_the_command_runs_end_to_end(tmp_path):
     args = ["--model_name", "tiny", "--device", "cpu", "--max_steps", "1", "--output_dir", str(out)]
     args += ["--height", "32", "--width", "32", "--num_latent_frames", "4", "--local_attn_size", "6"]
     args += ["--sink_size", "1", "--batch_size", "1", "--vae_batch_size", "1", "--workers", "0"]
+    args += ["--stats_clips", "2", "--bank_clips", "2", "--encode_batch_size", "2"]
     train_demo.main(args + ["--stage", "vae"])
     assert (out / "vae" / "config.json").is_file() and not (out / "transformer").exists()
     vae_weights = (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
@@ -195,3 +197,14 @@ def test_every_caption_fits_the_demo_text_length():
     longest_change = max((f"the {c} {s} moves {p}" for c in COLOURS for s in SHAPES for p in PHRASES.values()), key=len)
     for text in (longest, longest_change):
         assert len(tokenizer(text).input_ids) <= PRESETS["demo"].generator.text_len, text
+
+
+def test_bank_batches_cover_each_clip_once_per_epoch():
+    latents = torch.arange(10.0).view(10, 1, 1, 1, 1)
+    captions = [str(i) for i in range(10)]
+    batches = train_demo.bank_batches(latents, captions, batch_size=3, seed=0)
+    epoch = [next(batches) for _ in range(3)]  # 10 // 3 full batches; the remainder is dropped
+    seen = [int(x) for lat, _ in epoch for x in lat.flatten()]
+    assert len(set(seen)) == 9
+    assert all(caps == [str(int(x)) for x in lat.flatten()] for lat, caps in epoch)
+    assert next(batches)[0].shape == (3, 1, 1, 1, 1)  # the next epoch, in a new order

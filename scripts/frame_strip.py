@@ -1,0 +1,68 @@
+"""A frame strip (PNG) of a job's videos: one row per finished sample, every `--every`-th frame, the
+sample's prompts written above its row. Shows in a README what a job made without playing videos.
+
+    python scripts/frame_strip.py videos/demo_video_conditional --out example/demo/output_strip.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from longlive.video_io import read_frames
+
+LABEL_HEIGHT = 14
+GAP = 4
+BACKGROUND = (255, 255, 255)
+
+
+def finished_samples(output_folder: Path) -> list[dict]:
+    """The `results.jsonl` records of `output_folder` whose video was written, in sample order."""
+    records = [json.loads(line) for line in (output_folder / "results.jsonl").read_text().splitlines() if line]
+    done = {r["index"]: r for r in records if r.get("status") == "ok"}  # the latest record of each sample
+    return [done[i] for i in sorted(done)]
+
+
+def strip_row(video: Path, every: int, max_frames: int | None) -> np.ndarray:
+    """Frames 0, every, 2*every, ... of `video` side by side: [H, n*W, 3] uint8."""
+    frames = read_frames(video)[::every][:max_frames]  # [n, H, W, 3]
+    return np.concatenate(list(frames), axis=1)
+
+
+def frame_strip(output_folder: Path, every: int = 4, max_frames: int | None = 12) -> Image.Image:
+    """Rows of every finished sample's videos, each under a line naming its prompts."""
+    samples = finished_samples(output_folder)
+    if not samples:
+        raise SystemExit(f"{output_folder}: no finished samples in results.jsonl")
+    labelled = [(s["inputs"], Path(path)) for s in samples for path in s["outputs"]]
+    rows = [strip_row(path, every, max_frames) for _, path in labelled]
+    width = max(r.shape[1] for r in rows)
+    height = sum(r.shape[0] + LABEL_HEIGHT + GAP for r in rows)
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw, top = ImageDraw.Draw(canvas), 0
+    for (inputs, _), row in zip(labelled, rows, strict=True):
+        label = f"{inputs.get('prompt1', '')}  ->  {inputs.get('prompt2', '')}"
+        draw.text((2, top + 1), label, fill=(0, 0, 0))
+        canvas.paste(Image.fromarray(row), (0, top + LABEL_HEIGHT))
+        top += row.shape[0] + LABEL_HEIGHT + GAP
+    return canvas
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("output_folder", type=Path, help="a job's output_folder (holds results.jsonl)")
+    parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    parser.add_argument("--every", type=int, default=4, help="keep every n-th frame")
+    parser.add_argument("--max_frames", type=int, default=12, help="frames per row at most")
+    args = parser.parse_args(argv)
+    frame_strip(args.output_folder, args.every, args.max_frames).save(args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
