@@ -273,45 +273,45 @@ class DemoWorld:
 # ----------------------------------------------------------------------------------------------
 
 
+def _rgb_distance(frames: torch.Tensor, rgb: tuple[int, int, int]) -> torch.Tensor:
+    """RMS distance over RGB (in [-1, 1] units) of each pixel of `frames` [..., 3, N, H, W] from `rgb`."""
+    target = torch.tensor(rgb, dtype=torch.float32, device=frames.device).view(3, 1, 1, 1) / 127.5 - 1
+    return (frames.float() - target).pow(2).mean(-4).sqrt()  # [..., N, H, W]
+
+
 def colour_mask(frames: torch.Tensor, colour: str, tolerance: float = 0.35) -> torch.Tensor:
     """Boolean [N, H, W]: pixels of `frames` [3, N, H, W] within `tolerance` (RMS over RGB, in [-1, 1]
     units) of the named colour."""
-    target = torch.tensor(COLOURS[colour], dtype=torch.float32).view(3, 1, 1, 1) / 127.5 - 1
-    distance = (frames.float() - target).pow(2).mean(0).sqrt()  # [N, H, W]
-    return distance < tolerance
-
-
-def centroid(frames: torch.Tensor, colour: str, tolerance: float = 0.35, min_pixels: int = 4) -> torch.Tensor:
-    """Per-frame centroid (y, x) in pixels [N, 2] of the pixels of `colour`; NaN where fewer than
-    `min_pixels` have it (pixel i's centre is at i + 0.5, as in `render`)."""
-    mask = colour_mask(frames, colour, tolerance).float()  # [N, H, W]
-    count = mask.sum((1, 2))  # [N]
-    ys = torch.arange(mask.shape[1], dtype=torch.float32) + 0.5
-    xs = torch.arange(mask.shape[2], dtype=torch.float32) + 0.5
-    y = (mask.sum(2) * ys).sum(1) / count.clamp(min=1)
-    x = (mask.sum(1) * xs).sum(1) / count.clamp(min=1)
-    out = torch.stack([y, x], dim=1)
-    out[count < min_pixels] = float("nan")
-    return out
+    return _rgb_distance(frames, COLOURS[colour]) < tolerance
 
 
 def foreground_mask(frames: torch.Tensor, threshold: float = 0.25) -> torch.Tensor:
-    """Boolean [N, H, W]: pixels of `frames` [3, N, H, W] farther than `threshold` (RMS over RGB, in [-1, 1]
-    units) from the plain background, whatever their colour: a generated shape is found even where its
-    colour is off."""
-    background = torch.tensor(BACKGROUND, dtype=torch.float32).view(3, 1, 1, 1) / 127.5 - 1
-    return (frames.float() - background).pow(2).mean(0).sqrt() > threshold
+    """Boolean [..., N, H, W]: pixels of `frames` [..., 3, N, H, W] farther than `threshold` (RMS over RGB)
+    from the plain background, whatever their colour: a generated shape is found even where its colour
+    is off."""
+    return _rgb_distance(frames, BACKGROUND) > threshold
 
 
-def foreground_centroid(frames: torch.Tensor, threshold: float = 0.25, min_pixels: int = 4) -> torch.Tensor:
-    """Per-frame centroid (y, x) in pixels [N, 2] of the foreground; NaN where fewer than `min_pixels`."""
-    mask = foreground_mask(frames, threshold).float()  # [N, H, W]
+def _mask_centroid(mask: torch.Tensor, min_pixels: int) -> torch.Tensor:
+    """Per-frame centroid (y, x) in pixels [N, 2] of a boolean mask [N, H, W]; NaN where fewer than
+    `min_pixels` are set (pixel i's centre is at i + 0.5, as in `render`)."""
+    mask = mask.float()
     count = mask.sum((1, 2))  # [N]
     ys = torch.arange(mask.shape[1], dtype=torch.float32) + 0.5
     xs = torch.arange(mask.shape[2], dtype=torch.float32) + 0.5
     out = torch.stack([(mask.sum(2) * ys).sum(1), (mask.sum(1) * xs).sum(1)], dim=1) / count.clamp(min=1)[:, None]
     out[count < min_pixels] = float("nan")
     return out
+
+
+def centroid(frames: torch.Tensor, colour: str, tolerance: float = 0.35, min_pixels: int = 4) -> torch.Tensor:
+    """Per-frame centroid (y, x) [N, 2] of the pixels of `colour` in `frames` [3, N, H, W] (NaN: none)."""
+    return _mask_centroid(colour_mask(frames, colour, tolerance), min_pixels)
+
+
+def foreground_centroid(frames: torch.Tensor, threshold: float = 0.25, min_pixels: int = 4) -> torch.Tensor:
+    """Per-frame centroid (y, x) [N, 2] of the foreground of `frames` [3, N, H, W] (NaN: none)."""
+    return _mask_centroid(foreground_mask(frames, threshold), min_pixels)
 
 
 def dominant_colours(frames: torch.Tensor, threshold: float = 0.25) -> list[str | None]:

@@ -1,19 +1,20 @@
 """A frame strip (PNG) of a job's videos: one row per finished sample, every `--every`-th frame, the
 sample's prompts written above its row. Shows in a README what a job made without playing videos.
 
-    python scripts/frame_strip.py videos/demo_video_conditional --out example/demo/output_strip.png
+    python scripts/frame_strip.py videos/demo_video_conditional --every 3 --max_frames 15 \
+        --out example/demo/output_strip.png
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from longlive.jobs import read_results
 from longlive.video_io import read_frames
 
 LABEL_HEIGHT = 14
@@ -21,11 +22,13 @@ GAP = 4
 BACKGROUND = (255, 255, 255)
 
 
+FINISHED = ("ok", "skipped")  # skipped: a rerun found its videos already written
+
+
 def finished_samples(output_folder: Path) -> list[dict]:
-    """The `results.jsonl` records of `output_folder` whose video was written, in sample order."""
-    records = [json.loads(line) for line in (output_folder / "results.jsonl").read_text().splitlines() if line]
-    done = {r["index"]: r for r in records if r.get("status") == "ok"}  # the latest record of each sample
-    return [done[i] for i in sorted(done)]
+    """The `results.jsonl` records of `output_folder` whose videos exist, in sample order."""
+    records = read_results(output_folder / "results.jsonl")
+    return sorted((r for r in records if r["status"] in FINISHED), key=lambda r: r["index"])
 
 
 def strip_row(video: Path, every: int, max_frames: int | None) -> np.ndarray:

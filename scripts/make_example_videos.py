@@ -39,27 +39,30 @@ def render(color, start, velocity, shape, size: int = 24) -> torch.Tensor:
     return torch.from_numpy(video).permute(3, 0, 1, 2).float() / 127.5 - 1
 
 
-# The demo model's examples (configs/demo_video_conditional.yaml): 45 frames of the demo world at 64x64,
-# each with a prompt2 that continues it or changes it (colour, direction).
-DEMO_EXAMPLES = {
-    "red_square_right": (Scene("square", "red", (32.0, 12.0), (0.0, 1.0), 14.0), None),
-    "red_square_turns_blue": (Scene("square", "red", (32.0, 12.0), (0.0, 1.0), 14.0), Change(9, colour="blue")),
-    "green_triangle_turns_up": (Scene("triangle", "green", (44.0, 12.0), (0.0, 1.0), 14.0), Change(9, direction="up")),
-    "yellow_square_turns_left": (
-        Scene("square", "yellow", (12.0, 32.0), (1.0, 0.0), 14.0),
-        Change(9, direction="left"),
-    ),
+# The demo model's examples (configs/demo_video_conditional.yaml): videos of the demo world at 64x64, 45
+# frames each, and the job's lines: prompt1 captions the video, prompt2 continues it or asks for a change.
+DEMO_VIDEOS = {
+    "red_square_right": Scene("square", "red", (32.0, 12.0), (0.0, 1.0), 14.0),
+    "green_triangle_right": Scene("triangle", "green", (44.0, 12.0), (0.0, 1.0), 14.0),
+    "yellow_square_down": Scene("square", "yellow", (12.0, 32.0), (1.0, 0.0), 14.0),
 }
+DEMO_JOB = [  # (video, the change prompt2 asks for, from video frame 9 on)
+    ("red_square_right", None),
+    ("red_square_right", Change(9, colour="blue")),
+    ("green_triangle_right", Change(9, direction="up")),
+    ("yellow_square_down", Change(9, direction="left")),
+]
 
 
 def write_demo_examples(example: Path) -> None:
-    """example/demo/<name>.mp4 (the first part, before any change) and the job's JSONL."""
+    """example/demo/<name>.mp4 (the scene as captioned: the change is prompt2's to make) and the job's JSONL."""
+    for name, scene in DEMO_VIDEOS.items():
+        print(write_video(example / "demo" / f"{name}.mp4", render_demo(scene, 45), FPS))
     lines = []
-    for name, (scene, change) in DEMO_EXAMPLES.items():
-        path = example / "demo" / f"{name}.mp4"
-        print(write_video(path, render_demo(scene, 45), FPS))
+    for name, change in DEMO_JOB:
+        scene = DEMO_VIDEOS[name]
         prompt2 = caption(scene) if change is None else change_caption(scene, change)
-        record = {"video_path": str(path.relative_to(example.parent)), "prompt1": caption(scene), "prompt2": prompt2}
+        record = {"video_path": f"example/demo/{name}.mp4", "prompt1": caption(scene), "prompt2": prompt2}
         lines.append(json.dumps(record))
     (example / "demo_video_conditional.jsonl").write_text("\n".join(lines) + "\n")
 

