@@ -3,44 +3,32 @@ of the demo world, it continues the shape's motion and follows a prompt2 that ch
 checks pass only because the engine works: without the conditioning frames or without the KV cache's
 past frames, the same checks fail.
 
-What is measured (longlive.demo_world): the centroid of the non-background pixels per frame (so a shape
+What is measured (longlive.demo_eval): the centroid of the non-background pixels per frame (so a shape
 is tracked even where its colour is off), its velocity by a least-squares line, and the palette colour
 nearest the shape's mean colour. Frames are 64x64; shapes here are 14 px wide and move 1 px a frame.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 from conftest import REPO
 
 from longlive.config import load_config
-from longlive.demo_world import (
-    DIRECTIONS,
-    Change,
-    Scene,
-    caption,
-    change_caption,
-    dominant_colours,
-    foreground_centroid,
-    render,
-)
+from longlive.demo_eval import Report, evaluate, measure, velocity
+from longlive.demo_world import DIRECTIONS, Change, Scene
 from longlive.pipeline import VideoConditionalPipeline
 
 DEMO_CONFIG = REPO / "configs" / "demo_video_conditional.yaml"
-NUM_FRAMES = 45  # 12 latent frames, the config's num_output_frames
-CONDITIONING = 9  # video frames, the config's num_conditioning_frames
-MEASURED = 24  # generated frames the motion is measured over (none of the scenes below hits a wall in them)
+CONDITIONING = 9  # video frames, the config's num_conditioning_frames (where the changes below start)
 
 # Tolerances, in pixels and pixels per frame (the true speed is 1.0).
 PATH_PX = 6.0  # mean distance of the generated centroid from the true one over the first 12 generated
-# frames: under half the shape's width, so the generated shape overlaps where the true one is
-MIN_SPEED = 0.3  # velocity along the expected direction
+# frames (demo_eval.PATH_FRAMES): under half the shape's width, so it overlaps where the true one is
+MIN_SPEED = 0.3  # velocity along the expected direction, over the first 24 generated frames (no scene
+# below hits a wall in them)
 MAX_SIDEWAYS = 0.3  # |velocity| across it (a shape that keeps its old direction moves about 1.0 across)
-FIRST_BLOCK = 12  # video frames of the first generated block (3 latent frames)
-COLOUR_SHARE = 0.75  # share of the first generated block's frames whose shape has the expected colour
+COLOUR_SHARE = 0.75  # share of the first generated block's 12 frames whose shape has the expected colour
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,7 +42,7 @@ MOVING_DOWN = Scene("square", "yellow", (12.0, 32.0), (1.0, 0.0), 14.0)
 
 def demo_pipeline(*overrides: str) -> VideoConditionalPipeline:
     cfg = load_config(DEMO_CONFIG, [f"wan_model_dir={REPO / 'demo_model'}", *overrides])
-    assert cfg.num_conditioning_frames == CONDITIONING and 4 * cfg.num_output_frames - 3 == NUM_FRAMES
+    assert cfg.num_conditioning_frames == CONDITIONING
     return VideoConditionalPipeline.from_config(cfg, "cpu")
 
 
@@ -63,63 +51,25 @@ def pipe() -> VideoConditionalPipeline:
     return demo_pipeline()
 
 
-@dataclass
-class Report:
-    """What the generated frames (after the conditioning ones) show, against the rendered truth."""
-
-    path_error: float  # px, mean over the first 12 generated frames
-    velocity: tuple[float, float]  # (vy, vx) px/frame over the first MEASURED generated frames
-    colours: list[str | None]  # dominant colour per generated frame
-
-    def moves(self, direction: tuple[int, int]) -> bool:
-        along = self.velocity[0] * direction[0] + self.velocity[1] * direction[1]
-        across = self.velocity[0] * direction[1] - self.velocity[1] * direction[0]
-        return along >= MIN_SPEED and abs(across) <= MAX_SIDEWAYS
-
-    def stays_on_path(self) -> bool:
-        return self.path_error <= PATH_PX
-
-    def colour_share(self, colour: str) -> float:
-        """Share of the first generated block's frames whose shape is `colour`. Only the first block: over
-        a longer rollout this model's colours drift (towards blue), prompt or not."""
-        first = self.colours[:FIRST_BLOCK]
-        return sum(c == colour for c in first) / len(first)
+def generate(pipe: VideoConditionalPipeline, scene: Scene, change: Change | None = None, conditioning=True) -> Report:
+    return measure(pipe, scene, change, conditioning, seed=0, velocity_frames=24)
 
 
-def velocity(centroids: torch.Tensor) -> tuple[float, float]:
-    """Least-squares slope of centroids [N, 2] (NaN rows skipped) against the frame index."""
-    t = torch.arange(len(centroids), dtype=torch.float32)
-    slopes = []
-    for axis in range(2):
-        ok = ~centroids[:, axis].isnan()
-        x, y = t[ok] - t[ok].mean(), centroids[ok, axis] - centroids[ok, axis].mean()
-        slopes.append(float((x * y).sum() / (x * x).sum()))
-    return slopes[0], slopes[1]
+def moves(report: Report, direction: str) -> bool:
+    unit = DIRECTIONS[direction]
+    return report.along(unit) >= MIN_SPEED and abs(report.across(unit)) <= MAX_SIDEWAYS
 
 
-def generate(
-    pipe: VideoConditionalPipeline, scene: Scene, change: Change | None = None, conditioning: bool = True
-) -> Report:
-    """Condition on the scene's first frames under its caption, roll out under prompt2, measure."""
-    truth = render(scene, NUM_FRAMES, change=change)
-    prompt1 = caption(scene)
-    prompt2 = prompt1 if change is None else change_caption(scene, change)
-    video = truth[None, :, :CONDITIONING] if conditioning else None
-    frames = pipe(prompt1, prompt2, video, seed=0).frames[0][:, CONDITIONING:]
-    generated, expected = foreground_centroid(frames), foreground_centroid(truth[:, CONDITIONING:])
-    return Report(
-        path_error=float((generated[:12] - expected[:12]).norm(dim=1).nanmean()),
-        velocity=velocity(generated[:MEASURED]),
-        colours=dominant_colours(frames),
-    )
+def stays_on_path(report: Report) -> bool:
+    return report.path_error <= PATH_PX
 
 
 @pytest.mark.parametrize("scene", [*MOVING_RIGHT, MOVING_DOWN], ids=lambda s: f"{s.colour}-{s.shape}")
 def test_demo_continues_motion(pipe, scene):
     """The shape keeps its path: within PATH_PX of where it truly goes, moving its way at >= MIN_SPEED."""
     report = generate(pipe, scene)
-    assert report.stays_on_path(), report
-    assert report.moves(DIRECTIONS[scene.direction]), report
+    assert stays_on_path(report), report
+    assert moves(report, scene.direction), report
 
 
 @pytest.mark.parametrize(
@@ -133,7 +83,7 @@ def test_demo_follows_prompt2_colour(pipe, scene, colour):
     asked, control = generate(pipe, scene, Change(CONDITIONING, colour=colour)), generate(pipe, scene)
     assert asked.colour_share(colour) >= COLOUR_SHARE, asked
     assert control.colour_share(colour) < COLOUR_SHARE, control
-    assert asked.stays_on_path(), asked
+    assert stays_on_path(asked), asked
 
 
 @pytest.mark.parametrize(
@@ -144,8 +94,8 @@ def test_demo_follows_prompt2_colour(pipe, scene, colour):
 def test_demo_follows_prompt2_direction(pipe, scene, direction):
     """'the red square moves up': from the switch on, the shape moves up instead of right."""
     report = generate(pipe, scene, Change(CONDITIONING, direction=direction))
-    assert report.moves(DIRECTIONS[direction]), report
-    assert report.stays_on_path(), report
+    assert moves(report, direction), report
+    assert stays_on_path(report), report
 
 
 def test_demo_checks_fail_without_conditioning_or_kv_cache(pipe):
@@ -154,13 +104,30 @@ def test_demo_checks_fail_without_conditioning_or_kv_cache(pipe):
     8 px, against PATH_PX = 6). With a KV cache that keeps no past frame (local_attn_size = one block, no
     sink: each block sees only itself) it is off its path (7.5 px) and no longer moves right."""
     scene, blue = MOVING_RIGHT[0], Change(CONDITIONING, colour="blue")
-    assert generate(pipe, scene).stays_on_path() and generate(pipe, scene, blue).stays_on_path()
+    assert stays_on_path(generate(pipe, scene)) and stays_on_path(generate(pipe, scene, blue))
 
     for report in (generate(pipe, scene, conditioning=False), generate(pipe, scene, blue, conditioning=False)):
-        assert not report.stays_on_path(), report
+        assert not stays_on_path(report), report
 
     no_past = demo_pipeline("model_kwargs.local_attn_size=3", "model_kwargs.sink_size=0")
     report = generate(no_past, scene)
-    assert not report.stays_on_path() and not report.moves(DIRECTIONS[scene.direction]), report
+    assert not stays_on_path(report) and not moves(report, scene.direction), report
     report = generate(no_past, scene, blue)
-    assert not report.stays_on_path(), report
+    assert not stays_on_path(report), report
+
+
+def test_velocity_is_the_least_squares_slope_and_skips_missing_frames():
+    t = torch.arange(6, dtype=torch.float32)
+    centroids = torch.stack([2.0 - 0.5 * t, 1.0 + 1.5 * t], dim=1)
+    centroids[2] = float("nan")  # a frame where the shape was not found
+    assert velocity(centroids) == pytest.approx((-0.5, 1.5))
+
+
+def test_evaluate_reports_every_kind_with_and_without_conditioning(pipe):
+    report = evaluate(pipe, num_clips=3, seed=1)
+    kinds = [f"{k}/{m}" for k in ("continue", "colour", "direction") for m in ("conditioned", "unconditioned")]
+    assert sorted(report) == sorted(kinds)
+    for values in report.values():
+        assert set(values) == {"path_error", "velocity_error", "colour_first_block", "colour_later"}
+        assert 0 <= values["colour_first_block"] <= 1 and values["path_error"] >= 0
+    assert report["continue/conditioned"]["path_error"] < report["continue/unconditioned"]["path_error"]
