@@ -51,21 +51,32 @@ class PromptEncoder:
         return self._cache[prompt]
 
     def _encode(self, prompt: str) -> torch.Tensor:
-        tokens = self.tokenizer(
-            [prompt],
-            padding="max_length",
-            max_length=self.text_len,
-            truncation=True,
-            add_special_tokens=True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
-        ids, mask = tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
-        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # [1, L, D]
-        return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+        return embed_prompts(self.tokenizer, self.encoder, [prompt], self.text_len)
 
     def clear(self) -> None:
         self._cache.clear()
+
+
+def embed_prompts(
+    tokenizer: PreTrainedTokenizerBase, encoder: UMT5EncoderModel, prompts: list[str], text_len: int
+) -> torch.Tensor:
+    """Prompts -> embeddings [B, text_len, d_model] on the encoder's device, zero past each prompt's tokens.
+
+    The one definition inference (`PromptEncoder`) and the demo model's training share, so a model
+    trained on these embeddings sees exactly them at inference."""
+    tokens = tokenizer(
+        [clean_prompt(p) for p in prompts],
+        padding="max_length",
+        max_length=text_len,
+        truncation=True,
+        add_special_tokens=True,
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    device = encoder.get_input_embeddings().weight.device
+    ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+    hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, D]
+    return hidden * mask.unsqueeze(-1).to(hidden.dtype)
 
 
 def byte_level_tokenizer() -> PreTrainedTokenizerFast:

@@ -57,7 +57,7 @@ from longlive.demo_world import DemoWorld, foreground_mask
 from longlive.kv_cache import frame_visibility_mask
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.sampler import NUM_TRAIN_TIMESTEPS, shifted_sigmas
-from longlive.text_encoder import byte_level_tokenizer, clean_prompt, umt5_config
+from longlive.text_encoder import byte_level_tokenizer, embed_prompts, umt5_config
 from longlive.vae import StreamingVAE, build_vae
 from longlive.weights import load_vae
 
@@ -243,20 +243,8 @@ def bank_batches(
 def encode_text(
     text_encoder: UMT5EncoderModel, tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], text_len: int
 ) -> torch.Tensor:
-    """Captions -> embeddings [B, text_len, d_model], zero past each caption (as `PromptEncoder`)."""
-    device = text_encoder.shared.weight.device
-    tokens = tokenizer(
-        [clean_prompt(c) for c in captions],
-        padding="max_length",
-        max_length=text_len,
-        truncation=True,
-        add_special_tokens=True,
-        return_attention_mask=True,
-        return_tensors="pt",
-    )
-    ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
-    hidden = text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, D]
-    return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+    """Captions -> embeddings [B, text_len, d_model], exactly as `PromptEncoder` embeds a prompt."""
+    return embed_prompts(tokenizer, text_encoder, list(captions), text_len)
 
 
 def block_mask(cfg: TrainConfig, num_frames: int) -> torch.Tensor:
