@@ -1,19 +1,23 @@
 """Train the demo model on the demo world (longlive/demo_world.py) and save it as a `wan_model_dir`.
 
-    python scripts/train_demo.py --output_dir demo_model --device cuda            # both stages
+    python scripts/train_demo.py --output_dir demo_model --device cuda            # every stage
     python scripts/train_demo.py --output_dir demo_model --device cuda --stage vae --max_seconds 160
+    python scripts/train_demo.py --output_dir demo_model --device cuda --stage decoder --max_seconds 420
     python scripts/train_demo.py --output_dir demo_model --device cuda --stage generator --max_seconds 320
-    python scripts/train_demo.py --output_dir demo_model --device cuda --stage generator --resume --max_seconds 480
+    python scripts/train_demo.py --output_dir demo_model --device cuda --stage generator --resume --max_seconds 400
     python scripts/train_demo.py --output_dir /tmp/demo --device cpu --max_steps 5 # a smoke run
 
-`--stage vae` writes `vae/`; `--stage generator` reads it back and writes the rest, so each stage fits
-one command of a lent GPU; `--max_seconds` ends a stage on time (it saves what it trained), and
-`--resume` continues the generator and text encoder saved in `--output_dir` on fresh clips.
+`--stage vae` writes `vae/`; `--stage decoder` fine-tunes its decoder on full-length clips;
+`--stage generator` reads `vae/` back and writes the rest, so each stage fits one command of a lent
+GPU; `--max_seconds` ends a stage on time (it saves what it trained), and `--resume` continues the
+generator and text encoder saved in `--output_dir` on fresh clips. `train_log.json` keeps each stage's
+settings, time and losses, and `commands`, the command lines that made the folder, in order.
 
 Stage 1 trains the VAE (`AutoencoderKLWan` at the preset's small size) as an autoencoder on the
 world's clips (MSE with the shape's pixels weighted up, plus a small KL), then measures its latents'
 per-channel mean and std, which it saves in `vae/config.json` so the engine normalises latents exactly
-as the generator was trained on them.
+as the generator was trained on them. Stage 1b (`decoder`) then trains the decoder alone on clips as
+long as the generator's, the encoder and statistics frozen (see `train_decoder`).
 Stage 2 trains the block-causal generator (`CausalWanModel`) with diffusion forcing: every latent frame
 gets its own timestep from the sampler's shifted grid, the target is the flow v = eps - x0, and
 attention follows the block-causal `frame_visibility_mask` of the inference window (sink and rolling
@@ -43,6 +47,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import shlex
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -62,6 +68,7 @@ from longlive.vae import StreamingVAE, build_vae
 from longlive.weights import load_vae
 
 logger = logging.getLogger("train_demo")
+DECODER_STREAM = 1000  # the world stream --stage decoder reads (vae: 1, generator runs: 2, 3, ...)
 
 
 @dataclass
@@ -89,6 +96,8 @@ class TrainConfig:
     vae_latent_frames: int = 4  # stage 1 clips are short (13 video frames): the causal VAE runs chunk by chunk
     vae_lr: float = 6e-4
     stats_clips: int = 512  # clips the latent statistics are measured on
+    decoder_steps: int = 3000  # --stage decoder: the decoder alone on generator-length clips
+    decoder_batch_size: int = 32
     kl_weight: float = 1e-6
     generator_steps: int = 30000
     batch_size: int = 128
@@ -99,7 +108,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     max_steps: int | None = None  # caps both stages (smoke runs)
     max_seconds: float | None = None  # each stage stops after this many seconds of training
-    stage: str = "all"  # all | vae (writes vae/) | generator (reads vae/ from output_dir, writes the rest)
+    # all | vae (writes vae/) | generator (reads vae/ from output_dir, writes the rest) | decoder (rewrites vae/)
+    stage: str = "all"
     resume: bool = False  # --stage generator: start from the generator and text encoder in output_dir
     log_every: int = 100
     workers: int = 14  # processes rendering clips (the world is drawn on the CPU)
@@ -307,23 +317,53 @@ def train_vae(
 ) -> list[float]:
     """Stage 1: `cfg.steps(vae_steps)` AdamW steps, one per batch of videos [B, 3, N, H, W] from
     `batches`; then the latent statistics, measured on `stats_videos`."""
-    vae = models.vae.train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    vae = models.vae.requires_grad_(True)
+    losses = _fit_vae(vae, list(vae.parameters()), batches, cfg, device, "vae", cfg.steps(cfg.vae_steps))
+    set_latent_stats(vae, stats_videos.to(device))
+    return losses
+
+
+def train_decoder(
+    models: DemoModels, cfg: TrainConfig, batches: Iterable[torch.Tensor], device: torch.device
+) -> list[float]:
+    """Stage 1b: the VAE decoder alone on generator-length clips, the encoder frozen.
+
+    The causal VAE carries state from chunk to chunk; trained on 13-frame clips, it lost the shape's
+    colour from about frame 15 on (measured: a round trip of 45-frame clips kept the colour in a quarter
+    of frames 25-45). The generator's latents come from the encoder, so freezing it (and the latent
+    statistics) keeps the trained generator valid while the decoder learns to read late frames."""
+    vae = models.vae.requires_grad_(False)
+    params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    for param in params:
+        param.requires_grad_(True)
+    return _fit_vae(vae, params, batches, cfg, device, "decoder", cfg.steps(cfg.decoder_steps))
+
+
+def _fit_vae(
+    vae,
+    params: list[torch.nn.Parameter],
+    batches: Iterable[torch.Tensor],
+    cfg: TrainConfig,
+    device: torch.device,
+    stage: str,
+    total: int,
+) -> list[float]:
+    """AdamW on `params` by `vae_loss`, one step per batch of videos [B, 3, N, H, W]; leaves `vae` in eval."""
+    vae.train()
+    optimizer = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
     rng = torch.Generator(device).manual_seed(cfg.seed)
     losses, start = [], time.perf_counter()
-    total = cfg.steps(cfg.vae_steps)
     for step, videos in zip(range(total), batches, strict=False):
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             loss = vae_loss(vae, videos.to(device), cfg.kl_weight, rng, cfg.foreground_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
-        losses.append(_log("vae", step, total, loss, start, cfg))
-        if _out_of_time(start, cfg, "vae", step):
+        losses.append(_log(stage, step, total, loss, start, cfg))
+        if _out_of_time(start, cfg, stage, step):
             break
-    vae.eval()
-    set_latent_stats(vae, stats_videos.to(device))
+    vae.eval().requires_grad_(False)
     return losses
 
 
@@ -422,8 +462,9 @@ def resume_generator(models: DemoModels, out: Path, device: torch.device) -> Non
     logger.info("resuming from %s", out)
 
 
-def run(cfg: TrainConfig) -> Path:
-    """The stages `cfg.stage` names, then save; returns the output folder."""
+def run(cfg: TrainConfig, command: str | None = None) -> Path:
+    """The stages `cfg.stage` names, then save; returns the output folder. `command` (the command line)
+    is appended to the log's `commands`, the runs that made the folder's weights, oldest first."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # the fp32 VAE encodes
@@ -433,8 +474,11 @@ def run(cfg: TrainConfig) -> Path:
     models = build_models(cfg, device)
     out = Path(cfg.output_dir)
     log_path = out / "train_log.json"
-    log = json.loads(log_path.read_text()) if cfg.stage == "generator" and log_path.is_file() else {}
+    continues = cfg.stage in ("generator", "decoder") and log_path.is_file()
+    log = json.loads(log_path.read_text()) if continues else {}
     log |= {"config": dataclasses.asdict(cfg), "device": str(device), "torch": torch.__version__}
+    if command:
+        log["commands"] = log.get("commands", []) + [command]
     if cfg.stage in ("all", "vae"):
         vae_world, start = world(cfg, stream=1, num_frames=cfg.vae_video_frames), time.perf_counter()
         vae_batches = (v for v, _ in loader(vae_world, cfg.vae_batch_size, cfg.steps(cfg.vae_steps), cfg))
@@ -446,6 +490,11 @@ def run(cfg: TrainConfig) -> Path:
         logger.info("VAE: %s (trained by --stage vae)", out / "vae")
         if cfg.resume:
             resume_generator(models, out, device)
+    if cfg.stage in ("all", "decoder"):
+        start = time.perf_counter()
+        clips = world(cfg, stream=DECODER_STREAM)  # generator-length clips, a stream of their own
+        batches = (v for v, _ in loader(clips, cfg.decoder_batch_size, cfg.steps(cfg.decoder_steps), cfg))
+        log["decoder"] = _stage_log(train_decoder(models, cfg, batches, device), time.perf_counter() - start, cfg)
     if cfg.stage in ("all", "generator"):
         earlier = log.pop("generator_runs", []) + ([log.pop("generator")] if "generator" in log else [])
         earlier = earlier if cfg.resume else []
@@ -458,15 +507,21 @@ def run(cfg: TrainConfig) -> Path:
         log["generator"] = _stage_log(losses, time.perf_counter() - start, cfg)
         if earlier:
             log["generator_runs"] = earlier  # the runs this one continued, oldest first
-    save_demo_model(models, out, log, parts=("vae",) if cfg.stage == "vae" else PARTS)
+    save_demo_model(models, out, log, parts=("vae",) if cfg.stage in ("vae", "decoder") else PARTS)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
-    seconds = {k: round(log[k]["seconds"]) for k in ("vae", "generator") if k in log}
+    seconds = {k: round(log[k]["seconds"]) for k in ("vae", "decoder", "generator") if k in log}
     logger.info("saved %s (%.1f MiB); seconds per stage: %s", out, size, seconds)
     return out
 
 
 def _stage_log(losses: list[float], seconds: float, cfg: TrainConfig) -> dict:
-    return {"seconds": seconds, "steps": len(losses), "losses": losses[:: max(1, cfg.log_every)] + losses[-1:]}
+    """One stage run's record: its settings (a resumed run may change them), time, steps and losses."""
+    return {
+        "config": dataclasses.asdict(cfg),
+        "seconds": seconds,
+        "steps": len(losses),
+        "losses": losses[:: max(1, cfg.log_every)] + losses[-1:],
+    }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
@@ -479,7 +534,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
             kind = int if field.name == "max_steps" else float
             parser.add_argument(f"--{field.name}", type=kind, default=None, help="cap each stage")
         elif field.name == "stage":
-            parser.add_argument("--stage", choices=("all", "vae", "generator"), default="all")
+            parser.add_argument("--stage", choices=("all", "vae", "generator", "decoder"), default="all")
         else:
             parser.add_argument(f"--{field.name}", type=type(default), default=default)
     return TrainConfig(**vars(parser.parse_args(argv)))
@@ -487,7 +542,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run(parse_args(argv))
+    args = sys.argv[1:] if argv is None else list(argv)
+    run(parse_args(args), command=shlex.join(["python", "scripts/train_demo.py", *args]))
 
 
 if __name__ == "__main__":

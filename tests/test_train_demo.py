@@ -190,6 +190,21 @@ def test_the_command_runs_end_to_end(tmp_path):
     with pytest.raises(SystemExit, match="--resume continues the generator"):
         train_demo.main(args + ["--stage", "vae", "--resume"])
 
+    vae_before = load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors"))
+    vae_config = json.loads((out / "vae" / "config.json").read_text())
+    train_demo.main(args + ["--stage", "decoder", "--max_seconds", "0"])  # rewrites vae/ alone
+    vae_after = load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors"))
+    decoder = [k for k in vae_after if k.startswith(("decoder.", "post_quant_conv."))]
+    assert decoder and any(not torch.equal(vae_after[k], vae_before[k]) for k in decoder)
+    assert all(torch.equal(vae_after[k], vae_before[k]) for k in vae_after if k not in decoder)
+    stats = ("latents_mean", "latents_std")
+    assert all(json.loads((out / "vae" / "config.json").read_text())[k] == vae_config[k] for k in stats)
+    assert load_file(str(weights)).keys() == resumed.keys()
+    assert all(torch.equal(load_file(str(weights))[k], resumed[k]) for k in resumed)
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["decoder"]["steps"] == 1 and log["decoder"]["config"]["stage"] == "decoder"
+    assert [c.split("--stage ")[1].split()[0] for c in log["commands"]] == ["vae", "generator", "generator", "decoder"]
+
 
 def test_vae_statistics_of_the_wrong_length_are_refused(tmp_path):
     from longlive.weights import WeightsError, vae_latent_stats
