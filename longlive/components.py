@@ -20,6 +20,7 @@ from longlive.lora import apply_lora
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.text_encoder import PromptEncoder, byte_level_tokenizer, umt5_config
 from longlive.vae import StreamingVAE, build_vae
+from longlive.vae_convs import fold_causal_convs
 from longlive.weights import WeightsError, load_generator, load_text_encoder, load_vae
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,9 @@ def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
         with device:
             vae = build_vae(arch)
         vae = vae.to(dtype)
-    return StreamingVAE(vae)
+    if cfg.fold_vae_convs:
+        logger.info("VAE: %d causal convolutions folded into 2D ones, channels-last", fold_causal_convs(vae))
+    return StreamingVAE(vae, channels_last=cfg.fold_vae_convs)
 
 
 def build_prompt_encoder(cfg: DictConfig, device: torch.device) -> PromptEncoder:

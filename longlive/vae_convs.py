@@ -1,0 +1,74 @@
+"""The Wan VAE's causal 3D convolutions run as 2D ones (the `fold_vae_convs` switch).
+
+A causal convolution with a kernel of `kt` frames computes each output frame from `kt` consecutive
+input frames. Stacking those frames along the channels turns it into one 2D convolution with `kt`
+times the input channels, over all output frames at once (they become the batch): the same sums, in
+another order. cuDNN's 2D kernels in channels-last bf16 are far better tuned than its 3D ones, and the
+Wan decoder spends most of its time in these convolutions. With the activations kept channels-last
+(`channels_last_3d`), the frames-as-batch reshapes are free views; the one copy per convolution is
+the stacking of its `kt` input frames.
+
+`fold_causal_convs(module)` swaps every eligible `WanCausalConv3d` in place (their weights stay the
+parameters of record; a folded copy is kept as a non-persistent buffer, so state dicts are unchanged).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+
+class FoldedCausalConv3d(WanCausalConv3d):
+    """A `WanCausalConv3d` computed as one `conv2d` over its output frames (same result, same cache API)."""
+
+    folded_weight: torch.Tensor
+
+    def fold(self) -> FoldedCausalConv3d:
+        """(Re)build the 2D weight [C_out, kt * C_in, kh, kw] from the 3D one; call after changing weights."""
+        out_channels, in_channels, kt, kh, kw = self.weight.shape
+        folded = self.weight.detach().permute(0, 2, 1, 3, 4).reshape(out_channels, kt * in_channels, kh, kw)
+        self.register_buffer("folded_weight", folded.contiguous(memory_format=torch.channels_last), persistent=False)
+        return self
+
+    def forward(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+        kt = self.kernel_size[0]
+        time_pad = self._padding[4]
+        if cache_x is not None and time_pad > 0:
+            x = torch.cat([cache_x.to(x.device), x], dim=2)
+            time_pad -= cache_x.shape[2]
+        if time_pad > 0:
+            x = F.pad(x, (0, 0, 0, 0, time_pad, 0))  # causal: zeros before the first frame only
+        batch, channels, frames, height, width = x.shape
+        out_frames = frames - kt + 1
+        per_frame = x.permute(0, 2, 3, 4, 1)  # [B, T, H, W, C]: a view when x is channels_last_3d
+        taps = torch.cat([per_frame[:, k : k + out_frames] for k in range(kt)], dim=-1) if kt > 1 else per_frame
+        taps = taps.reshape(batch * out_frames, height, width, kt * channels).permute(0, 3, 1, 2)
+        spatial_pad = (self._padding[2], self._padding[0])  # (h, w): zeros, as the 3D layer pads them
+        out = F.conv2d(taps, self.folded_weight, self.bias, stride=self.stride[1:], padding=spatial_pad)
+        out = out.reshape(batch, out_frames, *out.shape[1:])  # [B, T, C_out, H', W']
+        return out.transpose(1, 2)
+
+
+def foldable(conv: torch.nn.Module) -> bool:
+    """Only plain causal convolutions: no stride, dilation or groups in time (the encoder's temporal
+    downsampling strides by 2 and stays 3D)."""
+    return (
+        type(conv) is WanCausalConv3d
+        and conv.stride[0] == 1
+        and conv.dilation == (1, 1, 1)
+        and conv.groups == 1
+        and conv._padding[0] == conv._padding[1]
+        and conv._padding[2] == conv._padding[3]
+    )
+
+
+def fold_causal_convs(module: torch.nn.Module) -> int:
+    """Turn every foldable `WanCausalConv3d` under `module` into a `FoldedCausalConv3d`; return how many."""
+    count = 0
+    for conv in module.modules():
+        if foldable(conv):
+            conv.__class__ = FoldedCausalConv3d
+            conv.fold()
+            count += 1
+    return count
