@@ -33,6 +33,19 @@ class RandomPrompts:
         return self._cache[prompt]
 
 
+def _mark(device: torch.device) -> torch.cuda.Event | float:
+    """A point in the device's work: a recorded CUDA event (no wait), or the time on a CPU."""
+    if device.type != "cuda":
+        return time.perf_counter()
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def _seconds_between(a: torch.cuda.Event | float, b: torch.cuda.Event | float) -> float:
+    return b - a if isinstance(a, float) else a.elapsed_time(b) / 1000
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -78,17 +91,22 @@ def run_benchmark(cfg, warmup_runs: int = 1) -> dict:
         with _timer(device, vae_s):
             pipe.vae.decode(block.latents)
 
-    # 3. End to end: generation and decode, frames out per second of wall time.
+    # 3. End to end: generation and decode, frames out per second of wall time. Each block's time (CUDA
+    #    events, so the GPU is not stalled between blocks) and the memory it leaves allocated show
+    #    whether a long video costs more per block.
     _sync(device)
     start = time.perf_counter()
-    first_frame_s, num_frames = None, 0
+    first_frame_s, num_frames, marks, allocated = None, 0, [_mark(device)], []
     for block in pipe.stream(prompt, seed=0):
         num_frames += block.frames.shape[2]
+        marks.append(_mark(device))
+        allocated.append(torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None)
         if first_frame_s is None:
             _sync(device)
             first_frame_s = time.perf_counter() - start
     _sync(device)
     total_s = time.perf_counter() - start
+    block_s = [_seconds_between(a, b) for a, b in zip(marks, marks[1:], strict=False)]
 
     frames_per_block = cfg.num_frame_per_block
     return {
@@ -98,6 +116,7 @@ def run_benchmark(cfg, warmup_runs: int = 1) -> dict:
         "first_frame_s": round(first_frame_s, 3),
         "total_s": round(total_s, 3),
         "video_frames": num_frames,
+        **steady_state(block_s, allocated),
         "peak_vram_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
         "workload": {
             "model": cfg.model_name,
@@ -132,6 +151,21 @@ def profile_block(cfg, blocks: int = 3, rows: int = 25) -> str:
         _sync(device)
     sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     return prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=70)
+
+
+def steady_state(block_s: Sequence[float], allocated: Sequence[float | None]) -> dict:
+    """Per-block end-to-end time (ms, median) over the first and the last tenth of the blocks after the
+    first, and GPU memory allocated (GiB) after the first block and after the last: equal pairs mean a
+    long video costs the same per frame as a short one."""
+    steady = list(block_s[1:]) or list(block_s)
+    tenth = max(1, len(steady) // 10)
+    gib = [None if a is None else round(a, 3) for a in (allocated[0], allocated[-1])] if allocated else [None, None]
+    return {
+        "block_ms_first_tenth": round(1000 * _median(steady[:tenth]), 1),
+        "block_ms_last_tenth": round(1000 * _median(steady[-tenth:]), 1),
+        "allocated_gib_after_first_block": gib[0],
+        "allocated_gib_at_end": gib[1],
+    }
 
 
 def _median(values: Sequence[float]) -> float:

@@ -1,0 +1,65 @@
+"""`longlive bench` on the tiny config on CPU: the real benchmark code path, its JSON line and its checks
+of a long video's cost per block (the speed itself is measured on a GPU, BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import TINY_CONFIG, tiny_config
+
+from longlive.benchmark import profile_block, run_benchmark, steady_state
+from longlive.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FIELDS = {
+    "fps_end_to_end",
+    "generator_ms_per_block",
+    "vae_ms_per_block",
+    "first_frame_s",
+    "total_s",
+    "video_frames",
+    "peak_vram_gib",
+    "block_ms_first_tenth",
+    "block_ms_last_tenth",
+    "allocated_gib_after_first_block",
+    "allocated_gib_at_end",
+    "workload",
+}
+
+
+def test_benchmark_reports_every_figure_for_the_whole_video():
+    cfg = tiny_config("num_output_frames=9")
+    report = run_benchmark(cfg, warmup_runs=0)
+    assert set(report) == FIELDS
+    assert report["video_frames"] == 4 * 9 - 3  # text-to-video: every latent frame generated and decoded
+    assert report["fps_end_to_end"] == pytest.approx(report["video_frames"] / report["total_s"], rel=0.01)
+    assert 0 < report["first_frame_s"] <= report["total_s"]
+    assert report["generator_ms_per_block"] > 0 and report["vae_ms_per_block"] > 0
+    assert report["peak_vram_gib"] is None and report["allocated_gib_at_end"] is None  # CPU
+    workload = report["workload"]
+    geometry = [workload[k] for k in ("latent_frames", "frames_per_block", "window", "sink")]
+    assert geometry == [9, 3, 6, 1]
+    assert workload["steps"] == 4 and workload["resolution"] == [32, 48]
+
+
+def test_steady_state_compares_the_first_and_last_tenth_after_the_first_block():
+    block_s = [5.0] + [0.1] * 10 + [0.2] * 9 + [0.3]  # 20 blocks after the first: tenths of 2
+    report = steady_state(block_s, [1.0] + [1.5] * 20)
+    assert report["block_ms_first_tenth"] == pytest.approx(100.0)
+    assert report["block_ms_last_tenth"] == pytest.approx(300.0)  # a slowdown shows
+    assert (report["allocated_gib_after_first_block"], report["allocated_gib_at_end"]) == (1.0, 1.5)
+    assert steady_state([0.5], [None])["block_ms_first_tenth"] == pytest.approx(500.0)  # one block
+
+
+def test_bench_command_prints_one_json_line_and_the_profile(capsys):
+    assert main(["bench", "--config_path", str(TINY_CONFIG), "num_output_frames=6", "--profile"]) == 0
+    first, *rest = capsys.readouterr().out.splitlines()
+    assert set(json.loads(first)) == FIELDS
+    assert any("Self CPU" in line for line in rest)  # the profiler's table
+
+
+def test_profile_names_the_ops_that_took_the_time():
+    table = profile_block(tiny_config("num_output_frames=6"), blocks=2, rows=5)
+    assert "Name" in table and "aten::" in table
