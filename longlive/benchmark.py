@@ -60,11 +60,19 @@ def _timer(device: torch.device, into: list[float]) -> Iterator[None]:
     into.append(time.perf_counter() - start)
 
 
-def run_benchmark(cfg, warmup_runs: int = 1) -> dict:
+def benchmark_pipeline(cfg) -> VideoConditionalPipeline:
+    """The config's pipeline on the GPU (or CPU) with random prompt embeddings instead of the text encoder."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     arch = PRESETS[cfg.model_name].generator
     prompts = RandomPrompts(arch.text_len, arch.text_dim, device, getattr(torch, cfg.dtype))
-    pipe = VideoConditionalPipeline.from_config(cfg, device=device, prompts=prompts)
+    return VideoConditionalPipeline.from_config(cfg, device=device, prompts=prompts)
+
+
+def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | None = None) -> dict:
+    """Warm up, then time the generator alone, the decode alone and both end to end (see the module doc).
+    `pipe`: an already built (and possibly modified) `benchmark_pipeline(cfg)`, for experiments."""
+    pipe = benchmark_pipeline(cfg) if pipe is None else pipe
+    device = pipe.device
     prompt = "benchmark"
 
     for _ in range(warmup_runs):
@@ -137,11 +145,8 @@ def profile_block(cfg, blocks: int = 3, rows: int = 25) -> str:
     """Where the time of a few generated blocks goes: the profiler's table of ops by device time."""
     from torch.profiler import ProfilerActivity, profile
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    arch = PRESETS[cfg.model_name].generator
-    pipe = VideoConditionalPipeline.from_config(
-        cfg, device=device, prompts=RandomPrompts(arch.text_len, arch.text_dim, device, getattr(torch, cfg.dtype))
-    )
+    pipe = benchmark_pipeline(cfg)
+    device = pipe.device
     pipe("profile", seed=0)  # warm-up (and compilation, when switched on)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
