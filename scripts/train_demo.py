@@ -68,7 +68,9 @@ from longlive.vae import StreamingVAE, build_vae
 from longlive.weights import load_vae
 
 logger = logging.getLogger("train_demo")
-DECODER_STREAM = 1000  # the world stream --stage decoder reads (vae: 1, generator runs: 2, 3, ...)
+# The world stream --stage decoder reads (vae: 1, generator runs: 2, 3, ...). Seed s's stream 1000 is seed
+# s + 1's stream 0, which no stage reads.
+DECODER_STREAM = 1000
 
 
 @dataclass
@@ -336,7 +338,8 @@ def train_decoder(
     params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
     for param in params:
         param.requires_grad_(True)
-    return _fit_vae(vae, params, batches, cfg, device, "decoder", cfg.steps(cfg.decoder_steps))
+    # The KL term depends on the frozen encoder alone: weight 0.
+    return _fit_vae(vae, params, batches, cfg, device, "decoder", cfg.steps(cfg.decoder_steps), kl_weight=0.0)
 
 
 def _fit_vae(
@@ -347,15 +350,18 @@ def _fit_vae(
     device: torch.device,
     stage: str,
     total: int,
+    kl_weight: float | None = None,
 ) -> list[float]:
-    """AdamW on `params` by `vae_loss`, one step per batch of videos [B, 3, N, H, W]; leaves `vae` in eval."""
+    """AdamW on `params` by `vae_loss` (KL weight `cfg.kl_weight` unless given), one step per batch of
+    videos [B, 3, N, H, W]; leaves `vae` in eval."""
+    kl_weight = cfg.kl_weight if kl_weight is None else kl_weight
     vae.train()
     optimizer = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
     rng = torch.Generator(device).manual_seed(cfg.seed)
     losses, start = [], time.perf_counter()
     for step, videos in zip(range(total), batches, strict=False):
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            loss = vae_loss(vae, videos.to(device), cfg.kl_weight, rng, cfg.foreground_weight)
+            loss = vae_loss(vae, videos.to(device), kl_weight, rng, cfg.foreground_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -478,8 +484,10 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
     log = json.loads(log_path.read_text()) if continues else {}
     log |= {"config": dataclasses.asdict(cfg), "device": str(device), "torch": torch.__version__}
     if command:
-        log["commands"] = log.get("commands", []) + [command]
+        _record_command(log, cfg, command)
     if cfg.stage in ("all", "vae"):
+        if cfg.stage == "vae" and (out / "transformer").is_dir():
+            logger.warning("%s holds a generator trained on the old VAE's latents: retrain it (--stage generator)", out)
         vae_world, start = world(cfg, stream=1, num_frames=cfg.vae_video_frames), time.perf_counter()
         vae_batches = (v for v, _ in loader(vae_world, cfg.vae_batch_size, cfg.steps(cfg.vae_steps), cfg))
         stats_videos = world(cfg, stream=1).batch(10**9, cfg.stats_clips)[0]  # generator-length, never trained on
@@ -494,24 +502,41 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         start = time.perf_counter()
         clips = world(cfg, stream=DECODER_STREAM)  # generator-length clips, a stream of their own
         batches = (v for v, _ in loader(clips, cfg.decoder_batch_size, cfg.steps(cfg.decoder_steps), cfg))
-        log["decoder"] = _stage_log(train_decoder(models, cfg, batches, device), time.perf_counter() - start, cfg)
+        losses = train_decoder(models, cfg, batches, device)
+        _record_run(log, "decoder", _stage_log(losses, time.perf_counter() - start, cfg), continued=True)
     if cfg.stage in ("all", "generator"):
-        earlier = log.pop("generator_runs", []) + ([log.pop("generator")] if "generator" in log else [])
-        earlier = earlier if cfg.resume else []
+        previous = len(log.get("generator_runs", [])) + ("generator" in log) if cfg.resume else 0
         start = time.perf_counter()
         # A resumed run draws fresh clips: stream 2 first, then 3, 4, ...
-        bank = latent_bank(models.vae, world(cfg, stream=2 + len(earlier)), cfg.bank_clips, cfg, device)
-        logger.info("encoded %d clips in %.1fs", cfg.bank_clips, time.perf_counter() - start)
-        order = bank_batches(*bank, cfg.batch_size, cfg.seed + len(earlier))
-        losses = train_generator(models, cfg, order, device, run_index=len(earlier))
-        log["generator"] = _stage_log(losses, time.perf_counter() - start, cfg)
-        if earlier:
-            log["generator_runs"] = earlier  # the runs this one continued, oldest first
+        bank = latent_bank(models.vae, world(cfg, stream=2 + previous), cfg.bank_clips, cfg, device)
+        encode_seconds = time.perf_counter() - start
+        logger.info("encoded %d clips in %.1fs", cfg.bank_clips, encode_seconds)
+        order = bank_batches(*bank, cfg.batch_size, cfg.seed + previous)
+        losses = train_generator(models, cfg, order, device, run_index=previous)
+        record = _stage_log(losses, time.perf_counter() - start, cfg) | {"encode_seconds": encode_seconds}
+        _record_run(log, "generator", record, continued=cfg.resume)
     save_demo_model(models, out, log, parts=("vae",) if cfg.stage in ("vae", "decoder") else PARTS)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
     seconds = {k: round(log[k]["seconds"]) for k in ("vae", "decoder", "generator") if k in log}
     logger.info("saved %s (%.1f MiB); seconds per stage: %s", out, size, seconds)
     return out
+
+
+def _record_command(log: dict, cfg: TrainConfig, command: str) -> None:
+    """Append the command line to `log["commands"]`; a generator trained afresh drops the generator runs
+    it replaces, so the list stays the runs that made the folder's weights."""
+    kept = log.get("commands", [])
+    if cfg.stage == "generator" and not cfg.resume:
+        kept = [c for c in kept if c["stage"] != "generator"]
+    log["commands"] = [*kept, {"stage": cfg.stage, "command": command}]
+
+
+def _record_run(log: dict, stage: str, record: dict, continued: bool) -> None:
+    """`log[stage]` = this run's record; the earlier runs it continued, oldest first, in `{stage}_runs`."""
+    earlier = log.pop(f"{stage}_runs", []) + ([log.pop(stage)] if stage in log else [])
+    log[stage] = record
+    if continued and earlier:
+        log[f"{stage}_runs"] = earlier
 
 
 def _stage_log(losses: list[float], seconds: float, cfg: TrainConfig) -> dict:

@@ -203,7 +203,15 @@ def test_the_command_runs_end_to_end(tmp_path):
     assert all(torch.equal(load_file(str(weights))[k], resumed[k]) for k in resumed)
     log = json.loads((out / "train_log.json").read_text())
     assert log["decoder"]["steps"] == 1 and log["decoder"]["config"]["stage"] == "decoder"
-    assert [c.split("--stage ")[1].split()[0] for c in log["commands"]] == ["vae", "generator", "generator", "decoder"]
+    assert [c["stage"] for c in log["commands"]] == ["vae", "generator", "generator", "decoder"]
+    assert log["commands"][-1]["command"].endswith("--stage decoder --max_seconds 0")
+    assert log["generator"]["encode_seconds"] > 0
+
+    train_demo.main(args + ["--stage", "decoder", "--max_seconds", "0"])  # a second decoder run is kept too
+    train_demo.main(args + ["--stage", "generator", "--max_seconds", "0"])  # afresh: replaces both generator runs
+    log = json.loads((out / "train_log.json").read_text())
+    assert len(log["decoder_runs"]) == 1 and "generator_runs" not in log
+    assert [c["stage"] for c in log["commands"]] == ["vae", "decoder", "decoder", "generator"]
 
 
 def test_vae_statistics_of_the_wrong_length_are_refused(tmp_path):
