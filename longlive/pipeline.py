@@ -5,6 +5,7 @@
     3. encode the conditioning        cross-attention cache and (optionally) recache the KV window
     4. plan blocks, reset caches   7. denoise each new block, write it to the KV cache at `context_noise`
                                    8. decode each finished block and hand it back
+                                      (before its cache pass, which only the next block needs)
 
 Video-conditional generation is the schedule [(0, prompt1), (first generated frame, prompt2)] without
 recache; text-to-video has no conditioning frames, image-to-video one; an interactive run switches at
@@ -242,13 +243,14 @@ class VideoConditionalPipeline:
                 prompt = wanted
             if block.conditioning:
                 latents = conditioning[:, block.start : block.end]
-                self._write_context(latents, block, text, rng)  # 5
             else:
                 latents = self._denoise_block(block, text, rng)  # 7
-                self._write_context(latents, block, text, rng)
             frames = self.vae.decode(latents) if decode else None  # 8
-            recent = torch.cat([recent, latents], dim=1)[:, -self.kv_cache.window_frames :]
+            # The block is handed back before its cache pass: its frames need only the denoising (and the
+            # decode), and the pass, which only the next block reads, runs when that block is asked for.
             yield BlockResult(block, latents, frames, prompt, switch)
+            self._write_context(latents, block, text, rng)  # 5, 7: into the KV cache
+            recent = torch.cat([recent, latents], dim=1)[:, -self.kv_cache.window_frames :]
 
     def __call__(
         self,

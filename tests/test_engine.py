@@ -137,6 +137,25 @@ def test_cache_memory_constant():
     assert len(pointers) == 1  # written in place, never reallocated
 
 
+def test_blocks_are_handed_back_before_their_cache_pass(monkeypatch):
+    """A block's frames need only its denoising and decode: its cache pass (which only the next block reads)
+    runs when the next block is asked for, so the first frame comes a pass sooner. Each block is passed
+    once, in order, conditioning blocks included (the last when the loop asks past the end)."""
+    pipe = VideoConditionalPipeline.from_config(tiny_config("num_output_frames=9"))
+    passed, write_context = [], pipe._write_context
+
+    def recording_write_context(latents, block, *args, **kwargs):
+        passed.append(block.index)
+        return write_context(latents, block, *args, **kwargs)
+
+    monkeypatch.setattr(pipe, "_write_context", recording_write_context)
+    handed = []
+    for result in pipe.stream("a red square", "a blue circle", _conditioning_video(0), seed=0):
+        assert passed == list(range(result.block.index)), (passed, result.block)
+        handed.append(result.block.index)
+    assert handed == passed == [0, 1, 2]
+
+
 def _conditioning_video(seed: int, frames: int = 9) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(1, 3, frames, 32, 48, generator=g) * 2 - 1
