@@ -9,7 +9,7 @@ Wan decoder spends most of its time in these convolutions. With the activations 
 the stacking of its `kt` input frames.
 
 `fold_causal_convs(module)` swaps every eligible `WanCausalConv3d` in place (their weights stay the
-parameters of record; a folded copy is kept as a non-persistent buffer, so state dicts are unchanged).
+parameters of record, so state dicts are unchanged; the folded copy is rebuilt when they change).
 """
 
 from __future__ import annotations
@@ -22,14 +22,17 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 class FoldedCausalConv3d(WanCausalConv3d):
     """A `WanCausalConv3d` computed as one `conv2d` over its output frames (same result, same cache API)."""
 
-    folded_weight: torch.Tensor
-
-    def fold(self) -> FoldedCausalConv3d:
-        """(Re)build the 2D weight [C_out, kt * C_in, kh, kw] from the 3D one; call after changing weights."""
-        out_channels, in_channels, kt, kh, kw = self.weight.shape
-        folded = self.weight.detach().permute(0, 2, 1, 3, 4).reshape(out_channels, kt * in_channels, kh, kw)
-        self.register_buffer("folded_weight", folded.contiguous(memory_format=torch.channels_last), persistent=False)
-        return self
+    def folded_weight(self) -> torch.Tensor:
+        """The 2D weight [C_out, kt * C_in, kh, kw], rebuilt whenever the 3D weight changed (a load, a move
+        to another device or dtype: both change its storage or its version counter)."""
+        weight = self.weight
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if getattr(self, "_fold_key", None) != key:
+            out_channels, in_channels, kt, kh, kw = weight.shape
+            folded = weight.detach().permute(0, 2, 1, 3, 4).reshape(out_channels, kt * in_channels, kh, kw)
+            self._folded = folded.contiguous(memory_format=torch.channels_last)
+            self._fold_key = key
+        return self._folded
 
     def forward(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
         kt = self.kernel_size[0]
@@ -45,7 +48,7 @@ class FoldedCausalConv3d(WanCausalConv3d):
         taps = torch.cat([per_frame[:, k : k + out_frames] for k in range(kt)], dim=-1) if kt > 1 else per_frame
         taps = taps.reshape(batch * out_frames, height, width, kt * channels).permute(0, 3, 1, 2)
         spatial_pad = (self._padding[2], self._padding[0])  # (h, w): zeros, as the 3D layer pads them
-        out = F.conv2d(taps, self.folded_weight, self.bias, stride=self.stride[1:], padding=spatial_pad)
+        out = F.conv2d(taps, self.folded_weight(), self.bias, stride=self.stride[1:], padding=spatial_pad)
         out = out.reshape(batch, out_frames, *out.shape[1:])  # [B, T, C_out, H', W']
         return out.transpose(1, 2)
 
@@ -69,6 +72,5 @@ def fold_causal_convs(module: torch.nn.Module) -> int:
     for conv in module.modules():
         if foldable(conv):
             conv.__class__ = FoldedCausalConv3d
-            conv.fold()
             count += 1
     return count

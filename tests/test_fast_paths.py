@@ -86,6 +86,24 @@ def test_folded_vae_convs_match_the_3d_ones():
         torch.testing.assert_close(folded_frames, frames, atol=1e-5, rtol=0)
 
 
+def test_folded_vae_convs_follow_weights_loaded_after_folding():
+    """The folded 2D weights are derived, not stored: a state dict loaded (or a dtype set) after folding
+    is what the folded layers compute with."""
+    torch.manual_seed(0)
+    folded, other = build_vae(PRESETS["tiny"].vae), build_vae(PRESETS["tiny"].vae)
+    latents = torch.randn(1, 3, folded.config.z_dim, 4, 6, generator=torch.Generator().manual_seed(2))
+    fold_causal_convs(folded)
+    StreamingVAE(folded).decode(latents)  # folds the first weights
+    folded.load_state_dict(other.state_dict())
+    torch.testing.assert_close(
+        StreamingVAE(folded).decode(latents), StreamingVAE(other).decode(latents), atol=1e-5, rtol=0
+    )
+    folded, other = folded.double(), other.double()
+    torch.testing.assert_close(
+        StreamingVAE(folded).decode(latents), StreamingVAE(other).decode(latents), atol=1e-9, rtol=0
+    )
+
+
 def test_fold_vae_convs_switch_keeps_the_pipeline_output():
     """The config switch end to end: a video-conditional run's frames within 1e-5 of the plain run's."""
     video = torch.rand(1, 3, 9, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
