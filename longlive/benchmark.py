@@ -10,6 +10,7 @@ prompt embeddings), as in the reference numbers of BENCHMARKS.md. Prints one JSO
 from __future__ import annotations
 
 import platform
+import statistics
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ def _mark(device: torch.device) -> torch.cuda.Event | float:
     if device.type != "cuda":
         return time.perf_counter()
     event = torch.cuda.Event(enable_timing=True)
-    event.record()
+    event.record(torch.cuda.current_stream(device))
     return event
 
 
@@ -72,7 +73,7 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
     """Warm up, then time the generator alone, the decode alone and both end to end (see the module doc).
     `pipe`: an already built (and possibly modified) `benchmark_pipeline(cfg)`, for experiments."""
     pipe = benchmark_pipeline(cfg) if pipe is None else pipe
-    device = pipe.device
+    cfg, device = pipe.cfg, pipe.device
     prompt = "benchmark"
 
     for _ in range(warmup_runs):
@@ -99,6 +100,7 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
         with _timer(device, vae_s):
             pipe.vae.decode(block.latents)
 
+    del blocks  # their latents would count in the memory figures below
     # 3. End to end: generation and decode, frames out per second of wall time. Each block's time (CUDA
     #    events, so the GPU is not stalled between blocks) and the memory it leaves allocated show
     #    whether a long video costs more per block.
@@ -142,7 +144,8 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
 
 
 def profile_block(cfg, blocks: int = 3, rows: int = 25) -> str:
-    """Where the time of a few generated blocks goes: the profiler's table of ops by device time."""
+    """Where the time of the first `blocks` blocks goes (denoising and decode; the cache passes of all but
+    the last, which runs after the block is handed back): the profiler's table of ops by device time."""
     from torch.profiler import ProfilerActivity, profile
 
     pipe = benchmark_pipeline(cfg)
@@ -160,19 +163,18 @@ def profile_block(cfg, blocks: int = 3, rows: int = 25) -> str:
 
 def steady_state(block_s: Sequence[float], allocated: Sequence[float | None]) -> dict:
     """Per-block end-to-end time (ms, median) over the first and the last tenth of the blocks after the
-    first, and GPU memory allocated (GiB) after the first block and after the last: equal pairs mean a
-    long video costs the same per frame as a short one."""
+    first (at least one block each), and GPU memory allocated (GiB) after the first block and after the
+    last: equal pairs mean a long video costs the same per frame as a short one. None where not measured."""
     steady = list(block_s[1:]) or list(block_s)
     tenth = max(1, len(steady) // 10)
-    gib = [None if a is None else round(a, 3) for a in (allocated[0], allocated[-1])] if allocated else [None, None]
+    first, last = (allocated[0], allocated[-1]) if allocated else (None, None)
     return {
-        "block_ms_first_tenth": round(1000 * _median(steady[:tenth]), 1),
-        "block_ms_last_tenth": round(1000 * _median(steady[-tenth:]), 1),
-        "allocated_gib_after_first_block": gib[0],
-        "allocated_gib_at_end": gib[1],
+        "block_ms_first_tenth": round(1000 * _median(steady[:tenth]), 1) if steady else None,
+        "block_ms_last_tenth": round(1000 * _median(steady[-tenth:]), 1) if steady else None,
+        "allocated_gib_after_first_block": None if first is None else round(first, 3),
+        "allocated_gib_at_end": None if last is None else round(last, 3),
     }
 
 
 def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
+    return statistics.median(values)

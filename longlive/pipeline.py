@@ -113,7 +113,9 @@ class Switch:
 
 @dataclass
 class BlockResult:
-    """One finished block: latents [B, F, C, h, w] and, when decoded, video frames [B, 3, N, H, W] in [-1, 1]."""
+    """One finished block: latents [B, F, C, h, w] and, when decoded, video frames [B, 3, N, H, W] in [-1, 1].
+
+    Read-only: the latents enter the KV cache after the block is handed back (`stream_prompts`)."""
 
     block: Block
     latents: torch.Tensor
@@ -249,6 +251,8 @@ class VideoConditionalPipeline:
             # The block is handed back before its cache pass: its frames need only the denoising (and the
             # decode), and the pass, which only the next block reads, runs when that block is asked for.
             yield BlockResult(block, latents, frames, prompt, switch)
+            # Every block's pass runs, the last one's too (when the loop asks past the end), so a
+            # finished rollout leaves the cache complete.
             self._write_context(latents, block, text, rng)  # 5, 7: into the KV cache
             recent = torch.cat([recent, latents], dim=1)[:, -self.kv_cache.window_frames :]
 

@@ -4,9 +4,9 @@ The generation loop is the pipeline's (`stream_prompts`); the session asks it fo
 and answers its per-block question "which prompt?" with the prompt typed last. Threads:
 
     generation thread (`run`, or the caller of `step`)    command threads (a terminal, a UI, tests)
-      at each block boundary: pending prompt -> current     set_prompt / pause / resume / save / quit:
-      one block: denoise, write the cache, decode           a field or an event under a lock, nothing
-      frames -> growing mp4, preview PNG, frame list        waits for the GPU (save copies the frame list)
+      the previous block's cache pass; at the boundary:     set_prompt / pause / resume / save / quit:
+      pending prompt -> current; one block: denoise,        a field or an event under a lock, nothing
+      decode; frames -> growing mp4, preview PNG, list      waits for the GPU (save copies the frame list)
 
 So a new prompt takes effect at the next block boundary, and the GPU sets the pace. `step` runs one
 block in the caller's thread, which makes a session scriptable (tests drive it block by block).

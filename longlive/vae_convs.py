@@ -24,9 +24,11 @@ class FoldedCausalConv3d(WanCausalConv3d):
 
     def folded_weight(self) -> torch.Tensor:
         """The 2D weight [C_out, kt * C_in, kh, kw], rebuilt whenever the 3D weight changed (a load, a move
-        to another device or dtype: both change its storage or its version counter)."""
+        to another device or dtype: both change its storage or its version counter; writes through
+        `weight.data` bypass the counter and are not seen)."""
         weight = self.weight
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        version = 0 if weight.is_inference() else weight._version  # inference tensors keep no counter
+        key = (weight.data_ptr(), version, weight.dtype, weight.device)
         if getattr(self, "_fold_key", None) != key:
             out_channels, in_channels, kt, kh, kw = weight.shape
             folded = weight.detach().permute(0, 2, 1, 3, 4).reshape(out_channels, kt * in_channels, kh, kw)
@@ -35,6 +37,8 @@ class FoldedCausalConv3d(WanCausalConv3d):
         return self._folded
 
     def forward(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            return super().forward(x, cache_x)  # training: the folded copy is detached, the 3D layer is not
         kt = self.kernel_size[0]
         time_pad = self._padding[4]
         if cache_x is not None and time_pad > 0:
@@ -42,6 +46,8 @@ class FoldedCausalConv3d(WanCausalConv3d):
             time_pad -= cache_x.shape[2]
         if time_pad > 0:
             x = F.pad(x, (0, 0, 0, 0, time_pad, 0))  # causal: zeros before the first frame only
+        elif time_pad < 0:
+            x = x[:, :, -time_pad:]  # a cache longer than the kernel needs: its oldest frames go, as in diffusers
         batch, channels, frames, height, width = x.shape
         out_frames = frames - kt + 1
         per_frame = x.permute(0, 2, 3, 4, 1)  # [B, T, H, W, C]: a view when x is channels_last_3d

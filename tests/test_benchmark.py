@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import TINY_CONFIG, tiny_config
 
-from longlive.benchmark import profile_block, run_benchmark, steady_state
+from longlive.benchmark import benchmark_pipeline, profile_block, run_benchmark, steady_state
 from longlive.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,12 +45,21 @@ def test_benchmark_reports_every_figure_for_the_whole_video():
 
 
 def test_steady_state_compares_the_first_and_last_tenth_after_the_first_block():
-    block_s = [5.0] + [0.1] * 10 + [0.2] * 9 + [0.3]  # 20 blocks after the first: tenths of 2
+    block_s = [5.0] + [0.1] * 10 + [0.2] * 8 + [0.3] * 2  # 20 blocks after the first: tenths of 2
     report = steady_state(block_s, [1.0] + [1.5] * 20)
     assert report["block_ms_first_tenth"] == pytest.approx(100.0)
     assert report["block_ms_last_tenth"] == pytest.approx(300.0)  # a slowdown shows
     assert (report["allocated_gib_after_first_block"], report["allocated_gib_at_end"]) == (1.0, 1.5)
     assert steady_state([0.5], [None])["block_ms_first_tenth"] == pytest.approx(500.0)  # one block
+    assert set(steady_state([], []).values()) == {None}  # nothing measured
+
+
+def test_benchmark_times_the_pipeline_it_is_given(monkeypatch):
+    """An experiment's modified pipeline is timed as given, and the workload is read from it."""
+    pipe = benchmark_pipeline(tiny_config("num_output_frames=6"))
+    monkeypatch.setattr("longlive.benchmark.benchmark_pipeline", lambda cfg: pytest.fail("pipeline rebuilt"))
+    report = run_benchmark(tiny_config("num_output_frames=12"), warmup_runs=0, pipe=pipe)
+    assert report["video_frames"] == 4 * 6 - 3 and report["workload"]["latent_frames"] == 6
 
 
 def test_bench_command_prints_one_json_line_and_the_profile(capsys):

@@ -156,6 +156,21 @@ def test_blocks_are_handed_back_before_their_cache_pass(monkeypatch):
     assert handed == passed == [0, 1, 2]
 
 
+def test_a_stream_left_early_does_not_change_the_next_one():
+    """A consumer that stops after one block (its cache pass never runs) leaves nothing behind: the next
+    stream on the same pipeline equals a fresh pipeline's."""
+    video = _conditioning_video(0)
+    pipe = VideoConditionalPipeline.from_config(tiny_config("num_output_frames=9"))
+    stream = pipe.stream("a red square", "a blue circle", video, seed=0)
+    next(stream)
+    stream.close()
+    again = pipe("a red square", "a blue circle", video, seed=0)
+    fresh = VideoConditionalPipeline.from_config(tiny_config("num_output_frames=9"))(
+        "a red square", "a blue circle", video, seed=0
+    )
+    assert torch.equal(again.latents, fresh.latents) and torch.equal(again.frames, fresh.frames)
+
+
 def _conditioning_video(seed: int, frames: int = 9) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(1, 3, frames, 32, 48, generator=g) * 2 - 1

@@ -104,6 +104,27 @@ def test_folded_vae_convs_follow_weights_loaded_after_folding():
     )
 
 
+def test_folded_vae_convs_in_inference_mode_and_under_training():
+    """Weights made under inference_mode (no version counter) fold; weights that require grad train
+    through the 3D layer (the folded copy is detached), with the same output."""
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        reference, folded = build_vae(PRESETS["tiny"].vae), build_vae(PRESETS["tiny"].vae)
+        folded.load_state_dict(reference.state_dict())
+        fold_causal_convs(folded)
+        latents = torch.randn(1, 2, reference.config.z_dim, 4, 6)
+        torch.testing.assert_close(StreamingVAE(folded).decode(latents), StreamingVAE(reference).decode(latents))
+
+    conv = WanCausalConv3d(4, 5, 3, padding=1)
+    x = torch.randn(1, 4, 3, 6, 6)
+    expected = conv(x)
+    fold_causal_convs(conv)
+    out = conv(x)
+    out.sum().backward()
+    assert conv.weight.grad is not None
+    torch.testing.assert_close(out, expected)
+
+
 def test_fold_vae_convs_switch_keeps_the_pipeline_output():
     """The config switch end to end: a video-conditional run's frames within 1e-5 of the plain run's."""
     video = torch.rand(1, 3, 9, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
