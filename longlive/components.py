@@ -90,8 +90,8 @@ def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
             vae = build_vae(arch)
         vae = vae.to(dtype)
     if cfg.fold_vae_convs:
-        logger.info("VAE: %d causal convolutions folded into 2D ones, channels-last", fold_causal_convs(vae))
-    return StreamingVAE(vae, channels_last=cfg.fold_vae_convs)
+        logger.info("VAE: %d causal convolutions folded into 2D ones", fold_causal_convs(vae))
+    return StreamingVAE(vae)
 
 
 def build_prompt_encoder(cfg: DictConfig, device: torch.device) -> PromptEncoder:

@@ -46,10 +46,8 @@ class StreamingVAE:
     into 1 frame and every later one into `temporal_stride` frames, one latent frame per decoder call.
     """
 
-    def __init__(self, vae: AutoencoderKLWan, channels_last: bool = False) -> None:
+    def __init__(self, vae: AutoencoderKLWan) -> None:
         self.vae = vae.eval().requires_grad_(False)
-        # Activations in channels_last_3d: what folded convolutions (longlive.vae_convs) read without copies.
-        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.stride = vae.config.scale_factor_temporal
         z_dim = vae.config.z_dim
         self.mean = torch.tensor(vae.config.latents_mean).view(1, 1, z_dim, 1, 1)
@@ -83,7 +81,7 @@ class StreamingVAE:
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Feed video frames [B, 3, N, H, W]; return the latents [B, F, C, h, w] they complete (F may be 0)."""
-        frames = frames.to(device=self.device, dtype=self.dtype).contiguous(memory_format=self.memory_format)
+        frames = frames.to(device=self.device, dtype=self.dtype)
         if self._pending is not None:
             frames = torch.cat([self._pending, frames], dim=2)
         latents = []
@@ -116,7 +114,7 @@ class StreamingVAE:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Decode the next latents [B, F, C, h, w] -> frames [B, 3, N, H, W] in [-1, 1]."""
         latents = self.denormalize(latents.to(device=self.device, dtype=torch.float32)).to(self.dtype)
-        latents = latents.transpose(1, 2).contiguous(memory_format=self.memory_format)  # [B, C, F, h, w]
+        latents = latents.transpose(1, 2)  # [B, C, F, h, w]
         # One latent frame per decoder call, as diffusers decodes: the activations of a call are those of
         # 4 output frames whatever the block size (the first call must be a single frame anyway).
         pieces = [self._decode_piece(latents[:, :, i : i + 1]) for i in range(latents.shape[2])]

@@ -4,9 +4,9 @@ A causal convolution with a kernel of `kt` frames computes each output frame fro
 input frames. Stacking those frames along the channels turns it into one 2D convolution with `kt`
 times the input channels, over all output frames at once (they become the batch): the same sums, in
 another order. cuDNN's 2D kernels in channels-last bf16 are far better tuned than its 3D ones, and the
-Wan decoder spends most of its time in these convolutions. With the activations kept channels-last
-(`channels_last_3d`), the frames-as-batch reshapes are free views; the one copy per convolution is
-the stacking of its `kt` input frames.
+Wan decoder spends most of its time in these convolutions. A folded convolution's output is
+channels-last (`channels_last_3d`), so after the first one the frames-as-batch reshapes are free views;
+the one copy per convolution is the stacking of its `kt` input frames.
 
 `fold_causal_convs(module)` swaps every eligible `WanCausalConv3d` in place (their weights stay the
 parameters of record, so state dicts are unchanged; the folded copy is rebuilt when they change).

@@ -66,7 +66,7 @@ def test_cuda_graphs_match_eager(compiled):
 def test_folded_vae_convs_match_the_3d_ones():
     """fold_vae_convs: every causal convolution but the encoder's time-strided ones runs as a 2D one;
     a streamed encode and decode (caches carried across calls) stay within 1e-5 of the 3D layers in
-    float32, channels-last or not, and the state dict is unchanged (the folded weight is not saved)."""
+    float32, and the state dict is unchanged (the folded weight is not saved)."""
     torch.manual_seed(0)
     vae = build_vae(PRESETS["tiny"].vae)
     video = torch.rand(1, 3, 13, 32, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1
@@ -78,12 +78,11 @@ def test_folded_vae_convs_match_the_3d_ones():
     convs = [m for m in vae.modules() if isinstance(m, WanCausalConv3d)]
     assert fold_causal_convs(vae) == sum(conv.stride[0] == 1 for conv in convs) > 0
     assert set(vae.state_dict()) == keys
-    for channels_last in (False, True):
-        folded = StreamingVAE(vae, channels_last=channels_last)
-        folded_latents = torch.cat([folded.encode(video[:, :, :5]), folded.encode(video[:, :, 5:])], dim=1)
-        torch.testing.assert_close(folded_latents, latents, atol=1e-5, rtol=0)
-        folded_frames = torch.cat([folded.decode(latents[:, :2]), folded.decode(latents[:, 2:])], dim=2)
-        torch.testing.assert_close(folded_frames, frames, atol=1e-5, rtol=0)
+    folded = StreamingVAE(vae)
+    folded_latents = torch.cat([folded.encode(video[:, :, :5]), folded.encode(video[:, :, 5:])], dim=1)
+    torch.testing.assert_close(folded_latents, latents, atol=1e-5, rtol=0)
+    folded_frames = torch.cat([folded.decode(latents[:, :2]), folded.decode(latents[:, 2:])], dim=2)
+    torch.testing.assert_close(folded_frames, frames, atol=1e-5, rtol=0)
 
 
 def test_folded_vae_convs_follow_weights_loaded_after_folding():
