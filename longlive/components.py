@@ -21,6 +21,7 @@ from longlive.model import CausalWanModel, init_random_weights
 from longlive.text_encoder import PromptEncoder, byte_level_tokenizer, umt5_config
 from longlive.vae import StreamingVAE, build_vae
 from longlive.vae_convs import fold_causal_convs
+from longlive.vae_norms import fuse_vae_norms
 from longlive.weights import WeightsError, load_generator, load_text_encoder, load_vae
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
         vae = vae.to(dtype)
     if cfg.fold_vae_convs:
         logger.info("VAE: %d causal convolutions folded into 2D ones", fold_causal_convs(vae))
+    if cfg.fuse_vae_norms:
+        logger.info("VAE: %d RMS norms fused", fuse_vae_norms(vae))
     return StreamingVAE(vae)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_config
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm, WanUpsample
 from test_engine import LATENT_HW, cache_for, random_text
 
 from longlive.config import PRESETS
@@ -13,6 +13,7 @@ from longlive.pipeline import VideoConditionalPipeline, compile_blocks
 from longlive.text_encoder import byte_level_tokenizer
 from longlive.vae import StreamingVAE, build_vae
 from longlive.vae_convs import fold_causal_convs
+from longlive.vae_norms import fuse_vae_norms
 
 
 def _rollout(model, latents, timesteps, text, block_sizes=(3, 3, 3)):
@@ -124,13 +125,64 @@ def test_folded_vae_convs_in_inference_mode_and_under_training():
     torch.testing.assert_close(out, expected)
 
 
-def test_fold_vae_convs_switch_keeps_the_pipeline_output():
-    """The config switch end to end: a video-conditional run's frames within 1e-5 of the plain run's."""
+def _vae_with_random_norm_weights(seed: int = 0):
+    """The tiny VAE with every norm's gamma away from its initial ones (a wrong scale must show)."""
+    torch.manual_seed(seed)
+    vae = build_vae(PRESETS["tiny"].vae)
+    for norm in vae.modules():
+        if isinstance(norm, WanRMS_norm):
+            norm.gamma.data.uniform_(0.5, 1.5)
+    return vae
+
+
+def _stream(vae, video, latents):
+    """A streamed encode of `video` and decode of `latents`, each in two calls (caches carried)."""
+    stream = StreamingVAE(vae)
+    encoded = torch.cat([stream.encode(video[:, :, :5]), stream.encode(video[:, :, 5:])], dim=1)
+    decoded = torch.cat([stream.decode(latents[:, :2]), stream.decode(latents[:, 2:])], dim=2)
+    return encoded, decoded
+
+
+@pytest.mark.parametrize("fold", [False, True], ids=["3d-convs", "folded-convs"])
+def test_fused_vae_norms_match_diffusers_norms(fold):
+    """fuse_vae_norms: every RMS norm becomes one rms_norm (+ SiLU); a streamed encode and decode stay
+    within 1e-5 of diffusers' norms in float32, alone or with folded convolutions; state dict unchanged."""
+    vae = _vae_with_random_norm_weights()
+    video = torch.rand(1, 3, 13, 32, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    latents = torch.randn(1, 4, vae.config.z_dim, 4, 6, generator=torch.Generator().manual_seed(2))
+    expected = _stream(vae, video, latents)
+    keys = set(vae.state_dict())
+
+    norms = sum(isinstance(m, WanRMS_norm) for m in vae.modules())
+    if fold:
+        fold_causal_convs(vae)
+    assert fuse_vae_norms(vae) == norms > 0
+    assert not any(isinstance(m, torch.nn.SiLU) for m in vae.modules())  # every SiLU went into a norm
+    assert set(vae.state_dict()) == keys
+    for actual, reference in zip(_stream(vae, video, latents), expected, strict=True):
+        torch.testing.assert_close(actual, reference, atol=1e-5, rtol=0)
+
+
+def test_native_dtype_upsample_is_exact_in_bfloat16():
+    """Nearest upsampling without the float32 round trip gives the very same bf16 values."""
+    x = torch.randn(2, 5, 6, 7).to(torch.bfloat16)
+    upsample = WanUpsample(scale_factor=(2.0, 2.0), mode="nearest-exact")
+    expected = upsample(x)
+    fuse_vae_norms(upsample)
+    assert type(upsample) is not WanUpsample
+    assert torch.equal(upsample(x), expected)
+
+
+@pytest.mark.parametrize(
+    ("switch", "fast_layer"), [("fold_vae_convs", "FoldedCausalConv3d"), ("fuse_vae_norms", "FusedRMSNorm")]
+)
+def test_vae_switch_keeps_the_pipeline_output(switch, fast_layer):
+    """Each VAE switch end to end: it puts its layers in the pipeline's VAE, and a video-conditional run's
+    frames stay within 1e-5 of the plain run's."""
     video = torch.rand(1, 3, 9, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    runs = [
-        VideoConditionalPipeline.from_config(tiny_config("num_output_frames=6", f"fold_vae_convs={flag}"))(
-            "a red square", "a blue circle", video, seed=0
-        )
-        for flag in ("false", "true")
-    ]
-    torch.testing.assert_close(runs[1].frames, runs[0].frames, atol=1e-5, rtol=0)
+    frames = []
+    for flag in (False, True):
+        pipe = VideoConditionalPipeline.from_config(tiny_config("num_output_frames=6", f"{switch}={flag}".lower()))
+        assert any(type(m).__name__ == fast_layer for m in pipe.vae.vae.modules()) == flag
+        frames.append(pipe("a red square", "a blue circle", video, seed=0).frames)
+    torch.testing.assert_close(frames[1], frames[0], atol=1e-5, rtol=0)
