@@ -31,18 +31,28 @@ def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
 
 def _axis_angles(positions: torch.Tensor, dims: int, theta: float) -> torch.Tensor:
     """Rotation angles [P, dims/2] for integer positions, in float64 as Wan computes them."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, dims, 2, dtype=torch.float64) / dims)
+    inv_freq = 1.0 / theta ** (torch.arange(0, dims, 2, dtype=torch.float64, device=positions.device) / dims)
     return torch.outer(positions.to(torch.float64), inv_freq)
 
 
 def rope_angles(
-    head_dim: int, start_frame: int, num_frames: int, height: int, width: int, theta: float = 10000.0
+    head_dim: int,
+    start_frame: int,
+    num_frames: int,
+    height: int,
+    width: int,
+    theta: float = 10000.0,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Angles [F*H*W, head_dim/2] for a block of tokens whose time position is the absolute frame index."""
+    """Angles [F*H*W, head_dim/2] for a block of tokens whose time position is the absolute frame index.
+
+    Computed where they are used: built on the CPU, every pass would wait for the GPU to finish the
+    previous one before copying them over (a pageable host-to-device copy synchronises).
+    """
     dim_t, dim_h, dim_w = rope_axis_dims(head_dim)
-    t = _axis_angles(torch.arange(start_frame, start_frame + num_frames), dim_t, theta)
-    h = _axis_angles(torch.arange(height), dim_h, theta)
-    w = _axis_angles(torch.arange(width), dim_w, theta)
+    t = _axis_angles(torch.arange(start_frame, start_frame + num_frames, device=device), dim_t, theta)
+    h = _axis_angles(torch.arange(height, device=device), dim_h, theta)
+    w = _axis_angles(torch.arange(width, device=device), dim_w, theta)
     grid = torch.cat(
         [
             t[:, None, None].expand(num_frames, height, width, -1),

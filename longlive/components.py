@@ -19,7 +19,7 @@ from longlive.config import PRESETS, AdapterConfig, torch_dtype
 from longlive.lora import apply_lora
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.text_encoder import PromptEncoder, byte_level_tokenizer, umt5_config
-from longlive.vae import StreamingVAE, build_vae
+from longlive.vae import StreamingVAE, build_vae, compile_decoder
 from longlive.vae_convs import fold_causal_convs
 from longlive.vae_norms import fuse_vae_norms
 from longlive.weights import WeightsError, load_generator, load_text_encoder, load_vae
@@ -94,6 +94,9 @@ def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
         logger.info("VAE: %d causal convolutions folded into 2D ones", fold_causal_convs(vae))
     if cfg.fuse_vae_norms:
         logger.info("VAE: %d RMS norms fused", fuse_vae_norms(vae))
+    if cfg.compile_vae:
+        compile_decoder(vae)
+        logger.info("VAE: decoder compiled on first use (static shapes)")
     return StreamingVAE(vae)
 
 

@@ -125,9 +125,9 @@ class KVCache:
         for frame, slot in zip(range(start_frame, end), slots, strict=True):
             self.slot_frames[slot] = frame
         self.end_frame = end
-        tokens = torch.arange(self.frame_tokens)
-        index = torch.cat([slot * self.frame_tokens + tokens for slot in slots])
-        self._token_index = index.to(self.keys.device)
+        # Built on the device: a host-to-device copy would make every pass wait for the previous one.
+        device, size = self.keys.device, self.frame_tokens
+        self._token_index = torch.cat([torch.arange(slot * size, (slot + 1) * size, device=device) for slot in slots])
         self._visible_tokens = min(end, self.cache_frames) * self.frame_tokens
         self._mask = None if len(sizes) == 1 else self._pass_mask(start_frame, sizes)
 

@@ -212,8 +212,9 @@ class CausalWanModel(nn.Module):
         return latent_shape[1] // pt, latent_shape[3] // ph, latent_shape[4] // pw
 
     def rotary_table(self, latent_shape: torch.Size, start_frame: int, device: torch.device) -> RotaryTable:
-        """RoPE of a block starting at absolute frame `start_frame` (computed on the CPU, then moved)."""
-        return RotaryTable(rope_angles(self.arch.head_dim, start_frame, *self.token_grid(latent_shape)), device)
+        """RoPE of a block starting at absolute frame `start_frame`, computed on `device`."""
+        grid = self.token_grid(latent_shape)
+        return RotaryTable(rope_angles(self.arch.head_dim, start_frame, *grid, device=device), device)
 
     def run_blocks(
         self,

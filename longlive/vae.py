@@ -37,6 +37,20 @@ def build_vae(
     )
 
 
+# A streamed decode calls the decoder with three shapes of causal caches (none, after the first latent
+# frame, steady) and dynamo keeps one graph per shape for each frame it resumes after a graph break.
+DECODER_COMPILE_CACHE_SIZE = 64
+
+
+def compile_decoder(vae: AutoencoderKLWan) -> None:
+    """Compile the decoder in place (its state dict keys stay): inductor fuses the bias adds, the
+    concatenations of the causal caches and the norms around each convolution. Shapes are static: a
+    stream's calls have only the few shapes above, and static kernels are the fast ones."""
+    limit = torch._dynamo.config.cache_size_limit
+    torch._dynamo.config.cache_size_limit = max(limit, DECODER_COMPILE_CACHE_SIZE)
+    vae.decoder.compile(dynamic=False)
+
+
 class StreamingVAE:
     """Block-by-block encode and decode through persistent causal caches.
 
@@ -131,7 +145,16 @@ class StreamingVAE:
 
     def normalize(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw VAE means [B, F, C, h, w] -> the generator's latent space."""
-        return (latents.float() - self.mean.to(latents.device)) / self.std.to(latents.device)
+        mean, std = self._statistics(latents.device)
+        return (latents.float() - mean) / std
 
     def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
-        return latents.float() * self.std.to(latents.device) + self.mean.to(latents.device)
+        mean, std = self._statistics(latents.device)
+        return latents.float() * std + mean
+
+    def _statistics(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The latent mean and std on `device`, copied once: a copy per call would make the host wait for
+        the GPU's queued work (a pageable host-to-device copy synchronises)."""
+        if self.mean.device != device:
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self.mean, self.std

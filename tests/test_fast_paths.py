@@ -8,10 +8,11 @@ from conftest import tiny_config
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm, WanUpsample
 from test_engine import LATENT_HW, cache_for, random_text
 
+from longlive.components import build_streaming_vae
 from longlive.config import PRESETS
 from longlive.pipeline import VideoConditionalPipeline, compile_blocks
 from longlive.text_encoder import byte_level_tokenizer
-from longlive.vae import StreamingVAE, build_vae
+from longlive.vae import StreamingVAE, build_vae, compile_decoder
 from longlive.vae_convs import fold_causal_convs
 from longlive.vae_norms import fuse_vae_norms
 
@@ -161,6 +162,29 @@ def test_fused_vae_norms_match_diffusers_norms(fold):
     assert set(vae.state_dict()) == keys
     for actual, reference in zip(_stream(vae, video, latents), expected, strict=True):
         torch.testing.assert_close(actual, reference, atol=1e-5, rtol=0)
+
+
+def test_compiled_decoder_matches_eager():
+    """compile_vae: a streamed decode through the compiled decoder (all three cache shapes: first latent
+    frame, second, steady) stays within 1e-5 of the eager one in float32, after both other VAE switches;
+    the state dict keys are unchanged."""
+    vae = _vae_with_random_norm_weights()
+    fold_causal_convs(vae)
+    fuse_vae_norms(vae)
+    latents = torch.randn(1, 4, vae.config.z_dim, 4, 6, generator=torch.Generator().manual_seed(2))
+    keys = set(vae.state_dict())
+    stream = StreamingVAE(vae)
+    expected = [stream.decode(latents[:, :2]), stream.decode(latents[:, 2:])]
+    compile_decoder(vae)
+    assert vae.decoder._compiled_call_impl is not None
+    assert set(vae.state_dict()) == keys
+    stream.reset_decoder()
+    for _ in range(2):  # the second video reuses the compiled graphs
+        actual = [stream.decode(latents[:, :2]), stream.decode(latents[:, 2:])]
+        for got, want in zip(actual, expected, strict=True):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        stream.reset_decoder()
+    assert build_streaming_vae(tiny_config("compile_vae=true"), torch.device("cpu")).vae.decoder._compiled_call_impl
 
 
 def test_native_dtype_upsample_is_exact_in_bfloat16():
