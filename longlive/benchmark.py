@@ -163,16 +163,20 @@ def profile_block(cfg, blocks: int = 3, rows: int = 25) -> str:
 
 def steady_state(block_s: Sequence[float], allocated: Sequence[float | None]) -> dict:
     """Per-block end-to-end time (ms, median) over the first and the last tenth of the blocks after the
-    first (at least one block each), and GPU memory allocated (GiB) after the first block and after the
-    last: equal pairs mean a long video costs the same per frame as a short one. None where not measured."""
+    first (at least one block each), and GPU memory allocated (GiB) after the first block, after the first
+    tenth and after the last: equal times and equal memory from the first tenth on mean a long video costs
+    the same per frame as a short one (the first blocks may still be filling the caches). None where not
+    measured."""
     steady = list(block_s[1:]) or list(block_s)
     tenth = max(1, len(steady) // 10)
-    first, last = (allocated[0], allocated[-1]) if allocated else (None, None)
+    marks = (allocated[0], allocated[min(tenth, len(allocated) - 1)], allocated[-1]) if allocated else (None,) * 3
+    first, after_tenth, last = (None if gib is None else round(gib, 3) for gib in marks)
     return {
         "block_ms_first_tenth": round(1000 * _median(steady[:tenth]), 1) if steady else None,
         "block_ms_last_tenth": round(1000 * _median(steady[-tenth:]), 1) if steady else None,
-        "allocated_gib_after_first_block": None if first is None else round(first, 3),
-        "allocated_gib_at_end": None if last is None else round(last, 3),
+        "allocated_gib_after_first_block": first,
+        "allocated_gib_after_first_tenth": after_tenth,
+        "allocated_gib_at_end": last,
     }
 
 
