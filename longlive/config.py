@@ -204,6 +204,7 @@ class InferenceConfig:
     fold_vae_convs: bool = False  # the VAE's causal 3D convolutions as 2D ones (vae_convs.py)
     fuse_vae_norms: bool = False  # the VAE's RMS norms (+ SiLU) as one fused kernel each (vae_norms.py)
     compile_vae: bool = False  # torch.compile the VAE decoder (static shapes; about 90 s on the first block)
+    fp8_linears: bool = False  # the transformer blocks' linears in float8, row-wise scales (fp8.py; not exact)
     # Folder of Wan2.1-T2V-1.3B, original (LongLive's wan_models/Wan2.1-T2V-1.3B) or diffusers layout
     # (Wan2.1-T2V-1.3B-Diffusers): base generator, VAE, text encoder, tokenizer. None = random weights.
     wan_model_dir: str | None = None

@@ -125,7 +125,7 @@ class WanBlock(nn.Module):
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
             (self.modulation.float().unsqueeze(1) + time).unsqueeze(3).unbind(2)
         )  # each [B, F, 1, C]
-        dtype = self.ffn[0].weight.dtype
+        dtype = self.ffn[0].bias.dtype  # the linears compute in it (a float8 layer keeps its bias in it too)
 
         h = (self.norm1(x) * (1 + scale_sa) + shift_sa).to(dtype).flatten(1, 2)  # [B, F*T, C]
         h = self.self_attn(h, rope, kv_cache, mask)
