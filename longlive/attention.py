@@ -49,6 +49,8 @@ def rope_angles(
     Computed where they are used: built on the CPU, every pass would wait for the GPU to finish the
     previous one before copying them over (a pageable host-to-device copy synchronises).
     """
+    if device is not None and torch.device(device).type == "mps":
+        device = "cpu"  # no float64 there; the caller's RotaryTable moves the result
     dim_t, dim_h, dim_w = rope_axis_dims(head_dim)
     t = _axis_angles(torch.arange(start_frame, start_frame + num_frames, device=device), dim_t, theta)
     h = _axis_angles(torch.arange(height, device=device), dim_h, theta)

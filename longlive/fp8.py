@@ -8,7 +8,9 @@ keeps the outliers of one token from costing the others their precision). The cr
 values project the text once per prompt and stay in bf16, as do the embeddings, modulation and head.
 
 Not bit-exact: a test states the tolerance against the bf16 reference, and BENCHMARKS.md records the
-generator's output cosine on the GPU.
+generator's output cosine on the GPU. The conversion is the last step of building the generator (after
+loading and merging LoRA): a converted layer holds float8 weights and their scales, so a bf16 state
+dict does not load into it.
 """
 
 from __future__ import annotations
@@ -53,11 +55,16 @@ class Float8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, float8 row-wise"
 
 
-def check_fp8_support(device: torch.device) -> None:
-    """Float8 matrix products need a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper), or the CPU."""
-    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+def check_fp8_support(device: torch.device, dtype: torch.dtype) -> None:
+    """Float8 products with row-wise scales need a CUDA GPU of compute capability 8.9 or newer (Ada,
+    Hopper) and a bf16 model there (cuBLAS returns row-scaled products in bf16); the CPU takes any dtype."""
+    if device.type != "cuda":
+        return
+    if torch.cuda.get_device_capability(device) < (8, 9):
         name = torch.cuda.get_device_name(device)
         raise ConfigError(f"fp8_linears=true needs a GPU of compute capability 8.9 or newer (Ada, Hopper), not {name}")
+    if dtype != torch.bfloat16:
+        raise ConfigError(f"fp8_linears=true on a GPU needs dtype=bfloat16, not {dtype}")
 
 
 def convert_block_linears(blocks: nn.ModuleList) -> int:

@@ -32,7 +32,6 @@ from omegaconf import DictConfig
 
 from longlive.components import build_generator, build_prompt_encoder, build_streaming_vae
 from longlive.config import ConfigError, Geometry, derive_geometry
-from longlive.fp8 import check_fp8_support, convert_block_linears
 from longlive.kv_cache import CrossAttentionCache, KVCache
 from longlive.model import CausalWanModel
 from longlive.runner import CUDAGraphGenerator
@@ -153,9 +152,6 @@ class VideoConditionalPipeline:
             cfg.denoising_step_list, cfg.model_kwargs.timestep_shift, cfg.warp_denoising_step
         )
         self.kv_cache: KVCache | None = None
-        if cfg.fp8_linears:
-            check_fp8_support(self.device)
-            logger.info("generator: %d linear layers in float8", convert_block_linears(self.generator.blocks))
         if cfg.compile_generator:
             compile_blocks(self.generator)
         self._step = self.generator

@@ -45,7 +45,8 @@ DECODER_COMPILE_CACHE_SIZE = 64
 def compile_decoder(vae: AutoencoderKLWan) -> None:
     """Compile the decoder in place (its state dict keys stay): inductor fuses the bias adds, the
     concatenations of the causal caches and the norms around each convolution. Shapes are static: a
-    stream's calls have only the few shapes above, and static kernels are the fast ones."""
+    stream's calls have only the few shapes above, and static kernels are the fast ones. The raised
+    limit on compiled graphs per function is dynamo's, for the whole process."""
     limit = torch._dynamo.config.cache_size_limit
     torch._dynamo.config.cache_size_limit = max(limit, DECODER_COMPILE_CACHE_SIZE)
     vae.decoder.compile(dynamic=False)
