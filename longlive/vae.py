@@ -65,8 +65,10 @@ class StreamingVAE:
         self.vae = vae.eval().requires_grad_(False)
         self.stride = vae.config.scale_factor_temporal
         z_dim = vae.config.z_dim
-        self.mean = torch.tensor(vae.config.latents_mean).view(1, 1, z_dim, 1, 1)
-        self.std = torch.tensor(vae.config.latents_std).view(1, 1, z_dim, 1, 1)
+        # On the VAE's device, so that `.to(latents.device)` below copies nothing (a host-to-device copy
+        # per call would make the host wait for the GPU's queued work).
+        self.mean = torch.tensor(vae.config.latents_mean, device=self.device).view(1, 1, z_dim, 1, 1)
+        self.std = torch.tensor(vae.config.latents_std, device=self.device).view(1, 1, z_dim, 1, 1)
         self.reset()
 
     @property
@@ -146,16 +148,7 @@ class StreamingVAE:
 
     def normalize(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw VAE means [B, F, C, h, w] -> the generator's latent space."""
-        mean, std = self._statistics(latents.device)
-        return (latents.float() - mean) / std
+        return (latents.float() - self.mean.to(latents.device)) / self.std.to(latents.device)
 
     def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
-        mean, std = self._statistics(latents.device)
-        return latents.float() * std + mean
-
-    def _statistics(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The latent mean and std on `device`, copied once: a copy per call would make the host wait for
-        the GPU's queued work (a pageable host-to-device copy synchronises)."""
-        if self.mean.device != device:
-            self.mean, self.std = self.mean.to(device), self.std.to(device)
-        return self.mean, self.std
+        return latents.float() * self.std.to(latents.device) + self.mean.to(latents.device)

@@ -66,26 +66,36 @@ def test_cuda_graphs_match_eager(compiled):
         torch.testing.assert_close(actual, expected, atol=1e-4 if compiled else 1e-5, rtol=0)
 
 
+def _stream_inputs(vae):
+    """A 13-frame video and 4 latent frames (the decoder's three cache shapes) for the tiny VAE."""
+    video = torch.rand(1, 3, 13, 32, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    latents = torch.randn(1, 4, vae.config.z_dim, 4, 6, generator=torch.Generator().manual_seed(2))
+    return video, latents
+
+
+def _stream(vae, video, latents):
+    """A streamed encode of `video` and decode of `latents`, each in two calls (caches carried)."""
+    stream = StreamingVAE(vae)
+    encoded = torch.cat([stream.encode(video[:, :, :5]), stream.encode(video[:, :, 5:])], dim=1)
+    decoded = torch.cat([stream.decode(latents[:, :2]), stream.decode(latents[:, 2:])], dim=2)
+    return encoded, decoded
+
+
 def test_folded_vae_convs_match_the_3d_ones():
     """fold_vae_convs: every causal convolution but the encoder's time-strided ones runs as a 2D one;
     a streamed encode and decode (caches carried across calls) stay within 1e-5 of the 3D layers in
     float32, and the state dict is unchanged (the folded weight is not saved)."""
     torch.manual_seed(0)
     vae = build_vae(PRESETS["tiny"].vae)
-    video = torch.rand(1, 3, 13, 32, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    reference = StreamingVAE(vae)
-    latents = torch.cat([reference.encode(video[:, :, :5]), reference.encode(video[:, :, 5:])], dim=1)
-    frames = torch.cat([reference.decode(latents[:, :2]), reference.decode(latents[:, 2:])], dim=2)
+    video, latents = _stream_inputs(vae)
+    expected = _stream(vae, video, latents)
     keys = set(vae.state_dict())
 
     convs = [m for m in vae.modules() if isinstance(m, WanCausalConv3d)]
     assert fold_causal_convs(vae) == sum(conv.stride[0] == 1 for conv in convs) > 0
     assert set(vae.state_dict()) == keys
-    folded = StreamingVAE(vae)
-    folded_latents = torch.cat([folded.encode(video[:, :, :5]), folded.encode(video[:, :, 5:])], dim=1)
-    torch.testing.assert_close(folded_latents, latents, atol=1e-5, rtol=0)
-    folded_frames = torch.cat([folded.decode(latents[:, :2]), folded.decode(latents[:, 2:])], dim=2)
-    torch.testing.assert_close(folded_frames, frames, atol=1e-5, rtol=0)
+    for actual, reference in zip(_stream(vae, video, latents), expected, strict=True):
+        torch.testing.assert_close(actual, reference, atol=1e-5, rtol=0)
 
 
 def test_folded_vae_convs_follow_weights_loaded_after_folding():
@@ -137,21 +147,12 @@ def _vae_with_random_norm_weights(seed: int = 0):
     return vae
 
 
-def _stream(vae, video, latents):
-    """A streamed encode of `video` and decode of `latents`, each in two calls (caches carried)."""
-    stream = StreamingVAE(vae)
-    encoded = torch.cat([stream.encode(video[:, :, :5]), stream.encode(video[:, :, 5:])], dim=1)
-    decoded = torch.cat([stream.decode(latents[:, :2]), stream.decode(latents[:, 2:])], dim=2)
-    return encoded, decoded
-
-
 @pytest.mark.parametrize("fold", [False, True], ids=["3d-convs", "folded-convs"])
 def test_fused_vae_norms_match_diffusers_norms(fold):
     """fuse_vae_norms: every RMS norm becomes one rms_norm (+ SiLU); a streamed encode and decode stay
     within 1e-5 of diffusers' norms in float32, alone or with folded convolutions; state dict unchanged."""
     vae = _vae_with_random_norm_weights()
-    video = torch.rand(1, 3, 13, 32, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    latents = torch.randn(1, 4, vae.config.z_dim, 4, 6, generator=torch.Generator().manual_seed(2))
+    video, latents = _stream_inputs(vae)
     expected = _stream(vae, video, latents)
     keys = set(vae.state_dict())
 
@@ -172,7 +173,7 @@ def test_compiled_decoder_matches_eager():
     vae = _vae_with_random_norm_weights()
     fold_causal_convs(vae)
     fuse_vae_norms(vae)
-    latents = torch.randn(1, 4, vae.config.z_dim, 4, 6, generator=torch.Generator().manual_seed(2))
+    _, latents = _stream_inputs(vae)
     keys = set(vae.state_dict())
     stream = StreamingVAE(vae)
     expected = [stream.decode(latents[:, :2]), stream.decode(latents[:, 2:])]
