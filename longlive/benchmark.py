@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import torch
 
-from longlive.config import PRESETS
+from longlive.config import PRESETS, SPEED_SWITCHES
 from longlive.pipeline import VideoConditionalPipeline
 
 
@@ -139,6 +139,7 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
             "resolution": [cfg.height, cfg.width],
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__,
+            "switches": [name for name in SPEED_SWITCHES if cfg.get(name)],
         },
     }
 

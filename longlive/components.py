@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from transformers import AutoTokenizer, UMT5EncoderModel
 
 from longlive.config import PRESETS, AdapterConfig, torch_dtype
+from longlive.ffn import fuse_ffn_gelu
 from longlive.fp8 import check_fp8_support, convert_block_linears
 from longlive.lora import apply_lora
 from longlive.model import CausalWanModel, init_random_weights
@@ -76,6 +77,8 @@ def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
             model, cfg.lora_ckpt, adapter.rank, adapter.alpha, adapter.dropout, lora_dtype, cfg.merge_lora
         )
         logger.info("LoRA: %s (rank %d, %s)", cfg.lora_ckpt, adapter.rank, "merged" if cfg.merge_lora else "unmerged")
+    if cfg.fuse_ffn_gelu:
+        logger.info("generator: %d FFNs with the GELU in their first product", fuse_ffn_gelu(model.blocks))
     if cfg.fp8_linears:  # last: it quantizes the final (loaded, LoRA-merged) weights
         check_fp8_support(device, dtype)
         logger.info("generator: %d linear layers in float8", convert_block_linears(model.blocks))

@@ -31,7 +31,7 @@ FIELDS = {
 
 
 def test_benchmark_reports_every_figure_for_the_whole_video():
-    cfg = tiny_config("num_output_frames=9")
+    cfg = tiny_config("num_output_frames=9", "fuse_vae_norms=true", "fuse_ffn_gelu=true")
     report = run_benchmark(cfg, warmup_runs=0)
     assert set(report) == FIELDS
     assert report["video_frames"] == 4 * 9 - 3  # text-to-video: every latent frame generated and decoded
@@ -43,6 +43,7 @@ def test_benchmark_reports_every_figure_for_the_whole_video():
     geometry = [workload[k] for k in ("latent_frames", "frames_per_block", "window", "sink")]
     assert geometry == [9, 3, 6, 1]
     assert workload["steps"] == 4 and workload["resolution"] == [32, 48]
+    assert workload["switches"] == ["fuse_vae_norms", "fuse_ffn_gelu"]  # the speed switches on, in README order
 
 
 def test_steady_state_compares_the_first_and_last_tenth_after_the_first_block():

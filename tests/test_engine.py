@@ -8,6 +8,7 @@ from conftest import tiny_config
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
+from longlive.attention import RotaryTable, rope_angles
 from longlive.config import PRESETS
 from longlive.kv_cache import KVCache, frame_visibility_mask
 from longlive.model import CausalWanModel
@@ -211,3 +212,13 @@ def test_seed_defaults_run():
     blocks = plan_blocks(conditioning, 240, cfg.num_frame_per_block)
     assert [b.size for b in blocks if b.conditioning] == [3, 3, 3, 1]
     assert [b.size for b in blocks if not b.conditioning] == [3] * 76 + [2]
+
+
+def test_rotary_table_rotates_channel_pairs_as_complex_numbers():
+    """RoPE as Wan writes it: each channel pair (2i, 2i+1) is a complex number turned by its angle."""
+    angles = rope_angles(12, start_frame=5, num_frames=2, height=2, width=3)  # [12 tokens, 6 pairs]
+    x = torch.randn(1, angles.shape[0], 2, 12, generator=torch.Generator().manual_seed(0))
+    got = RotaryTable(angles, torch.device("cpu")).apply(x)
+    pairs = torch.view_as_complex(x.double().unflatten(-1, (-1, 2)).contiguous())
+    turned = pairs * torch.polar(torch.ones_like(angles), angles)[:, None, :]
+    torch.testing.assert_close(got.double(), torch.view_as_real(turned).flatten(-2), atol=1e-6, rtol=0)

@@ -10,6 +10,7 @@ from test_engine import LATENT_HW, cache_for, random_text
 
 from longlive.components import build_streaming_vae
 from longlive.config import PRESETS, ConfigError
+from longlive.ffn import GeluEpilogueFFN, fuse_ffn_gelu
 from longlive.fp8 import TARGETS, Float8Linear, convert_block_linears, quantize_rows
 from longlive.pipeline import VideoConditionalPipeline, compile_blocks
 from longlive.text_encoder import byte_level_tokenizer
@@ -251,3 +252,48 @@ def test_fp8_linears_refuse_an_unmerged_lora_layer():
     block.self_attn.q = torch.nn.Sequential(block.self_attn.q)
     with pytest.raises(ConfigError, match=r"blocks\.1\.self_attn\.q .*merge_lora=true"):
         convert_block_linears(pipe.generator.blocks)
+
+
+def _ffn_inputs(model, device: str, dtype: torch.dtype) -> tuple[torch.nn.Module, torch.Tensor]:
+    ffn = model.blocks[0].ffn.to(device, dtype)
+    x = torch.randn(1, 3, 7, model.arch.dim, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    return ffn, x
+
+
+def test_fuse_ffn_gelu_keeps_the_state_dict_and_the_cpu_output(tiny_model):
+    """fuse_ffn_gelu: every block's FFN is swapped, its parameters keep their names, and on the CPU (where
+    the epilogue is not used) the output is the reference's, bit for bit."""
+    ffn, x = _ffn_inputs(tiny_model, "cpu", torch.float32)
+    keys, reference = set(tiny_model.state_dict()), ffn(x)
+    assert fuse_ffn_gelu(tiny_model.blocks) == len(tiny_model.blocks)
+    assert all(isinstance(block.ffn, GeluEpilogueFFN) for block in tiny_model.blocks)
+    assert set(tiny_model.state_dict()) == keys
+    assert torch.equal(tiny_model.blocks[0].ffn(x), reference)
+
+
+def test_fuse_ffn_gelu_leaves_other_activations_alone(tiny_model):
+    """Only the tanh GELU is what the epilogue computes: an FFN with the exact GELU stays as it is."""
+    tiny_model.blocks[0].ffn[1] = torch.nn.GELU()
+    assert fuse_ffn_gelu(tiny_model.blocks) == len(tiny_model.blocks) - 1
+    assert type(tiny_model.blocks[0].ffn) is torch.nn.Sequential
+
+
+def test_fuse_ffn_gelu_switch_in_the_pipeline():
+    """The config switch reaches the generator (with fp8_linears too, where the float8 layer computes)."""
+    for extra in ((), ("fp8_linears=true",)):
+        pipe = VideoConditionalPipeline.from_config(tiny_config("num_output_frames=6", "fuse_ffn_gelu=true", *extra))
+        assert all(isinstance(block.ffn, GeluEpilogueFFN) for block in pipe.generator.blocks)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GELU epilogue runs on CUDA only")
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_fuse_ffn_gelu_matches_the_reference_on_cuda(tiny_model, dtype, tolerance):
+    """On CUDA the epilogue's GELU is the tanh form: float32 output within 1e-5 of the reference (relative
+    L2); in bf16 within 1e-2, as the reference rounds the product to bf16 before its GELU and the epilogue
+    does not."""
+    ffn, x = _ffn_inputs(tiny_model, "cuda", dtype)
+    reference = ffn(x).float()
+    fuse_ffn_gelu(tiny_model.blocks)
+    fused = tiny_model.blocks[0].ffn(x).float()
+    assert ((fused - reference).norm() / reference.norm()).item() <= tolerance
