@@ -39,7 +39,8 @@ class Float8Linear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight, scale = quantize_rows(linear.weight)
+        with torch.no_grad():  # else the float8 copy would keep the bf16 weight and a float32 one for autograd
+            weight, scale = quantize_rows(linear.weight)
         self.register_buffer("weight", weight)  # [out, in]; its transpose is the column-major operand
         self.register_buffer("weight_scale", scale.t().contiguous())  # [1, out]
         self.bias = linear.bias

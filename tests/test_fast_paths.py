@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -229,6 +232,19 @@ def test_float8_linear_applies_its_row_scales():
     expected = linear(x)
     per_token_error = (fp8(x) - expected).norm(dim=-1) / expected.norm(dim=-1)
     assert per_token_error.max() < 0.1  # every token, small or large, keeps its precision
+
+
+def test_float8_linear_lets_the_float_weight_go():
+    """Converting a trainable layer (as the generator's are while it is built) must not record autograd
+    history: the float8 copy would keep the float weight, and a float32 copy of it, alive (seen on the
+    H100 as 5.8 GiB more memory with fp8_linears than without)."""
+    linear = torch.nn.Linear(64, 48)
+    weight = weakref.ref(linear.weight)
+    fp8 = Float8Linear(linear)
+    assert fp8.weight.grad_fn is None and fp8.weight_scale.grad_fn is None
+    del linear
+    gc.collect()
+    assert weight() is None
 
 
 def test_fp8_linears_switch_stays_close_to_the_reference():
