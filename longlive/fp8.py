@@ -47,7 +47,10 @@ class Float8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, scale = quantize_rows(x.reshape(-1, self.in_features))
-        out = torch._scaled_mm(rows, self.weight.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=x.dtype)
+        if x.is_cuda:
+            out = torch._scaled_mm(rows, self.weight.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=x.dtype)
+        else:  # the same product from the dequantized operands (CPU _scaled_mm takes one scale per tensor only)
+            out = ((rows.float() * scale) @ (self.weight.float() * self.weight_scale.t()).t()).to(x.dtype)
         if self.bias is not None:
             out = out + self.bias.to(x.dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
