@@ -77,11 +77,20 @@ def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
             model, cfg.lora_ckpt, adapter.rank, adapter.alpha, adapter.dropout, lora_dtype, cfg.merge_lora
         )
         logger.info("LoRA: %s (rank %d, %s)", cfg.lora_ckpt, adapter.rank, "merged" if cfg.merge_lora else "unmerged")
-    if cfg.fuse_ffn_gelu:
-        logger.info("generator: %d FFNs with the GELU in their first product", fuse_ffn_gelu(model.blocks))
-    if cfg.fp8_linears:  # last: it quantizes the final (loaded, LoRA-merged) weights
+    if cfg.fp8_linears:  # it quantizes the final (loaded, LoRA-merged) weights
         check_fp8_support(device, dtype)
         logger.info("generator: %d linear layers in float8", convert_block_linears(model.blocks))
+    if cfg.fuse_ffn_gelu:
+        fused = fuse_ffn_gelu(model.blocks)
+        if fused < len(model.blocks):
+            logger.warning(
+                "fuse_ffn_gelu: %d of %d FFNs fused; the others start with a float8 (fp8_linears) or unmerged "
+                "LoRA layer, which has no GELU epilogue",
+                fused,
+                len(model.blocks),
+            )
+        else:
+            logger.info("generator: %d FFNs with the GELU in their first product", fused)
     return model.eval().requires_grad_(False)
 
 

@@ -205,7 +205,7 @@ class InferenceConfig:
     fuse_vae_norms: bool = False  # the VAE's RMS norms (+ SiLU) as one fused kernel each (vae_norms.py)
     compile_vae: bool = False  # torch.compile the VAE decoder (static shapes; about 90 s on the first block)
     fp8_linears: bool = False  # the transformer blocks' linears in float8, row-wise scales (fp8.py; not exact)
-    fuse_ffn_gelu: bool = False  # the FFN's GELU in the epilogue of its first product on CUDA (ffn.py)
+    fuse_ffn_gelu: bool = False  # the FFN's GELU in its first product's epilogue on CUDA (ffn.py; bf16: not bit-exact)
     # Folder of Wan2.1-T2V-1.3B, original (LongLive's wan_models/Wan2.1-T2V-1.3B) or diffusers layout
     # (Wan2.1-T2V-1.3B-Diffusers): base generator, VAE, text encoder, tokenizer. None = random weights.
     wan_model_dir: str | None = None

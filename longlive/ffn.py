@@ -24,22 +24,31 @@ class GeluEpilogueFFN(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up, _, down = self
-        if not (x.is_cuda and type(up) is nn.Linear and up.bias is not None):
-            return super().forward(x)  # the CPU, or a layer that is no longer a plain linear (float8, LoRA)
+        if not (x.is_cuda and fusable(self)):
+            return super().forward(x)  # the CPU, or layers changed since (a float8 or LoRA layer, another GELU)
         hidden = torch._addmm_activation(up.bias, x.reshape(-1, up.in_features), up.weight.t(), use_gelu=True)
         return down(hidden.reshape(*x.shape[:-1], up.out_features))
 
 
 def fusable(ffn: nn.Module) -> bool:
-    """A plain `Linear -> GELU(tanh) -> Linear` sequence, the only form the epilogue computes."""
-    return type(ffn) is nn.Sequential and len(ffn) == 3 and isinstance(ffn[1], nn.GELU) and ffn[1].approximate == "tanh"
+    """`Linear (with bias) -> GELU(tanh) -> Linear`, the only form the epilogue computes: a float8 layer
+    (`fp8_linears`) or an unmerged LoRA layer in front has no such epilogue."""
+    return (
+        isinstance(ffn, nn.Sequential)
+        and len(ffn) == 3
+        and type(ffn[0]) is nn.Linear
+        and ffn[0].bias is not None
+        and isinstance(ffn[1], nn.GELU)
+        and ffn[1].approximate == "tanh"
+    )
 
 
 def fuse_ffn_gelu(blocks: nn.ModuleList) -> int:
-    """Give every block's FFN its GELU in the first product's epilogue (in place); return how many."""
+    """Give every fusable FFN of the blocks its GELU in the first product's epilogue (in place); return how
+    many."""
     count = 0
     for block in blocks:
-        if fusable(block.ffn):
+        if type(block.ffn) is nn.Sequential and fusable(block.ffn):
             block.ffn.__class__ = GeluEpilogueFFN
             count += 1
     return count

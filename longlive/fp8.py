@@ -49,7 +49,8 @@ class Float8Linear(nn.Module):
         rows, scale = quantize_rows(x.reshape(-1, self.in_features))
         if x.is_cuda:
             out = torch._scaled_mm(rows, self.weight.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=x.dtype)
-        else:  # the same product from the dequantized operands (CPU _scaled_mm takes one scale per tensor only)
+        else:  # the same product from the dequantized operands (CPU _scaled_mm takes one scale per tensor only);
+            # it builds a float32 copy of the weight per call: fine for tests and tiny models, slow for large ones
             out = ((rows.float() * scale) @ (self.weight.float() * self.weight_scale.t()).t()).to(x.dtype)
         if self.bias is not None:
             out = out + self.bias.to(x.dtype)

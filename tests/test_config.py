@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
-from longlive.config import PRESETS, ConfigError, derive_geometry, load_config
+from longlive.config import PRESETS, SPEED_SWITCHES, ConfigError, InferenceConfig, derive_geometry, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "tiny_video_conditional.yaml"
@@ -216,3 +218,13 @@ def test_video_latent_frame_arithmetic():
     # Round trip: decoding T latents and re-encoding gives T back.
     for t in range(50):
         assert geo.latents_for_video_frames(geo.video_frames_for_latents(t)) == t
+
+
+def test_speed_switches_are_the_configs_switches_in_the_readmes_order():
+    """`SPEED_SWITCHES` (what `longlive bench` reports) names every speed switch: off-by-default booleans
+    of the config, listed in the README's switch table in the same order."""
+    fields = {field.name: field for field in dataclasses.fields(InferenceConfig)}
+    assert all(fields[name].type in (bool, "bool") and fields[name].default is False for name in SPEED_SWITCHES)
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| switch | what it does |") :].split("\n\n")[0]
+    assert re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE) == list(SPEED_SWITCHES)
