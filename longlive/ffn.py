@@ -2,8 +2,8 @@
 
 Each block's FFN widens the tokens to `ffn_dim` channels, applies GELU (tanh form) and narrows them
 again. Computed as written, the GELU is a separate pass over the widest activation of the block
-(4680 x 8960 in bf16 at the published size: read and written once more, about 58 us a layer on an
-H100, more than a fifth of the elementwise work left after compilation). cuBLASLt can apply the bias
+(tokens x `ffn_dim`, read and written once more: at the published size about 58 us a layer on an H100,
+more than a fifth of the elementwise work left after compilation; BENCHMARKS.md). cuBLASLt can apply the bias
 and the same tanh GELU in the epilogue of the product, on the float32 accumulator before it is rounded
 to bf16; PyTorch exposes that as `torch._addmm_activation(..., use_gelu=True)`, which on CUDA always
 uses the tanh form (through the epilogue, or a GELU after the product where cuBLASLt cannot). On the

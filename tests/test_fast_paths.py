@@ -13,7 +13,7 @@ from test_engine import LATENT_HW, cache_for, random_text
 
 from longlive.components import build_streaming_vae
 from longlive.config import PRESETS, ConfigError
-from longlive.ffn import GeluEpilogueFFN, fuse_ffn_gelu
+from longlive.ffn import GeluEpilogueFFN, fusable, fuse_ffn_gelu
 from longlive.fp8 import TARGETS, Float8Linear, convert_block_linears, quantize_rows
 from longlive.pipeline import VideoConditionalPipeline, compile_blocks
 from longlive.text_encoder import byte_level_tokenizer
@@ -328,10 +328,13 @@ def test_fuse_ffn_gelu_switch_in_the_pipeline(caplog):
 
 
 def test_fused_ffn_computes_as_written_once_its_layers_change(tiny_model):
-    """A fused FFN whose first layer was replaced since (a float8 layer) computes through its layers."""
+    """A fused FFN whose first layer was replaced since (a float8 layer) is no longer fusable, which is
+    what its forward checks before using the epilogue, and computes through its layers."""
     ffn, x = _ffn_inputs(tiny_model, "cpu", torch.float32)
     fuse_ffn_gelu(tiny_model.blocks)
+    assert fusable(ffn)
     ffn[0] = Float8Linear(ffn[0])
+    assert not fusable(ffn)
     assert torch.equal(ffn(x), ffn[2](ffn[1](ffn[0](x))))
 
 
