@@ -127,7 +127,8 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
         "total_s": round(total_s, 3),
         "video_frames": num_frames,
         **steady_state(block_s, allocated),
-        "peak_vram_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+        "peak_vram_gib": _gib(torch.cuda.max_memory_allocated, device),
+        "peak_vram_reserved_gib": _gib(torch.cuda.max_memory_reserved, device),
         "workload": {
             "model": cfg.model_name,
             "latent_frames": cfg.num_output_frames,
@@ -179,6 +180,13 @@ def steady_state(block_s: Sequence[float], allocated: Sequence[float | None]) ->
         "allocated_gib_after_first_tenth": after_tenth,
         "allocated_gib_at_end": last,
     }
+
+
+def _gib(statistic, device: torch.device) -> float | None:
+    """A CUDA memory statistic in GiB (None off CUDA). Allocated counts live tensors; reserved also counts
+    what the caching allocator and the CUDA graphs' private pools hold on to, which other processes
+    cannot use."""
+    return round(statistic(device) / 2**30, 2) if device.type == "cuda" else None
 
 
 def _median(values: Sequence[float]) -> float:

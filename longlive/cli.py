@@ -32,7 +32,7 @@ from longlive.jobs import (
     run_text_to_video_job,
     run_video_conditional_job,
 )
-from longlive.video_io import VideoReadError
+from longlive.video_io import VideoReadError, VideoWriterMissing, require_video_writer
 from longlive.weights import WeightsError
 
 JOBS: dict[str, Callable] = {
@@ -43,7 +43,7 @@ JOBS: dict[str, Callable] = {
 }
 # Keys a command sets whatever the config says: an image is a one-frame conditioning video.
 FORCED_OVERRIDES: dict[str, tuple[str, ...]] = {"i2v": ("num_conditioning_frames=1",)}
-USER_ERRORS = (ConfigError, WeightsError, FileNotFoundError, VideoReadError)
+USER_ERRORS = (ConfigError, WeightsError, FileNotFoundError, VideoReadError, VideoWriterMissing)
 
 
 def setup_logging() -> None:
@@ -121,6 +121,7 @@ def run_job(command: str, cfg) -> int:
     log = logging.getLogger("longlive")
     if cfg.data_path is None or not Path(cfg.data_path).is_file():
         raise ConfigError(f"data_path {'is not set' if cfg.data_path is None else f'not found: {cfg.data_path}'}")
+    require_video_writer()
     with distributed.launch(resolve_device(cfg.device)) as world:
         pipeline = VideoConditionalPipeline.from_config(cfg, world.device)
         report: JobReport = JOBS[command](cfg, pipeline, world)
@@ -152,6 +153,7 @@ def run_session(cfg, args: argparse.Namespace) -> int:
     from longlive.session import Session, run_terminal
     from longlive.video_io import VideoReadError, load_video
 
+    require_video_writer()
     output = Path(args.output or Path(cfg.output_folder) / "session.mp4")
     preview = Path(args.preview) if args.preview else output.with_suffix(".png")
     prompt = args.prompt

@@ -41,7 +41,14 @@ from longlive.datasets import (
 )
 from longlive.distributed import World
 from longlive.pipeline import InputError, PromptSchedule, VideoConditionalPipeline, plan_blocks
-from longlive.video_io import VideoReadError, load_image, load_video, write_latents, write_video
+from longlive.video_io import (
+    VideoReadError,
+    load_image,
+    load_video,
+    require_video_writer,
+    write_latents,
+    write_video,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +221,7 @@ def run_samples(
     `dataset[idx]` parses sample `idx` (raising `SampleError`), `dataset.raw(idx)` is its line as
     written; `load` reads what the sample names (video, image) into a `Request`.
     """
+    require_video_writer()  # before the first rollout, not after it
     world = world or distributed.current()
     indices = distributed.shard(_limit(cfg, len(dataset)), world)
     existing = find_outputs(cfg)

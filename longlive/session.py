@@ -256,8 +256,11 @@ def run_terminal(session: Session, lines: Iterable[str], out: TextIO | None = No
 
     def read() -> None:
         for line in lines:
-            if not handle_line(session, line, out):
-                return
+            try:
+                if not handle_line(session, line, out):
+                    return
+            except Exception as err:  # noqa: BLE001 - a failed command (a save to a full disk) must not end the input
+                print(f"longlive: {line.strip()} failed: {err}", file=out, flush=True)
 
     threading.Thread(target=read, name="longlive-session-input", daemon=True).start()
     print(f"longlive session: {COMMANDS}", file=out, flush=True)

@@ -22,17 +22,22 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 class FoldedCausalConv3d(WanCausalConv3d):
     """A `WanCausalConv3d` computed as one `conv2d` over its output frames (same result, same cache API)."""
 
+    @torch.compiler.disable
     def folded_weight(self) -> torch.Tensor:
         """The 2D weight [C_out, kt * C_in, kh, kw], rebuilt whenever the 3D weight changed (a load, a move
         to another device or dtype: both change its storage or its version counter; writes through
-        `weight.data` bypass the counter and are not seen)."""
+        `weight.data` bypass the counter and are not seen).
+
+        Kept out of the compiled decoder on purpose, which splits its graph at every convolution. Traced
+        whole (the weight folded inside the graph), the decoder was slower on the H100 (137.8 against 133.4
+        ms per block) and kept 1.14 GiB more alive: the compiler turned each cached pair of frames into a
+        view of its convolution's whole input (BENCHMARKS.md, 2026-11-24;
+        `scripts/experiments/decoder_kernels.py --whole-graph`)."""
         weight = self.weight
         version = 0 if weight.is_inference() else weight._version  # inference tensors keep no counter
         key = (weight.data_ptr(), version, weight.dtype, weight.device)
         if getattr(self, "_fold_key", None) != key:
-            out_channels, in_channels, kt, kh, kw = weight.shape
-            folded = weight.detach().permute(0, 2, 1, 3, 4).reshape(out_channels, kt * in_channels, kh, kw)
-            self._folded = folded.contiguous(memory_format=torch.channels_last)
+            self._folded = fold_weight(weight.detach())
             self._fold_key = key
         return self._folded
 
@@ -57,6 +62,13 @@ class FoldedCausalConv3d(WanCausalConv3d):
         out = F.conv2d(taps, self.folded_weight(), self.bias, stride=self.stride[1:], padding=spatial_pad)
         out = out.reshape(batch, out_frames, *out.shape[1:])  # [B, T, C_out, H', W']
         return out.transpose(1, 2)
+
+
+def fold_weight(weight: torch.Tensor) -> torch.Tensor:
+    """[C_out, C_in, kt, kh, kw] -> [C_out, kt * C_in, kh, kw], tap-major as the stacked input frames are."""
+    out_channels, in_channels, kt, kh, kw = weight.shape
+    folded = weight.permute(0, 2, 1, 3, 4).reshape(out_channels, kt * in_channels, kh, kw)
+    return folded.contiguous(memory_format=torch.channels_last)
 
 
 def foldable(conv: torch.nn.Module) -> bool:

@@ -7,6 +7,7 @@ Frames are read with decord when it is installed and can open the file, otherwis
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Iterator
@@ -22,6 +23,22 @@ logger = logging.getLogger(__name__)
 
 class VideoReadError(ValueError):
     """A video (or image) is missing, unreadable or too short; the message names the file."""
+
+
+class VideoWriterMissing(RuntimeError):
+    """This Python environment cannot write mp4s (imageio's ffmpeg plugin is not installed)."""
+
+
+def require_video_writer() -> None:
+    """Fail now, before any model is loaded or frame generated, if finished videos could not be written.
+
+    Without imageio's ffmpeg plugin every mp4 write fails, and a job would find out only after its
+    first rollout: the generation would be lost.
+    """
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
+        raise VideoWriterMissing(
+            "writing mp4s needs imageio's ffmpeg plugin, which is not installed: pip install 'imageio[ffmpeg]'"
+        )
 
 
 def read_frames(path: str | Path, num_frames: int | None = None) -> np.ndarray:

@@ -280,6 +280,28 @@ def test_session_commands_from_a_thread(tmp_path):
     assert session.switches[0].prompt == B
 
 
+def test_a_failed_command_does_not_end_the_session_input(monkeypatch):
+    """A save that fails (a full disk, a missing encoder) answers one line; later commands still arrive."""
+    pipe = VideoConditionalPipeline.from_config(interactive_config("num_output_frames=300"))
+    session = Session(pipe, A, seed=0)
+
+    def full_disk(path):
+        raise OSError(f"no space left on device: {path}")
+
+    monkeypatch.setattr(session, "save", full_disk)
+    out = io.StringIO()
+
+    def lines():
+        yield "/save clip.mp4"
+        while session.status().block < 2:
+            threading.Event().wait(0.01)
+        yield "/quit"
+
+    status = run_terminal(session, lines(), out)
+    assert status.done and status.block < 99
+    assert "longlive: /save clip.mp4 failed: no space left on device: clip.mp4" in out.getvalue()
+
+
 def test_cli_interactive_and_session(tmp_path, monkeypatch, capsys):
     """`longlive interactive` runs the example file; `longlive session` reads commands from stdin."""
     from longlive import cli
