@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -182,7 +182,7 @@ def steady_state(block_s: Sequence[float], allocated: Sequence[float | None]) ->
     }
 
 
-def _gib(statistic, device: torch.device) -> float | None:
+def _gib(statistic: Callable[[torch.device], int], device: torch.device) -> float | None:
     """A CUDA memory statistic in GiB (None off CUDA). Allocated counts live tensors; reserved also counts
     what the caching allocator and the CUDA graphs' private pools hold on to, which other processes
     cannot use."""

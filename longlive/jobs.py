@@ -221,7 +221,6 @@ def run_samples(
     `dataset[idx]` parses sample `idx` (raising `SampleError`), `dataset.raw(idx)` is its line as
     written; `load` reads what the sample names (video, image) into a `Request`.
     """
-    require_video_writer()  # before the first rollout, not after it
     world = world or distributed.current()
     indices = distributed.shard(_limit(cfg, len(dataset)), world)
     existing = find_outputs(cfg)
@@ -267,6 +266,7 @@ def _run_sample(
             record.status = "skipped"
             logger.info("sample %d: already done (%s), skipped", idx, ", ".join(p.name for p in outputs.values()))
         else:
+            require_video_writer()  # before the rollout, not after it
             tick = time.perf_counter()
             request = load(sample)
             timings["load_s"] = time.perf_counter() - tick

@@ -259,8 +259,10 @@ def run_terminal(session: Session, lines: Iterable[str], out: TextIO | None = No
             try:
                 if not handle_line(session, line, out):
                     return
-            except Exception as err:  # noqa: BLE001 - a failed command (a save to a full disk) must not end the input
-                print(f"longlive: {line.strip()} failed: {err}", file=out, flush=True)
+            except Exception as err:  # a failed command (a save to a full disk) must not end the input
+                print(f"longlive: {line.strip()} failed: {err or type(err).__name__}", file=out, flush=True)
+                if not isinstance(err, OSError):  # not the disk or the encoder: our bug, keep its traceback
+                    logger.exception("session command %r failed", line.strip())
 
     threading.Thread(target=read, name="longlive-session-input", daemon=True).start()
     print(f"longlive session: {COMMANDS}", file=out, flush=True)

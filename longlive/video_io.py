@@ -7,7 +7,6 @@ Frames are read with decord when it is installed and can open the file, otherwis
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Iterator
@@ -30,15 +29,22 @@ class VideoWriterMissing(RuntimeError):
 
 
 def require_video_writer() -> None:
-    """Fail now, before any model is loaded or frame generated, if finished videos could not be written.
+    """Fail now, before a frame is generated, if finished videos could not be written.
 
-    Without imageio's ffmpeg plugin every mp4 write fails, and a job would find out only after its
-    first rollout: the generation would be lost.
+    Without imageio's ffmpeg plugin, or without the ffmpeg program it runs (some builds of the plugin
+    ship none and look for one on the PATH), every mp4 write fails, and a job would find out only after
+    its first rollout: the generation would be lost. (An ffmpeg without libx264 still gets through.)
     """
-    if importlib.util.find_spec("imageio_ffmpeg") is None:
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()  # finds the program once, then remembers it
+    except ImportError:
         raise VideoWriterMissing(
             "writing mp4s needs imageio's ffmpeg plugin, which is not installed: pip install 'imageio[ffmpeg]'"
-        )
+        ) from None
+    except RuntimeError as err:
+        raise VideoWriterMissing(f"writing mp4s needs an ffmpeg program: {err}") from None
 
 
 def read_frames(path: str | Path, num_frames: int | None = None) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""`longlive bench` on the tiny config on CPU: the real benchmark code path, its JSON line and its checks
-of a long video's cost per block (the speed itself is measured on a GPU, BENCHMARKS.md)."""
+"""`longlive bench` on the tiny config (on the CPU, or on the GPU where there is one): the real benchmark
+code path, its JSON line and its checks of a long video's cost per block (the speed itself is measured
+on a GPU, BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -40,9 +41,11 @@ def test_benchmark_reports_every_figure_for_the_whole_video():
     assert report["fps_end_to_end"] == pytest.approx(report["video_frames"] / report["total_s"], rel=0.01)
     assert 0 < report["first_frame_s"] <= report["total_s"]
     assert report["generator_ms_per_block"] > 0 and report["vae_ms_per_block"] > 0
-    on_cuda = torch.cuda.is_available()  # the benchmark takes the GPU when there is one
     memory = [report[k] for k in ("peak_vram_gib", "peak_vram_reserved_gib", "allocated_gib_at_end")]
-    assert all((gib is not None and gib > 0) if on_cuda else gib is None for gib in memory), memory
+    if torch.cuda.is_available():  # the benchmark takes the GPU when there is one
+        assert None not in memory and report["peak_vram_reserved_gib"] >= report["peak_vram_gib"]
+    else:
+        assert memory == [None, None, None]
     workload = report["workload"]
     geometry = [workload[k] for k in ("latent_frames", "frames_per_block", "window", "sink")]
     assert geometry == [9, 3, 6, 1]

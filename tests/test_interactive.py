@@ -293,7 +293,7 @@ def test_a_failed_command_does_not_end_the_session_input(monkeypatch):
 
     def lines():
         yield "/save clip.mp4"
-        while session.status().block < 2:
+        while session.status().block < 2 and not session.status().done:
             threading.Event().wait(0.01)
         yield "/quit"
 

@@ -244,22 +244,29 @@ def test_config_errors_exit_2_with_one_line(monkeypatch, capsys, config, overrid
         assert word in lines[0]
 
 
-@pytest.mark.parametrize("command", ["t2v", "session"])
-def test_a_missing_mp4_writer_fails_before_any_model_is_built(monkeypatch, capsys, tmp_path, command):
-    """Without imageio's ffmpeg plugin no video could be written: one line, before any work is done."""
-    import importlib.util
+def _no_ffmpeg_program():
+    raise RuntimeError("No ffmpeg exe could be found. Install ffmpeg on your system.")
 
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "imageio_ffmpeg" else real_find_spec(name, *a)
-    )
+
+@pytest.mark.parametrize("missing", ["plugin", "program"])
+@pytest.mark.parametrize("command", ["t2v", "session"])
+def test_a_missing_mp4_writer_fails_before_any_model_is_built(monkeypatch, capsys, tmp_path, command, missing):
+    """Without imageio's ffmpeg plugin, or the program it runs, no video could be written: one line,
+    before any work is done."""
+    import imageio_ffmpeg
+
+    if missing == "plugin":
+        monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails as if not installed
+    else:
+        monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", _no_ffmpeg_program)
     monkeypatch.setattr(VideoConditionalPipeline, "from_config", classmethod(_no_model))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red square\n", encoding="utf-8")
     argv = [command, "--config_path", str(T2V_CONFIG), f"data_path={prompts}", f"output_folder={tmp_path}"]
     assert cli.main(argv + (["--prompt", "a red square"] if command == "session" else [])) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("longlive: error: writing mp4s needs imageio's ffmpeg plugin")
+    assert len(lines) == 1 and lines[0].startswith("longlive: error: writing mp4s needs"), lines
+    assert ("not installed" if missing == "plugin" else "No ffmpeg exe could be found") in lines[0]
 
 
 def test_unset_data_path_is_a_config_error(capsys):

@@ -1,6 +1,6 @@
 """Where the compiled streaming decode's time goes, with the graph split at each folded convolution or whole.
 
-The measurement behind BENCHMARKS.md's decoder figures of 2026-11-24 (later still). Needs a CUDA GPU:
+The measurement behind BENCHMARKS.md's decoder figures of 2026-11-24 (fourth session). Needs a CUDA GPU:
 
     python scripts/experiments/decoder_kernels.py [--whole-graph] [--rows 30]
 
@@ -23,7 +23,7 @@ from torch._dynamo.utils import counters
 from torch.profiler import ProfilerActivity, profile
 
 from longlive.components import build_streaming_vae
-from longlive.config import load_config
+from longlive.config import PRESETS, load_config
 from longlive.vae_convs import FoldedCausalConv3d, fold_weight
 
 CONFIG = "configs/longlive_video_conditional_inference.yaml"
@@ -70,8 +70,12 @@ def main() -> None:
     if args.whole_graph:
         FoldedCausalConv3d.folded_weight = traceable_folded_weight
 
-    stream = build_streaming_vae(load_config(CONFIG, OVERRIDES), torch.device("cuda"))
-    latents = torch.randn(1, LATENT_FRAMES, 16, 60, 104, device="cuda")
+    cfg = load_config(CONFIG, OVERRIDES)
+    stream = build_streaming_vae(cfg, torch.device("cuda"))
+    vae = PRESETS[cfg.model_name].vae
+    scale = stream.vae.config.scale_factor_spatial
+    latent_shape = (1, LATENT_FRAMES, vae.z_dim, cfg.height // scale, cfg.width // scale)
+    latents = torch.randn(latent_shape, device="cuda")
     decode_video(stream, latents)  # compilation
     counters.clear()
     seconds = decode_video(stream, latents)
