@@ -25,7 +25,7 @@ class VideoReadError(ValueError):
 
 
 class VideoWriterMissing(RuntimeError):
-    """This Python environment cannot write mp4s (imageio's ffmpeg plugin is not installed)."""
+    """This environment cannot write mp4s: imageio's ffmpeg plugin, or the ffmpeg program it runs, is missing."""
 
 
 def require_video_writer() -> None:
