@@ -174,6 +174,47 @@ def test_lora_loads_and_merges(tmp_path, wrapped):
     torch.testing.assert_close(generator_output(merged), expected, atol=1e-5, rtol=0)
 
 
+def _lora_by_hand(base: dict[str, torch.Tensor], lora: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """W + scale * B @ A for every adapted linear, from the files' tensors alone (no peft, no config code)."""
+    merged = dict(base)
+    for key, a in lora.items():
+        if ".lora_A." in key:
+            target = key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+            b = lora[key.replace(".lora_A.", ".lora_B.")]
+            merged[target] = base[target] + scale * (b.double() @ a.double()).float()
+    return merged
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_lora_scale_alpha_not_rank(tmp_path, merge):
+    """alpha != rank through the jobs' config path (`lora_ckpt`, `adapter`): each linear is W + (alpha/rank) B A."""
+    from longlive.components import build_generator
+
+    rank, alpha = 4, 10.0  # scale 2.5: neither 1 (alpha == rank) nor rank/alpha
+    base = write_original(tiny_generator(0), tmp_path / "dit.safetensors")
+    lora, _ = random_lora_file(tmp_path, rank=rank, wrapped=True)
+    cfg = tiny_config(
+        f"generator_ckpt={base}",
+        f"lora_ckpt={lora}",
+        f"adapter.rank={rank}",
+        f"adapter.alpha={alpha}",
+        "adapter.dtype=float32",
+        f"merge_lora={str(merge).lower()}",
+    )
+    model = build_generator(cfg, CPU)
+    base_state = {k: v.clone() for k, v in tiny_generator(0).state_dict().items()}
+    expected = _lora_by_hand(base_state, torch.load(lora)["generator_lora"], alpha / rank)
+    adapted = [k for k in expected if not torch.equal(expected[k], base_state[k])]
+    assert len(adapted) == len(lora_target_modules(tiny_generator(0))) > 0
+    if merge:
+        state = model.state_dict()
+        for key in expected:
+            torch.testing.assert_close(state[key], expected[key], atol=1e-6, rtol=1e-6)
+    reference = tiny_generator(0)
+    reference.load_state_dict(expected)
+    torch.testing.assert_close(generator_output(model), generator_output(reference), atol=1e-5, rtol=1e-5)
+
+
 def tiny_vae(seed: int = 0):
     torch.manual_seed(seed)
     return build_vae(TINY.vae).eval()
