@@ -22,6 +22,8 @@ from conftest import REPO, TINY_CONFIG, tiny_config
 
 import longlive.cli as cli
 from longlive.datasets import VideoConditionalDataset
+from longlive.config import load_config
+from longlive.jobs import Request, generate
 from longlive.pipeline import VideoConditionalPipeline
 from longlive.vae import StreamingVAE
 from longlive.video_io import frames_to_tensor, load_video, read_frames, write_video
@@ -114,6 +116,25 @@ def test_seeds_follow_sample_index_and_num_samples(tmp_path):
     first, second = (read_mp4(out / f"rank0-0-{seed}_regular.mp4").astype(int) for seed in (5, 6))
     cond = 4 * 3 - 3  # 9 conditioning frames -> 3 latents -> the first 9 decoded frames
     assert np.abs(first[cond:] - second[cond:]).max() > 0  # the two seeds give different continuations
+
+
+def test_seeds_differ_across_samples_and_repeats(tmp_path):
+    """Two samples of the same prompt, two repeats each: seed + idx * num_samples + j, four different videos,
+    each the rollout of its recorded seed (and only that seed)."""
+    prompts = write_jsonl(tmp_path / "prompts.txt", ["a red square moves right"] * 2)
+    out = tmp_path / "out"
+    overrides = (f"output_folder={out}", f"data_path={prompts}", "seed=5", "num_samples=2", "save_latents=true")
+    assert run_job("t2v", T2V_CONFIG, *overrides) == 0
+    records = read_results(out)
+    assert [r["seeds"] for r in records] == [[5, 6], [7, 8]]
+    latents = {seed: torch.load(out / f"rank0-{r['index']}-{seed}_regular.pt") for r in records for seed in r["seeds"]}
+    for a, b in [(5, 6), (5, 7), (6, 7), (7, 8), (6, 8), (5, 8)]:  # same prompt: only the seed tells them apart
+        assert (latents[a] - latents[b]).abs().max() > 0.1, (a, b)
+
+    pipe = VideoConditionalPipeline.from_config(load_config(T2V_CONFIG, [f"num_output_frames={T}", "seed=5"]))
+    for seed in (6, 7):  # the second repeat of sample 0, the first of sample 1
+        expected, _ = generate(pipe, Request("a red square moves right"), seed)
+        torch.testing.assert_close(latents[seed], expected, atol=0, rtol=0)
 
 
 def test_video_conditional_script_subprocess(tmp_path):
