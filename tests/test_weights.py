@@ -174,7 +174,9 @@ def test_lora_loads_and_merges(tmp_path, wrapped):
     torch.testing.assert_close(generator_output(merged), expected, atol=1e-5, rtol=0)
 
 
-def _lora_by_hand(base: dict[str, torch.Tensor], lora: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+def _lora_by_hand(
+    base: dict[str, torch.Tensor], lora: dict[str, torch.Tensor], scale: float
+) -> dict[str, torch.Tensor]:
     """W + scale * B @ A for every adapted linear, from the files' tensors alone (no peft, no config code)."""
     merged = dict(base)
     for key, a in lora.items():
