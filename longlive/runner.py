@@ -4,12 +4,14 @@ A pass launches thousands of small kernels; at the published size the CPU takes 
 than the GPU takes to run them. Here each block shape is captured once as a CUDA graph and replayed:
 the bookkeeping (cache slots, RoPE table) stays on the host, and its results are copied into the
 graph's fixed input buffers before each replay. The KV cache is already a fixed buffer, written in
-place by the graph. One graph per (batch, frames, visible cache length): a handful per video.
+place by the graph. One graph per (batch, frames, visible cache length): a handful per video. Graphs
+belong to the cache object they were captured on (`GraphTable`), never to an address a freed cache had.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -28,13 +30,42 @@ class _Graph:
     output: torch.Tensor
 
 
+class GraphTable:
+    """The captured graphs of one KV cache, by key (block shape, visible cache length).
+
+    A graph writes into the cache buffers it was captured with. The table holds that cache (a strong
+    reference), so its memory cannot be freed and handed to another cache while a graph may replay into
+    it; a different cache object (even one at the same address, `id`) drops the old graphs and the
+    reference, and its own graphs are captured anew.
+    """
+
+    def __init__(self) -> None:
+        self.kv_cache: KVCache | None = None
+        self._graphs: dict[tuple, Any] = {}
+
+    def get(self, kv_cache: KVCache, key: tuple) -> Any | None:
+        """The graph captured for `key` on this very cache object, or None."""
+        if kv_cache is not self.kv_cache:
+            self._graphs.clear()
+            self.kv_cache = kv_cache
+        return self._graphs.get(key)
+
+    def put(self, kv_cache: KVCache, key: tuple, graph: Any) -> None:
+        if kv_cache is not self.kv_cache:
+            raise RuntimeError("GraphTable.put: call get() with this cache first (the table holds one cache)")
+        self._graphs[key] = graph
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+
 class CUDAGraphGenerator:
     """Called like `CausalWanModel.forward` with a KV cache; replays a captured graph per block shape."""
 
     def __init__(self, model: CausalWanModel, warmup_runs: int = 2) -> None:
         self.model = model
         self.warmup_runs = warmup_runs
-        self._graphs: dict[tuple, _Graph] = {}
+        self._graphs = GraphTable()
         self._pool = torch.cuda.graph_pool_handle()
         self._text: CrossAttentionCache | None = None  # fixed buffers every graph reads the prompt from
         self._text_source: CrossAttentionCache | None = None
@@ -53,11 +84,11 @@ class CUDAGraphGenerator:
         kv_cache.begin_block(start_frame, latents.shape[1])
         rope = self.model.rotary_table(latents.shape, start_frame, latents.device)
         self._load_text(text)
-        key = (tuple(latents.shape), kv_cache.visible_tokens, id(kv_cache))
-        entry = self._graphs.get(key)
+        key = (tuple(latents.shape), kv_cache.visible_tokens)
+        entry = self._graphs.get(kv_cache, key)
         if entry is None:
             entry = self._capture(latents, timesteps, rope, kv_cache)
-            self._graphs[key] = entry
+            self._graphs.put(kv_cache, key, entry)
         else:
             self._copy_inputs(entry, latents, timesteps, rope, kv_cache)
         entry.graph.replay()

@@ -16,6 +16,7 @@ from longlive.config import PRESETS, ConfigError
 from longlive.ffn import GeluEpilogueFFN, fusable, fuse_ffn_gelu
 from longlive.fp8 import TARGETS, Float8Linear, convert_block_linears, quantize_rows
 from longlive.pipeline import VideoConditionalPipeline, compile_blocks
+from longlive.runner import GraphTable
 from longlive.text_encoder import byte_level_tokenizer
 from longlive.vae import StreamingVAE, build_vae, compile_decoder
 from longlive.vae_convs import fold_causal_convs
@@ -350,3 +351,26 @@ def test_fuse_ffn_gelu_matches_the_reference_on_cuda(tiny_model, dtype, toleranc
     fuse_ffn_gelu(tiny_model.blocks)
     fused = tiny_model.blocks[0].ffn(x).float()
     assert ((fused - reference).norm() / reference.norm()).item() <= tolerance
+
+
+def test_cuda_graphs_belong_to_their_cache_object(tiny_model):
+    """A graph replays into the cache buffers it was captured on: a new cache object never gets an old
+    cache's graph, and the old cache stays alive (its memory cannot be reused) while its graphs exist."""
+    table = GraphTable()
+    key = ((1, 3, 16, 4, 6), 6 * 24)  # block shape, visible cache tokens
+    first = cache_for(tiny_model, cache_frames=6, sink_frames=1)
+    first_alive = weakref.ref(first)
+    assert table.get(first, key) is None
+    table.put(first, key, "graph on the first cache")
+    assert table.get(first, key) == "graph on the first cache"
+
+    del first
+    gc.collect()
+    assert first_alive() is not None  # held by the table: no new cache can take its memory or its id
+
+    second = cache_for(tiny_model, cache_frames=6, sink_frames=1)
+    assert table.get(second, key) is None  # same key, another object: captured anew
+    gc.collect()
+    assert first_alive() is None and len(table) == 0  # the old graphs and the old cache are let go
+    with pytest.raises(RuntimeError, match="GraphTable.put"):
+        table.put(cache_for(tiny_model, cache_frames=6, sink_frames=1), key, "graph")
