@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import torch
 
-from longlive.config import PRESETS, SPEED_SWITCHES
+from longlive.config import SPEED_SWITCHES, model_preset
 from longlive.pipeline import VideoConditionalPipeline
 
 
@@ -64,7 +64,7 @@ def _timer(device: torch.device, into: list[float]) -> Iterator[None]:
 def benchmark_pipeline(cfg) -> VideoConditionalPipeline:
     """The config's pipeline on the GPU (or CPU) with random prompt embeddings instead of the text encoder."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    arch = PRESETS[cfg.model_name].generator
+    arch = model_preset(cfg).generator
     prompts = RandomPrompts(arch.text_len, arch.text_dim, device, getattr(torch, cfg.dtype))
     return VideoConditionalPipeline.from_config(cfg, device=device, prompts=prompts)
 

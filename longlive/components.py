@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, UMT5EncoderModel
 
-from longlive.config import PRESETS, AdapterConfig, torch_dtype
+from longlive.config import AdapterConfig, model_preset, torch_dtype
 from longlive.ffn import fuse_ffn_gelu
 from longlive.fp8 import check_fp8_support, convert_block_linears
 from longlive.lora import apply_lora
@@ -58,7 +58,7 @@ def locate_wan_files(folder: str | Path) -> WanFiles:
 
 
 def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
-    arch, dtype = PRESETS[cfg.model_name].generator, torch_dtype(cfg.dtype)
+    arch, dtype = model_preset(cfg).generator, torch_dtype(cfg.dtype)
     source = cfg.generator_ckpt or (locate_wan_files(cfg.wan_model_dir).generator if cfg.wan_model_dir else None)
     if source is None:
         logger.warning("generator: random weights (no generator_ckpt or wan_model_dir)")
@@ -95,7 +95,7 @@ def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
 
 
 def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
-    arch, dtype = PRESETS[cfg.model_name].vae, torch_dtype(cfg.dtype)
+    arch, dtype = model_preset(cfg).vae, torch_dtype(cfg.dtype)
     if cfg.wan_model_dir:
         path = locate_wan_files(cfg.wan_model_dir).vae
         vae = load_vae(arch, path, device, dtype)
@@ -117,7 +117,7 @@ def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
 
 
 def build_prompt_encoder(cfg: DictConfig, device: torch.device) -> PromptEncoder:
-    preset, dtype = PRESETS[cfg.model_name], torch_dtype(cfg.dtype)
+    preset, dtype = model_preset(cfg), torch_dtype(cfg.dtype)
     text_len = preset.generator.text_len
     if cfg.wan_model_dir:
         files = locate_wan_files(cfg.wan_model_dir)

@@ -21,8 +21,8 @@ import torch
 from conftest import REPO, TINY_CONFIG, tiny_config
 
 import longlive.cli as cli
-from longlive.datasets import VideoConditionalDataset
 from longlive.config import load_config
+from longlive.datasets import VideoConditionalDataset
 from longlive.jobs import Request, generate
 from longlive.pipeline import VideoConditionalPipeline
 from longlive.vae import StreamingVAE
