@@ -376,3 +376,48 @@ def test_check_weights_describes_each_file(tmp_path, capsys):
     assert code == 0
     assert lines[0].endswith("loadable") and "generator, LongLive .pt ['generator'] layout" in lines[0]
     assert "vae, Wan original layout" in lines[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Architectures named by the config, not by a preset.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_wan_14b_preset_has_the_published_size():
+    """Wan2.1-T2V-14B's config.json (dim 5120, 40 heads, 40 layers, ffn 13824): about 14.3B parameters."""
+    with torch.device("meta"):
+        model = CausalWanModel(PRESETS["Wan2.1-T2V-14B"].generator)
+    assert 14.0e9 < sum(p.numel() for p in model.parameters()) < 14.5e9
+    assert model.state_dict()["blocks.39.ffn.0.weight"].shape == (13824, 5120)
+
+
+@pytest.mark.parametrize("layout", ["original", "diffusers"])
+def test_config_defined_architecture_loads_a_checkpoint(tmp_path, layout):
+    """A size no preset has, set in the config with Wan's or diffusers' own keys, builds and loads a
+    checkpoint written in the published key layout."""
+    from longlive.components import build_generator
+    from longlive.config import WanArchitecture
+
+    # Wan2.1's text encoder and timestep embedding (text_dim 4096, freq_dim 256), a transformer of its own.
+    arch = WanArchitecture(dim=48, ffn_dim=80, num_heads=3, num_layers=3)
+    torch.manual_seed(3)
+    source = CausalWanModel(arch)
+    init_random_weights(source)
+    if layout == "original":
+        path = write_original(source, tmp_path / "dit.safetensors")
+        shape = {"dim": 48, "ffn_dim": 80, "num_heads": 3, "num_layers": 3, "model_type": "t2v"}
+    else:
+        path = write_diffusers(source, tmp_path)
+        shape = {"num_attention_heads": 3, "attention_head_dim": 16, "ffn_dim": 80, "num_layers": 3}
+    config_json = tmp_path / "config.json"
+    config_json.write_text(json.dumps(shape))
+    for architecture in (f"architecture={config_json}", "architecture=" + json.dumps(shape).replace('"', "")):
+        cfg = tiny_config("model_name=my-causal-wan", f"generator_ckpt={path}", architecture)
+        loaded = build_generator(cfg, CPU)
+        assert loaded.arch == arch
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in source.state_dict().items())
+
+    two_layers = "architecture=" + json.dumps({**shape, "num_layers": 2}).replace('"', "")  # the file has 3
+    wrong = tiny_config("model_name=my-causal-wan", f"generator_ckpt={path}", two_layers)
+    with pytest.raises(WeightsError, match=r"unexpected keys: blocks\.2\."):
+        build_generator(wrong, CPU)
