@@ -299,20 +299,40 @@ def test_unset_data_path_is_a_config_error(capsys):
 
 
 def test_t2v_job_writes_one_video_per_prompt(tmp_path):
+    """Sample i is file line i + 1: the blank line 2 is recorded as skipped, and line 3 stays sample 2."""
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red square moves right\n\na blue circle bounces\n", encoding="utf-8")  # blank lines skipped
+    prompts.write_text("a red square moves right\n\na blue circle bounces\n", encoding="utf-8")
     out = tmp_path / "out"
     assert run_job("t2v", T2V_CONFIG, f"output_folder={out}", f"data_path={prompts}") == 0
     names = sorted(p.name for p in out.glob("*.mp4"))
-    assert names == ["rank0-0-0_regular.mp4", "rank0-1-1_regular.mp4"]
+    assert names == ["rank0-0-0_regular.mp4", "rank0-2-2_regular.mp4"]
     for name in names:
         assert read_mp4(out / name).shape == (4 * T - 3, HEIGHT, WIDTH, 3)
     records = read_results(out)
     assert [r["inputs"] for r in records] == [
         {"prompts": "a red square moves right"},
+        {"line": ""},
         {"prompts": "a blue circle bounces"},
     ]
-    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert [r["status"] for r in records] == ["ok", "skipped", "ok"]
+    assert records[1]["error"] == f"{prompts}:2: blank line, nothing to generate"
+
+
+def test_blank_jsonl_line_keeps_line_numbers_and_indices(tmp_path, caplog):
+    """A blank line is skipped visibly; the bad line after it is named by its own file line, and the
+    sample after that keeps its index (and so its seed and output name)."""
+    data = write_jsonl(
+        tmp_path / "data.jsonl", [sample_line(EXAMPLE_VIDEO), "", "{not json", sample_line(EXAMPLE_VIDEO)]
+    )
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        code = run_job("video-conditional", TINY_CONFIG, f"output_folder={out}", f"data_path={data}")
+    assert code == 1  # line 3 fails
+    records = read_results(out)
+    assert [(r["index"], r["status"]) for r in records] == [(0, "ok"), (1, "skipped"), (2, "failed"), (3, "ok")]
+    assert records[2]["error"].startswith(f"{data}:3: not valid JSON")
+    assert records[3]["seeds"] == [3] and records[3]["outputs"] == [str(out / "rank0-3-3_regular.mp4")]
+    assert f"sample 1 skipped: {data}:2: blank line" in caplog.text
 
 
 # -- the pipeline directly -------------------------------------------------------------------------
