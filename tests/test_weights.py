@@ -345,7 +345,7 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path):
 def test_not_a_checkpoint_and_missing_files(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match=r"junk.pt: not a readable torch checkpoint"):
+    with pytest.raises(WeightsError, match=r"junk.pt: not a torch checkpoint"):
         load_generator(TINY.generator, junk, CPU, torch.float32)
     with pytest.raises(WeightsError, match="weights not found"):
         load_generator(TINY.generator, tmp_path / "nope.safetensors", CPU, torch.float32)
@@ -358,6 +358,37 @@ def test_cli_reports_bad_weights_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("longlive: error: wan_model_dir") and "diffusion_pytorch_model" in err[0]
+
+
+def _bad_weights_files(tmp_path: Path) -> dict[str, str]:
+    """Broken files a user may hold, each -> the words its one-line verdict must contain."""
+    good_st = write_original(tiny_generator(0), tmp_path / "good.safetensors").read_bytes()
+    torch.save({"generator": {"x": torch.zeros(64, 64)}}, tmp_path / "good.pt")
+    good_pt = (tmp_path / "good.pt").read_bytes()
+    files = {
+        "empty.safetensors": (b"", "the file is empty"),
+        "text.safetensors": (b"hello, these are not weights\n", "not a .safetensors file"),
+        "random.safetensors": (bytes(range(256)) * 8, "not a .safetensors file"),
+        "truncated.safetensors": (good_st[: len(good_st) // 2], "a truncated .safetensors file"),
+        "empty.pt": (b"", "the file is empty"),
+        "text.pt": (b"hello\n", "not a torch checkpoint"),
+        "truncated.pt": (good_pt[: len(good_pt) // 2], "truncated or corrupt"),
+    }
+    for name, (content, _) in files.items():
+        (tmp_path / name).write_bytes(content)
+    return {str(tmp_path / name): words for name, (_, words) in files.items()}
+
+
+def test_check_weights_names_each_bad_file_in_one_line(tmp_path, capsys):
+    files = _bad_weights_files(tmp_path)
+    code = main(["check-weights", *files])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert code == 1 and captured.err == ""  # no traceback
+    assert len(lines) == len(files)
+    for line, (path, words) in zip(lines, files.items(), strict=True):
+        assert line.startswith(f"{path}: ") and "NOT loadable" in line and words in line, line
+        assert "mmap" not in line and "zipfile" not in line and "SafetensorError" not in line
 
 
 def test_check_weights_describes_each_file(tmp_path, capsys):
