@@ -51,7 +51,7 @@ def require_video_writer() -> None:
 
 def _require_file(path: Path, what: str) -> None:
     if path.is_dir():
-        raise VideoReadError(f"{what} {path} is a directory, not a {what} file")
+        raise VideoReadError(f"{what} {path} is a directory, not {'an' if what == 'image' else 'a'} {what} file")
     if not path.is_file():
         raise VideoReadError(f"{what} not found: {path}")
 

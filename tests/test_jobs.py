@@ -26,7 +26,7 @@ from longlive.datasets import VideoConditionalDataset
 from longlive.jobs import Request, generate
 from longlive.pipeline import VideoConditionalPipeline
 from longlive.vae import StreamingVAE
-from longlive.video_io import frames_to_tensor, load_video, read_frames, write_video
+from longlive.video_io import VideoReadError, frames_to_tensor, load_image, load_video, read_frames, write_video
 
 T2V_CONFIG = REPO / "configs" / "tiny_t2v.yaml"
 EXAMPLE_JSONL = REPO / "example" / "video_conditional_example.jsonl"
@@ -229,6 +229,26 @@ def test_corrupt_video_error_is_one_line(tmp_path):
     assert "\n" not in str(info.value), str(info.value)[:300]
 
 
+def test_unreadable_video_prints_only_our_line(tmp_path, capfd):
+    """decord and ffmpeg write to fd 2 from C; none of it reaches the terminal, only our error (and the
+    video is read again fine afterwards, so the descriptor is restored)."""
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(EXAMPLE_VIDEO.read_bytes()[:3000])
+    with pytest.raises(VideoReadError, match="cannot read video .*truncated.mp4"):
+        read_frames(truncated, 9)
+    assert capfd.readouterr().err == ""
+    assert read_frames(EXAMPLE_VIDEO, 9).shape[0] == 9
+    print("stderr works", file=sys.stderr)
+    assert capfd.readouterr().err == "stderr works\n"
+
+
+def test_a_directory_is_not_reported_as_missing(tmp_path):
+    with pytest.raises(VideoReadError, match="is a directory, not a video file"):
+        read_frames(tmp_path, 9)
+    with pytest.raises(VideoReadError, match="is a directory, not an image file"):
+        load_image(tmp_path, HEIGHT, WIDTH)
+
+
 def test_video_at_tiny_resolution_reads_back(tmp_path):
     """A job's own 32x48 output, fed back in as a conditioning video."""
     path = write_video(tmp_path / "tiny.mp4", moving_square(9, HEIGHT, WIDTH), fps=16)
@@ -249,8 +269,13 @@ def _no_model(cls, *args, **kwargs):
         (TINY_CONFIG, "no_such_key=1", ("no_such_key", "unknown key")),
         (REPO / "configs" / "does_not_exist.yaml", None, ("config file not found", "does_not_exist.yaml")),
         (TINY_CONFIG, "num_output_frames=abc", ("num_output_frames", "wrong type")),
+        (REPO / "example" / "demo" / "output_strip.png", None, ("output_strip.png", "not a text (YAML) file")),
+        (EXAMPLE_JSONL, None, ("video_conditional_example.jsonl", "not valid YAML")),
+        (TINY_CONFIG, f"data_path={REPO / 'example'}", ("data_path", "is a directory")),
+        (TINY_CONFIG, f"output_folder={EXAMPLE_JSONL}/out", ("output_folder", "cannot be created")),
+        (TINY_CONFIG, f"output_folder={EXAMPLE_JSONL}", ("output_folder", "not a folder")),
     ],
-    ids=["unknown-key", "missing-file", "wrong-type"],
+    ids=["unknown-key", "missing-file", "wrong-type", "binary", "not-yaml", "data-dir", "out-under-file", "out-file"],
 )
 def test_config_errors_exit_2_with_one_line(monkeypatch, capsys, config, override, words):
     monkeypatch.setattr(VideoConditionalPipeline, "from_config", classmethod(_no_model))
