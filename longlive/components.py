@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, UMT5EncoderModel
 from longlive.config import AdapterConfig, model_preset, torch_dtype
 from longlive.ffn import fuse_ffn_gelu
 from longlive.fp8 import check_fp8_support, convert_block_linears
-from longlive.lora import apply_lora
+from longlive.lora import apply_lora, lora_target_modules
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.text_encoder import PromptEncoder, byte_level_tokenizer, umt5_config
 from longlive.vae import StreamingVAE, build_vae, compile_decoder
@@ -73,6 +73,9 @@ def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
     if cfg.lora_ckpt:
         adapter = cfg.adapter or AdapterConfig()
         lora_dtype = torch_dtype(adapter.dtype)
+        if adapter.verbose:  # LongLive's switch: list every linear layer the LoRA adapts
+            targets = lora_target_modules(model)
+            logger.info("LoRA targets %d linear layers: %s", len(targets), ", ".join(targets))
         model = apply_lora(
             model, cfg.lora_ckpt, adapter.rank, adapter.alpha, adapter.dropout, lora_dtype, cfg.merge_lora
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -188,7 +189,7 @@ def _lora_by_hand(
 
 
 @pytest.mark.parametrize("merge", [True, False])
-def test_lora_scale_alpha_not_rank(tmp_path, merge):
+def test_lora_scale_alpha_not_rank(tmp_path, caplog, merge):
     """alpha != rank through the jobs' config path (`lora_ckpt`, `adapter`): each linear is W + (alpha/rank) B A."""
     from longlive.components import build_generator
 
@@ -203,7 +204,9 @@ def test_lora_scale_alpha_not_rank(tmp_path, merge):
         "adapter.dtype=float32",
         f"merge_lora={str(merge).lower()}",
     )
-    model = build_generator(cfg, CPU)
+    with caplog.at_level(logging.INFO, logger="longlive.components"):
+        model = build_generator(cfg, CPU)
+    assert "LoRA targets" not in caplog.text  # adapter.verbose is off
     base_state = {k: v.clone() for k, v in tiny_generator(0).state_dict().items()}
     expected = _lora_by_hand(base_state, torch.load(lora)["generator_lora"], alpha / rank)
     adapted = [k for k in expected if not torch.equal(expected[k], base_state[k])]
@@ -412,6 +415,16 @@ def test_check_weights_describes_each_file(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 # Architectures named by the config, not by a preset.
 # ----------------------------------------------------------------------------------------------
+
+
+def test_adapter_verbose_lists_the_lora_targets(tmp_path, caplog):
+    from longlive.components import build_generator
+
+    lora, _ = random_lora_file(tmp_path, rank=4, wrapped=True)
+    with caplog.at_level(logging.INFO, logger="longlive.components"):
+        build_generator(tiny_config(f"lora_ckpt={lora}", "adapter.rank=4", "adapter.verbose=true"), CPU)
+    targets = lora_target_modules(tiny_generator(0))
+    assert f"LoRA targets {len(targets)} linear layers: {', '.join(targets)}" in caplog.text
 
 
 def test_wan_14b_preset_has_the_published_size():
