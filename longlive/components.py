@@ -8,7 +8,7 @@ named, each part is built at the preset's size with seeded random weights, direc
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from longlive.text_encoder import PromptEncoder, byte_level_tokenizer, umt5_conf
 from longlive.vae import StreamingVAE, build_vae, compile_decoder
 from longlive.vae_convs import fold_causal_convs
 from longlive.vae_norms import fuse_vae_norms
-from longlive.weights import WeightsError, load_generator, load_text_encoder, load_vae
+from longlive.weights import SAFETENSORS, WeightsError, load_generator, load_text_encoder, load_vae
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ def locate_wan_files(folder: str | Path) -> WanFiles:
     else:
         parts = ("diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth")
         files = WanFiles("Wan original", *(folder / p for p in parts), folder / "google" / "umt5-xxl")
+        if not files.generator.exists() and (folder / f"{SAFETENSORS}.index.json").is_file():
+            files = replace(files, generator=folder)  # sharded (the 14B): the loader follows the index
     for path in (files.generator, files.vae, files.text_encoder, files.tokenizer):
         if not path.exists():
             raise WeightsError(f"wan_model_dir {folder} ({files.layout} layout) lacks {path.name}: see README")

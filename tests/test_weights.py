@@ -96,6 +96,20 @@ def write_original(model, path: Path) -> Path:
     return path
 
 
+def write_sharded(model, folder: Path, shards: int = 2) -> Path:
+    """Wan's original names in `diffusion_pytorch_model-0000i-of-0000n.safetensors` files plus their index."""
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    keys, weight_map = list(state), {}
+    for i in range(shards):
+        name = f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = keys[i::shards]
+        save_file({k: state[k] for k in part}, str(folder / name))
+        weight_map.update(dict.fromkeys(part, name))
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
 def write_diffusers(model, folder: Path) -> Path:
     (folder / "transformer").mkdir(parents=True)
     converted = convert_wan_transformer_to_diffusers(dict(model.state_dict()))
@@ -281,13 +295,16 @@ def test_text_encoder_layouts_give_the_same_embeddings(tmp_path):
     assert wan.encoder.embed_tokens.weight is wan.shared.weight
 
 
-@pytest.mark.parametrize("layout", ["original", "diffusers"])
+@pytest.mark.parametrize("layout", ["original", "original-sharded", "diffusers"])
 def test_pipeline_loads_a_wan_model_dir(tmp_path, layout):
     folder = tmp_path / layout
     folder.mkdir()
     source = tiny_generator(3)
-    if layout == "original":
-        write_original(source, folder / "diffusion_pytorch_model.safetensors")
+    if layout in ("original", "original-sharded"):
+        if layout == "original":
+            write_original(source, folder / "diffusion_pytorch_model.safetensors")
+        else:  # as the 14B folder holds its weights: shards and their index
+            write_sharded(source, folder)
         write_original_vae(tiny_vae(), folder / "Wan2.1_VAE.pth")
         write_wan_t5(tiny_text_encoder(), folder / "models_t5_umt5-xxl-enc-bf16.pth", 2)
         byte_level_tokenizer().save_pretrained(folder / "google" / "umt5-xxl")
