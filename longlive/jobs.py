@@ -77,7 +77,7 @@ class SampleRecord:
     """One line of `results.jsonl`."""
 
     index: int
-    status: str  # ok | failed | skipped (every output already existed)
+    status: str  # ok | failed | skipped (every output already existed, or a blank line)
     inputs: dict[str, Any]  # the parsed line, or {"line": ...} when it cannot be parsed
     seeds: list[int]
     outputs: list[str] = field(default_factory=list)  # one mp4 per seed, in seed order
