@@ -192,9 +192,9 @@ class KVCache:
             return range(max(self.sink_start + sink, end - window), end)
         if mode != "longlive":
             raise CacheInvariantError(f"recache mode {mode!r} is not 'longlive' or 'window'")
-        first = max(0, end - cache)  # LongLive's recache_start_frame
         if end == 0:
             return range(0)
+        first = max(0, end - cache)  # LongLive's recache_start_frame
         if global_sink and first > 0:
             return range(first + sink, end)
         if not global_sink:

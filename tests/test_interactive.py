@@ -425,10 +425,11 @@ def test_interactive_job(tmp_path):
 # -- the live session ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["longlive", "window"])
 @torch.no_grad()
-def test_session_matches_scripted_run(tmp_path):
+def test_session_matches_scripted_run(tmp_path, mode):
     """Prompts typed before blocks 2 and 3 give the frames of the scripted run switching at frames 6 and 9."""
-    pipe = VideoConditionalPipeline.from_config(interactive_config())
+    pipe = VideoConditionalPipeline.from_config(interactive_config(f"recache_mode={mode}"))
     scripted = list(pipe.stream_prompts(PromptSchedule((A, B, C), (6, 9)), seed=3, decode=True))
 
     session = Session(pipe, A, seed=3, output=tmp_path / "live.mp4", preview=tmp_path / "live.png")
@@ -441,7 +442,8 @@ def test_session_matches_scripted_run(tmp_path):
 
     for ours, theirs in zip(session.latents, scripted, strict=True):
         torch.testing.assert_close(ours, theirs.latents[0], atol=0, rtol=0)
-    assert [(s.frame, s.prompt, s.recached) for s in session.switches] == [(6, B, (0, 6)), (9, C, (4, 9))]
+    first = 0 if mode == "longlive" else 1  # frame 6 <= local_attn_size: LongLive reruns from frame 0
+    assert [(s.frame, s.prompt, s.recached) for s in session.switches] == [(6, B, (first, 6)), (9, C, (4, 9))]
     assert set(session.texts) == {A, B, C}
     status = session.status()
     assert (status.block, status.latent_frames, status.frames, status.done) == (4, 15, 57, True) and status.fps > 0
