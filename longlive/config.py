@@ -348,14 +348,21 @@ class InferenceConfig:
     # LongLive's output naming switch: true (index-named outputs) is the only one here, since resume
     # finds outputs by index; false (prompt-named) is refused when the config loads.
     save_with_index: bool = True
+    # At a recache, keep the sink frames (true) or empty the cache and let the rerun rewrite them
+    # (false, LongLive's sink_recache_after_switch); recache_mode "longlive" only.
     global_sink: bool = True
-    # Timestep at which finished (and conditioning) frames are written into the KV cache; 0 = clean.
+    # Timestep the cache passes give the clean latents of finished (and conditioning) frames and of a
+    # recache (as LongLive: the latents are not noised; 0 = clean).
     context_noise: float = 0.0
     # Interactive job: latent frames where the next prompt starts ("40, 80" or [40, 80]); a switch takes
     # effect at the first block boundary at or after its index.
     switch_frame_indices: Any = None
     # Rewrite the cache's recent frames under the new prompt at a switch (LongLive's KV-recache).
     recache_on_switch: bool = True
+    # How: "longlive" (LongLive v1.0: the last local_attn_size frames in one pass, each seeing all the
+    # others; sinks rewritten when the rerun starts at frame 0) or "window" (ours: the window less the
+    # sinks, block-causal in the frames' original blocks; sinks never rewritten).
+    recache_mode: str = "longlive"
     generator_ckpt: str | None = None
     lora_ckpt: str | None = None
     adapter: AdapterConfig | None = None
@@ -404,6 +411,7 @@ SPEED_SWITCHES = (
 )
 
 DTYPES = ("float32", "bfloat16", "float16")
+RECACHE_MODES = ("longlive", "window")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -542,6 +550,12 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.num_output_frames >= 1, "num_output_frames", "must be at least 1 latent frame")
     _require(cfg.num_conditioning_frames >= 0, "num_conditioning_frames", "must be 0 or more video frames")
     _require(0 <= cfg.context_noise <= 1000, "context_noise", "must lie in [0, 1000]")
+    _require(cfg.recache_mode in RECACHE_MODES, "recache_mode", f"={cfg.recache_mode!r} is not one of {RECACHE_MODES}")
+    _require(
+        cfg.global_sink or cfg.recache_mode == "longlive",
+        "global_sink",
+        "=false rewrites the sinks at each switch, which recache_mode=window never does; use recache_mode=longlive",
+    )
     _require(len(cfg.denoising_step_list) >= 1, "denoising_step_list", "needs at least one step")
     steps = list(cfg.denoising_step_list)
     _require(all(0 < t <= 1000 for t in steps), "denoising_step_list", f"{steps}: each step must lie in (0, 1000]")

@@ -195,7 +195,7 @@ class CausalWanModel(nn.Module):
         `prepare_text`. With `kv_cache`, the block holds frames [start_frame, start_frame+F) and
         attends to what the cache keeps; without it, attention spans these F frames, limited by
         `frame_mask` [F, F] (True where a query frame may see a key frame). `block_sizes` splits a
-        cached pass into blocks that stay causal among themselves (a recache). Returns [B, F, C, H, W].
+        cached pass into blocks that stay causal among themselves (a `window` recache). Returns [B, F, C, H, W].
         """
         rope = self.rotary_table(latents.shape, start_frame, latents.device)
         grid = self.token_grid(latents.shape)

@@ -183,6 +183,17 @@ def test_bad_values_in_yaml_are_validated(tmp_path):
         load_config(path)
 
 
+def test_recache_mode_is_validated():
+    """LongLive's recache is the default; window mode never rewrites sinks, so global_sink=false is refused."""
+    assert load_config().recache_mode == "longlive"
+    assert load_config(overrides=["recache_mode=window"]).recache_mode == "window"
+    with pytest.raises(ConfigError, match=r"^recache_mode='dense' is not one of \('longlive', 'window'\)$"):
+        load_config(overrides=["recache_mode=dense"])
+    with pytest.raises(ConfigError, match=r"^global_sink=false .* use recache_mode=longlive$"):
+        load_config(overrides=["recache_mode=window", "global_sink=false"])
+    assert not load_config(overrides=["global_sink=false"]).global_sink
+
+
 def test_missing_config_file(tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:

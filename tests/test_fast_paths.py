@@ -7,12 +7,12 @@ import weakref
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm, WanUpsample
 from test_engine import LATENT_HW, cache_for, random_text
 
 from longlive.components import build_streaming_vae
-from longlive.config import PRESETS, ConfigError
+from longlive.config import PRESETS, ConfigError, load_config
 from longlive.ffn import GeluEpilogueFFN, fusable, fuse_ffn_gelu
 from longlive.fp8 import TARGETS, Float8Linear, convert_block_linears, quantize_rows
 from longlive.pipeline import VideoConditionalPipeline, compile_blocks
@@ -24,17 +24,22 @@ from longlive.vae_norms import fuse_vae_norms
 
 
 def _rollout(model, latents, timesteps, text, block_sizes=(3, 3, 3)):
+    """Blocks through a rolling window, then a recache as LongLive's: one unmasked pass over frames 4..8."""
     cache, outputs, start = cache_for(model, cache_frames=6, sink_frames=1), [], 0
     with torch.no_grad():
         for size in block_sizes:
             block = slice(start, start + size)
             outputs.append(model(latents[:, block], timesteps[:, block], text, cache, start))
             start += size
+        frames = cache.start_recache("longlive")
+        span = slice(frames.start, frames.stop)
+        outputs.append(model(latents[:, span], timesteps[:, span] * 0, text, cache, frames.start))
     return torch.cat(outputs, dim=1), cache
 
 
 def test_compiled_blocks_match_eager(tiny_model):
-    """compile_generator: float32 outputs and cache contents within 1e-5 of eager through a rolling window."""
+    """compile_generator: float32 outputs and cache contents within 1e-5 of eager through a rolling window
+    and a recache pass."""
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 9, tiny_model.arch.in_channels, *LATENT_HW, generator=g)
     timesteps = torch.rand(1, 9, generator=g) * 1000
@@ -69,6 +74,25 @@ def test_cuda_graphs_match_eager(compiled):
         expected = plain("a red square", "a blue circle", video, seed=seed, decode=False).latents
         actual = graphed("a red square", "a blue circle", video, seed=seed, decode=False).latents
         torch.testing.assert_close(actual, expected, atol=1e-4 if compiled else 1e-5, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+@pytest.mark.parametrize("mode", ["longlive", "window"])
+def test_cuda_graphs_match_eager_through_recaches(mode):
+    """cuda_graphs with prompt switches: the recache passes run eagerly between graph replays (an early
+    switch rewriting the sinks at frame 6, a late one at 9) and the rollout equals the plain one (float32)."""
+    from longlive.pipeline import PromptSchedule
+
+    overrides = ["device=cuda", f"recache_mode={mode}"]
+    config = REPO / "configs" / "tiny_interactive.yaml"
+    plain = VideoConditionalPipeline.from_config(load_config(config, overrides))
+    graphed = VideoConditionalPipeline.from_config(load_config(config, [*overrides, "cuda_graphs=true"]))
+    schedule = PromptSchedule(("a red square", "a blue circle", "a green square"), (4, 9))
+    for seed in (0, 1):
+        expected = torch.cat([r.latents for r in plain.stream_prompts(schedule, seed=seed, decode=False)], dim=1)
+        actual = torch.cat([r.latents for r in graphed.stream_prompts(schedule, seed=seed, decode=False)], dim=1)
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
 
 
 def _stream_inputs(vae):
