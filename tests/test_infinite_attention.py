@@ -14,6 +14,7 @@ import logging
 import pytest
 import torch
 from conftest import REPO, tiny_config
+from omegaconf import OmegaConf
 from test_engine import LATENT_HW, cache_for, random_text
 
 from longlive.attention import FramePositions, RotaryTable, rope_angles, rope_range_warning
@@ -272,3 +273,16 @@ def test_pipeline_with_infinite_attention():
         torch.testing.assert_close(latents[:, :cache_frames], runs["absolute"][:, :cache_frames], atol=1e-5, rtol=0)
         if name != "absolute":
             assert not torch.allclose(latents[:, cache_frames:], runs["absolute"][:, cache_frames:], atol=1e-4)
+
+
+@pytest.mark.parametrize("job", ["video_conditional", "interactive"])
+def test_infinity_configs_mirror_the_longlive_ones(job):
+    """The shipped infinity configs are the LongLive ones with LongLive's infinity settings, nothing else."""
+    base = OmegaConf.to_container(load_config(REPO / "configs" / f"longlive_{job}_inference.yaml"))
+    infinity = OmegaConf.to_container(load_config(REPO / "configs" / f"longlive_{job}_infinity.yaml"))
+    assert infinity["model_kwargs"].pop("use_infinite_attention") and not base["model_kwargs"].pop(
+        "use_infinite_attention"
+    )
+    assert infinity["num_output_frames"] == 1050 and infinity["global_sink"] and infinity["context_noise"] == 0
+    changed = {key for key in base if base[key] != infinity[key]}
+    assert changed <= {"num_output_frames", "output_folder", "switch_frame_indices"}
