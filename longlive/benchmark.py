@@ -135,6 +135,7 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
             "frames_per_block": frames_per_block,
             "window": cfg.model_kwargs.local_attn_size,
             "sink": cfg.model_kwargs.sink_size,
+            "rope": "window-relative" if cfg.model_kwargs.use_infinite_attention else "absolute",
             "steps": len(cfg.denoising_step_list),
             "dtype": cfg.dtype,
             "resolution": [cfg.height, cfg.width],

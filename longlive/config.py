@@ -311,6 +311,11 @@ class ModelKwargs:
     timestep_shift: float = 5.0
     # First latent frames kept in the cache forever (attention sinks); they count inside the window.
     sink_size: int = 3
+    # LongLive's Infinity-RoPE (Block-Relativistic RoPE): keys are cached without RoPE and every pass
+    # rotates the queries and the visible keys by their position in the window (sinks 0..S-1, then the
+    # window, then the block), not in the video, so positions stay within local_attn_size however long
+    # the video. false: absolute frame positions, which pass the trained range after 240 latent frames.
+    use_infinite_attention: bool = False
 
 
 @dataclass

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from longlive.attention import FramePositions
+
 
 class CacheInvariantError(RuntimeError):
     """A block was written where the cache cannot hold it (an engine bug, not a user error)."""
@@ -50,6 +52,20 @@ class KVCache:
     every layer view then carries a token mask [N, M] in slot order, built from the rule of
     `frame_visibility_mask`, so each block of the pass still sees only its own past. Such a pass
     must not evict a frame one of its blocks should see (the cache checks it).
+
+    With `window_rope` (`model_kwargs.use_infinite_attention`, LongLive's Infinity-RoPE) keys are stored
+    without RoPE, and each pass says at which time position attention should rotate every visible
+    key and query (`frame_positions`): a frame's slot in LongLive's buffer, which holds the sinks, then
+    the window in video order, then the current block. For a block ending at frame e, with
+    shift = max(0, e - C) frames dropped from the window so far:
+
+        sink frame f       -> f - s0        (0 .. S-1, whatever the block)
+        any other frame f  -> f - shift     (the block itself ends at C - 1 once the window is full)
+
+    e.g. C=6, S=2, blocks of 2: block [6, 8) has shift 2 and sees   frame 0 1 | 4 5 | 6 7
+                                                                    position 0 1 | 2 3 | 4 5
+    where absolute RoPE gives 0 1 4 5 6 7. Until the window is full (e <= C) both are the frame index.
+    In a pass of several blocks each block has its own shift, so the keys are rotated per block.
     """
 
     def __init__(
@@ -64,12 +80,14 @@ class KVCache:
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device | str,
+        window_rope: bool = False,
     ) -> None:
         if not 0 <= sink_frames < cache_frames:
             raise CacheInvariantError(f"sink_frames={sink_frames} must lie in [0, cache_frames={cache_frames})")
         self.frame_tokens = frame_tokens
         self.cache_frames = cache_frames
         self.sink_frames = sink_frames
+        self.window_rope = window_rope  # keys stored unrotated; `frame_positions` says where to rotate them
         shape = (num_layers, batch_size, cache_frames * frame_tokens, num_heads, head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)  # [L, B, C*T, H, D]
         self.values = torch.zeros(shape, dtype=dtype, device=device)
@@ -93,6 +111,7 @@ class KVCache:
         self._token_index: torch.Tensor | None = None
         self._visible_tokens = 0
         self._mask: torch.Tensor | None = None
+        self._positions: FramePositions | None = None
 
     def is_sink(self, frame: int) -> bool:
         return self.sink_start <= frame < self.sink_start + self.sink_frames
@@ -147,6 +166,24 @@ class KVCache:
         self._token_index = torch.cat([torch.arange(slot * size, (slot + 1) * size, device=device) for slot in slots])
         self._visible_tokens = min(end, self.cache_frames) * self.frame_tokens
         self._mask = None if len(sizes) == 1 else self._pass_mask(start_frame, sizes)
+        self._positions = self._window_positions(start_frame, sizes) if self.window_rope else None
+
+    def _window_positions(self, start_frame: int, block_sizes: Sequence[int]) -> FramePositions:
+        """Window-relative time positions of the pass's query frames and, per block, of the visible slots."""
+        held = self.slot_frames[: self._visible_tokens // self.frame_tokens]  # frame per visible slot
+        queries, keys, start = [], [], start_frame
+        for size in block_sizes:
+            end = start + size
+            shift = max(0, end - self.cache_frames)  # frames the window has dropped when this block runs
+            queries += [self._window_position(f, shift) for f in range(start, end)]
+            keys.append([self._window_position(f, shift) for f in held])
+            start = end
+        return FramePositions(queries, keys, list(block_sizes))
+
+    def _window_position(self, frame: int, shift: int) -> int:
+        if frame < 0:
+            raise CacheInvariantError(f"an empty slot is visible: slots hold frames {self.slot_frames}")
+        return frame - self.sink_start if self.is_sink(frame) else frame - shift
 
     def _pass_mask(self, start_frame: int, block_sizes: Sequence[int]) -> torch.Tensor:
         """Token mask [N, M]: query frames of the pass (in order) x visible slots (in slot order).
@@ -231,6 +268,11 @@ class KVCache:
     def token_index(self) -> torch.Tensor | None:
         """Token slots of the block begun last."""
         return self._token_index
+
+    @property
+    def frame_positions(self) -> FramePositions | None:
+        """Window-relative RoPE positions of the pass begun last; None with absolute RoPE (keys stored rotated)."""
+        return self._positions
 
     @property
     def visible_tokens(self) -> int:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
+from longlive.attention import rope_range_warning
 from longlive.components import build_generator, build_prompt_encoder, build_streaming_vae
 from longlive.config import ConfigError, Geometry, derive_geometry
 from longlive.kv_cache import CrossAttentionCache, KVCache
@@ -156,6 +157,7 @@ class VideoConditionalPipeline:
             cfg.denoising_step_list, cfg.model_kwargs.timestep_shift, cfg.warp_denoising_step
         )
         self.kv_cache: KVCache | None = None
+        self._rope_warned = False
         if cfg.compile_generator:
             compile_blocks(self.generator)
         self._step = self.generator
@@ -234,6 +236,7 @@ class VideoConditionalPipeline:
         video = self._check_video(video)
         conditioning = self._encode_conditioning(video)  # 3
         blocks = plan_blocks(conditioning.shape[1], self.cfg.num_output_frames, self.geometry.frames_per_block)
+        self.check_rope_range(self.cfg.num_output_frames)
         self._reset_caches(batch_size=conditioning.shape[0])  # 4
         rng = torch.Generator(self.device).manual_seed(seed)
         recent = conditioning[:, :0]  # the latest clean latents [B, <=cache_frames, C, h, w] (what a recache reruns)
@@ -296,6 +299,18 @@ class VideoConditionalPipeline:
             if prompt is not None and not prompt.strip():
                 raise InputError(f"{name} is empty")
 
+    def check_rope_range(self, num_frames: int) -> bool:
+        """Warn (once per pipeline) when `num_frames` latent frames leave the RoPE positions LongLive was
+        trained on; return whether they do. Absolute RoPE would extrapolate there silently; a rollout
+        of unbounded length calls this with the frames it has reached."""
+        message = rope_range_warning(
+            num_frames, self.cfg.model_kwargs.use_infinite_attention, self.geometry.cache_frames
+        )
+        if message is not None and not self._rope_warned:
+            logger.warning(message)
+            self._rope_warned = True
+        return message is not None
+
     def _check_video(self, video: torch.Tensor | None) -> torch.Tensor | None:
         if video is None or self.cfg.num_conditioning_frames == 0:
             return None
@@ -344,6 +359,7 @@ class VideoConditionalPipeline:
                 head_dim=g.head_dim,
                 dtype=self.generator.dtype,
                 device=self.device,
+                window_rope=self.cfg.model_kwargs.use_infinite_attention,
             )
         self.kv_cache.reset()
         self.vae.reset_decoder()

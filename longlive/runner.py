@@ -2,10 +2,10 @@
 
 A pass launches thousands of small kernels; at the published size the CPU takes longer to issue them
 than the GPU takes to run them. Here each block shape is captured once as a CUDA graph and replayed:
-the bookkeeping (cache slots, RoPE table) stays on the host, and its results are copied into the
-graph's fixed input buffers before each replay. The KV cache is already a fixed buffer, written in
-place by the graph. One graph per (batch, frames, visible cache length): a handful per video. Graphs
-belong to the cache object they were captured on (`GraphTable`), never to an address a freed cache had.
+the bookkeeping (cache slots, RoPE tables: absolute, or window-relative for the queries and the visible
+keys) stays on the host, and its results are copied into the graph's fixed input buffers before each
+replay. The KV cache is already a fixed buffer, written in place by the graph. One graph per (batch,
+frames, visible cache length): a handful per video. Graphs belong to the cache object they were captured on (`GraphTable`), never to an address a freed cache had.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from longlive.attention import RotaryTable
+from longlive.attention import RotaryTable, WindowRotary
 from longlive.kv_cache import CrossAttentionCache, KVCache
 from longlive.model import CausalWanModel
 
@@ -25,7 +25,7 @@ class _Graph:
     graph: torch.cuda.CUDAGraph
     latents: torch.Tensor
     timesteps: torch.Tensor
-    rope: RotaryTable
+    rope: RotaryTable | WindowRotary
     token_index: torch.Tensor
     output: torch.Tensor
 
@@ -82,7 +82,7 @@ class CUDAGraphGenerator:
         if block_sizes is not None and len(block_sizes) > 1:  # a masked pass (a recache) is rare: run it eagerly
             return self.model(latents, timesteps, text, kv_cache, start_frame, block_sizes=block_sizes)
         kv_cache.begin_block(start_frame, latents.shape[1])
-        rope = self.model.rotary_table(latents.shape, start_frame, latents.device)
+        rope = self.model.rotary_table(latents.shape, start_frame, latents.device, kv_cache.frame_positions)
         self._load_text(text)
         key = (tuple(latents.shape), kv_cache.visible_tokens)
         entry = self._graphs.get(kv_cache, key)
@@ -106,18 +106,17 @@ class CUDAGraphGenerator:
         self._text_source = text
 
     @staticmethod
-    def _copy_inputs(entry: _Graph, latents, timesteps, rope: RotaryTable, kv_cache: KVCache) -> None:
+    def _copy_inputs(entry: _Graph, latents, timesteps, rope: RotaryTable | WindowRotary, kv_cache: KVCache) -> None:
         entry.latents.copy_(latents)
         entry.timesteps.copy_(timesteps)
-        entry.rope.cos.copy_(rope.cos)
-        entry.rope.sin.copy_(rope.sin)
+        entry.rope.copy_(rope)  # the window-relative key table has the visible length, which is in the key
         entry.token_index.copy_(kv_cache.token_index)
 
     def _run(self, entry: _Graph, kv_cache: KVCache) -> torch.Tensor:
         layers = kv_cache.layers(token_index=entry.token_index)
         return self.model.run_blocks(entry.latents, entry.timesteps, self._text, entry.rope, layers)
 
-    def _capture(self, latents, timesteps, rope: RotaryTable, kv_cache: KVCache) -> _Graph:
+    def _capture(self, latents, timesteps, rope: RotaryTable | WindowRotary, kv_cache: KVCache) -> _Graph:
         entry = _Graph(
             graph=torch.cuda.CUDAGraph(),
             latents=latents.clone(),

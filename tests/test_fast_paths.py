@@ -60,13 +60,19 @@ def test_byte_level_tokenizer_is_deterministic():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
-@pytest.mark.parametrize("compiled", [False, True])
-def test_cuda_graphs_match_eager(compiled):
+@pytest.mark.parametrize(("compiled", "infinite"), [(False, False), (True, False), (False, True), (True, True)])
+def test_cuda_graphs_match_eager(compiled, infinite):
     """cuda_graphs: a whole video-conditional rollout (prompt switch, short blocks, rolling window) equals
-    the same pipeline without graphs (float32). Graphs of eager kernels replay them exactly (atol 1e-5);
+    the same pipeline without graphs (float32), with absolute and window-relative RoPE (whose key table
+    the graphs take as an input). Graphs of eager kernels replay them exactly (atol 1e-5);
     with compile, the graphed run may get other compiled kernels for a shape (static vs dynamic), which
     moved 3 of 5376 values by up to 2e-5 on an H100 (2026-11-23), hence atol 1e-4 there."""
-    overrides = ["device=cuda", "num_output_frames=14", f"compile_generator={str(compiled).lower()}"]
+    overrides = [
+        "device=cuda",
+        "num_output_frames=14",
+        f"compile_generator={str(compiled).lower()}",
+        f"model_kwargs.use_infinite_attention={str(infinite).lower()}",
+    ]
     video = torch.rand(1, 3, 9, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
     plain = VideoConditionalPipeline.from_config(tiny_config(*overrides))
     graphed = VideoConditionalPipeline.from_config(tiny_config(*overrides, "cuda_graphs=true"))
