@@ -231,7 +231,7 @@ def test_resume_finds_other_ranks_outputs_and_overwrite_replaces_them(tmp_path, 
     out = tmp_path / "out"
     out.mkdir()
     calls: list[int] = []
-    monkeypatch.setattr(jobs, "write_sample", _spy(jobs.generate, calls))
+    monkeypatch.setattr(jobs, "write_sample", _spy(jobs.write_sample, calls))
     args = ("video-conditional", TINY_CONFIG, f"output_folder={out}", f"data_path={three_samples}", "inference_iter=2")
     earlier = out / "rank1-1-1_regular.mp4"
     shutil.copy(VIDEOS[1], earlier)  # what rank 1 wrote for sample 1 in a 2-rank run
@@ -264,7 +264,7 @@ def test_resume_per_seed(tmp_path, three_samples, monkeypatch):
     """num_samples=2: a sample with one of its two videos done generates only the other."""
     out = tmp_path / "out"
     calls: list[int] = []
-    monkeypatch.setattr(jobs, "write_sample", _spy(jobs.generate, calls))
+    monkeypatch.setattr(jobs, "write_sample", _spy(jobs.write_sample, calls))
     args = ("video-conditional", TINY_CONFIG, f"output_folder={out}", f"data_path={three_samples}")
     assert run(*args, "num_samples=2", "inference_iter=1") == 0
     assert calls == [0, 1]
