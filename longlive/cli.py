@@ -68,6 +68,11 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     session.add_argument("--video", help="condition on this video's first num_conditioning_frames frames")
     session.add_argument("--output", help="growing mp4 (default: output_folder/session.mp4)")
     session.add_argument("--preview", help="latest frame as a PNG (default: the output's name, .png)")
+    session.add_argument(
+        "--max-frames",
+        type=int,
+        help="end after this many latent frames, conditioning included (default: run until /quit or end of input)",
+    )
     check = parsers["check-weights"] = argparse.ArgumentParser(
         prog="longlive check-weights", description="Tell what weights files are and whether the engine loads them."
     )
@@ -165,7 +170,9 @@ def run_session(cfg, args: argparse.Namespace) -> int:
         if args.video:
             video = load_video(args.video, cfg.num_conditioning_frames, cfg.height, cfg.width)[None]
         pipeline = VideoConditionalPipeline.from_config(cfg)
-        session = Session(pipeline, prompt, video, seed=cfg.seed, output=output, preview=preview)
+        session = Session(
+            pipeline, prompt, video, seed=cfg.seed, output=output, preview=preview, max_frames=args.max_frames
+        )
     except (InputError, VideoReadError) as err:
         raise ConfigError(str(err)) from None
     run_terminal(session, sys.stdin)
