@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from longlive import distributed
+from longlive.compile_cache import enable_compile_cache
 from longlive.config import PRESETS, ConfigError, load_config
 from longlive.jobs import (
     JobReport,
@@ -109,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compare":
             return compare_runs(args.a, args.b, args.out)
         cfg = load_config(args.config_path, [*args.overrides, *FORCED_OVERRIDES.get(args.command, ())])
+        enable_compile_cache(cfg.compile_cache_dir)  # before anything compiles
         if args.command == "bench":
             return bench(cfg, args.profile)
         if args.command == "session":

@@ -10,6 +10,7 @@ import gc
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -81,9 +82,12 @@ def tensor_bytes() -> int:
     """Bytes of every live tensor's storage (each storage once)."""
     gc.collect()
     storages = {}
-    for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
-            storage = obj.untyped_storage()
+    with warnings.catch_warnings():  # isinstance wakes deprecated lazy attributes of torch modules
+        warnings.simplefilter("ignore")
+        tensors = [obj for obj in gc.get_objects() if isinstance(obj, torch.Tensor)]
+    for tensor in tensors:
+        if tensor.device.type == "cpu":
+            storage = tensor.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()
     return sum(storages.values())
 
