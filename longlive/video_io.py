@@ -182,12 +182,14 @@ def open_video_writer(path: str | Path, fps: int, growing: bool = False):
     """An imageio H.264 writer (`append_data(frame)`, `close()`).
 
     `growing`: a fragmented mp4 with a keyframe every second, readable by players while it is still
-    being written (a live session's output).
+    being written (a live session's segments). It has no B-frames: with them each segment starts with a
+    decoding delay, and segments joined by stream copy gain duplicated frames at the seams.
     """
     import imageio.v2 as imageio
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    params = ["-g", str(fps), "-movflags", "frag_keyframe+empty_moov+default_base_moof"] if growing else None
+    fragmented = ["-g", str(fps), "-bf", "0", "-movflags", "frag_keyframe+empty_moov+default_base_moof"]
+    params = fragmented if growing else None
     # The format is named so a missing ffmpeg backend is an error, not a file in another format.
     return imageio.get_writer(
         path, format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_params=params

@@ -261,3 +261,20 @@ def test_session_memory_bounded(tmp_path):
     assert mp4_frames(output) == frames and mp4_frames(session.save(tmp_path / "after.mp4")) == frames
     assert sorted(p.name for p in tmp_path.iterdir()) == ["after.mp4", "bytes.mp4", "live.mp4", "so_far.mp4"]
     assert encoder_threads() == []
+
+
+def test_saved_segments_keep_every_frame_in_order(tmp_path):
+    """Saves cut the record into segments of any length (one frame too); each save joins them into one
+    mp4 with every frame so far, once and in order (frame k is gray level 8k)."""
+    record = video_io.SegmentedVideo(tmp_path / "segments", fps=16)
+    total = 0
+    for i, count in enumerate([9, 1, 12, 1, 5]):
+        levels = torch.arange(total, total + count, dtype=torch.float32) * 8 / 127.5 - 1  # [-1, 1]
+        record.append(levels[None, :, None, None].expand(3, count, 16, 16))
+        total += count
+        path, frames = record.save(tmp_path / f"save{i}.mp4")
+        means = iio.imread(path, plugin="FFMPEG").reshape(frames, -1).mean(axis=1)
+        assert frames == total == len(means)
+        assert (abs(means - 8 * torch.arange(total).numpy()) < 3).all(), means.round()
+    record.remove()
+    assert not (tmp_path / "segments").exists() and encoder_threads() == []
