@@ -4,7 +4,7 @@
     longlive i2v --config_path configs/tiny_i2v.yaml [key=value ...]
     longlive t2v --config_path configs/tiny_t2v.yaml [key=value ...]
     longlive interactive --config_path configs/tiny_interactive.yaml [key=value ...]
-    longlive session --config_path configs/tiny_interactive.yaml --prompt "a red square" [--video V.mp4]
+    longlive session --config_path configs/tiny_interactive.yaml --prompt "a red square" [--max-frames N]
     torchrun --nproc_per_node=N --no-python longlive video-conditional --config_path ...   # N ranks
     longlive check-weights wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth longlive_models/models/lora.pt
     longlive compare videos/reference videos/compiled --out videos/compare

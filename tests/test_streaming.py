@@ -278,3 +278,17 @@ def test_saved_segments_keep_every_frame_in_order(tmp_path):
         assert (abs(means - 8 * torch.arange(total).numpy()) < 3).all(), means.round()
     record.remove()
     assert not (tmp_path / "segments").exists() and encoder_threads() == []
+
+
+def test_session_without_end_needs_a_local_window():
+    """Global attention caches every frame: a session must then stay within num_output_frames."""
+    from longlive.pipeline import InputError
+
+    pipe = fast_pipeline(INTERACTIVE_CONFIG, "model_kwargs.local_attn_size=-1")
+    with pytest.raises(InputError, match="local_attn_size=-1"):
+        Session(pipe, "a red square")
+    with pytest.raises(InputError, match="max_frames <= num_output_frames=15"):
+        Session(pipe, "a red square", max_frames=16)
+    with pytest.raises(InputError, match="max_frames=0"):
+        Session(pipe, "a red square", max_frames=0)
+    Session(pipe, "a red square", max_frames=15).close()
