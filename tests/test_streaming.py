@@ -208,10 +208,12 @@ def test_interrupted_writes_leave_no_final_name(tmp_path, monkeypatch):
 
 
 def test_long_rollout_constant_memory(tmp_path, monkeypatch):
-    """1101 latent frames (past a 1024-frame RoPE table) through the t2v job: host memory and live tensor
-    bytes after the first tenth of the blocks equal those at the end, and the mp4 has every frame."""
-    latent_frames = 1101
-    pipe, out = t2v_job(tmp_path, f"num_output_frames={latent_frames}")
+    """2401 latent frames (past LongLive's 1024-frame RoPE table) through the t2v job: host memory and live
+    tensor bytes after the first tenth of the blocks equal those at the end, and the mp4 has every frame."""
+    latent_frames = 2401
+    pipe, out = t2v_job(
+        tmp_path, f"num_output_frames={latent_frames}", "num_frame_per_block=12", "model_kwargs.local_attn_size=14"
+    )
     blocks = -(-latent_frames // pipe.cfg.num_frame_per_block)
     marks: dict[int, tuple[int, int]] = {}
     real_put = video_io.FrameEncoder.put
@@ -229,7 +231,7 @@ def test_long_rollout_constant_memory(tmp_path, monkeypatch):
     report = jobs.run_text_to_video_job(pipe.cfg, pipe)
     assert put.count == blocks
     (rss_tenth, tensors_tenth), (rss_end, tensors_end) = marks[blocks // 10], marks[blocks - 1]
-    # The old job kept every frame as float32: 4401 x 16 x 16 x 3 x 4 B = 13.5 MB by the end.
+    # The old job kept every frame as float32: 9601 x 16 x 16 x 3 x 4 B = 29.5 MB by the end.
     assert abs(rss_end - rss_tenth) < 2 * 2**20, (rss_tenth, rss_end)
     assert abs(tensors_end - tensors_tenth) < 64 * 2**10, (tensors_tenth, tensors_end)
     assert mp4_frames(Path(report.written[0])) == 4 * latent_frames - 3
