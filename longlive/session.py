@@ -6,9 +6,9 @@ and answers its per-block question "which prompt?" with the prompt typed last. T
     generation thread (`run`, or the caller of `step`)    command threads (a terminal, a UI, tests)
       the previous block's cache pass; at the boundary:     set_prompt / pause / resume / save / quit:
       pending prompt -> current; one block: denoise,        a field or an event under a lock, nothing
-      decode; frames -> encoder queue, preview PNG          waits for the GPU (save finishes the current
+      decode; frames -> encoder queue                       waits for the GPU (save finishes the current
                                                             mp4 segment and joins the segments)
-    encoder thread: queue -> ffmpeg -> mp4 segment on disk
+    encoder thread: queue -> ffmpeg -> mp4 segment on disk; the block's last frame -> preview PNG
 
 So a new prompt takes effect at the next block boundary, and the GPU sets the pace. `step` runs one
 block in the caller's thread, which makes a session scriptable (tests drive it block by block).
@@ -36,7 +36,7 @@ import torch
 
 from longlive.kv_cache import CrossAttentionCache
 from longlive.pipeline import Block, BlockResult, InputError, Switch, VideoConditionalPipeline
-from longlive.video_io import SegmentedVideo, tensor_to_uint8, write_image
+from longlive.video_io import SegmentedVideo
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +102,13 @@ class Session:
         self._latent_frames = 0
         self._seconds = 0.0
         self._done = False
+        self._closed = threading.Event()  # set once `output` is written and the segments are gone
         if self.output is None:
             folder = Path(tempfile.mkdtemp(prefix="longlive-session-"))
         else:
             folder = self.output.with_name(f".{self.output.stem}.segments")
             shutil.rmtree(folder, ignore_errors=True)  # a previous session's leftovers
-        self.record = SegmentedVideo(folder, self.fps_out)
+        self.record = SegmentedVideo(folder, self.fps_out, preview=self.preview)
         end = math.inf if max_frames is None else max_frames
         self._stream = pipeline.stream_prompts(
             self._prompt_at, video, seed=seed, decode=True, recache=recache, texts=self.texts, num_output_frames=end
@@ -140,6 +141,7 @@ class Session:
         copies `output`.
         """
         if self.status().done:
+            self._closed.wait()  # `close` may still be writing `output`
             if self.output is None or not self.output.is_file():
                 raise InputError("the session is over and kept no video (it had no output)")
             path = Path(path)
@@ -192,9 +194,7 @@ class Session:
             self.close()
             return None
         frames = result.frames[0]  # [3, n, H, W]
-        self.record.append(frames)  # encoded in the background
-        if self.preview is not None and frames.shape[1]:
-            write_image(self.preview, tensor_to_uint8(frames[:, -1:])[0])
+        self.record.append(frames)  # encoded (and the preview written) in the background
         with self._lock:
             self._frames += frames.shape[1]
             self._block = result.block.index
@@ -238,6 +238,7 @@ class Session:
                 logger.info("session video: %d frames in %s", frames, path)
         finally:
             self.record.remove()
+            self._closed.set()
 
     def _prompt_at(self, block: Block) -> str:
         """The pipeline's question at each block boundary: the pending prompt becomes current."""

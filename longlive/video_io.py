@@ -239,13 +239,17 @@ class FrameEncoder:
     The queue holds at most `max_blocks` blocks (the only frames on the host); `put` waits only when it
     is full. An error in the encoder thread is raised by the next `put` or by `close`. Use it as a
     context manager: leaving on an exception stops the encoder without waiting for the queued frames
-    (`abort`). It writes to the path it is given; `atomic_path` gives the temporary name.
+    (`abort`). It writes to the path it is given; `atomic_path` gives the temporary name. With `preview`,
+    each block's last frame is also written there as a PNG (by the encoder thread, off the GPU's way).
     """
 
     _END = None
 
-    def __init__(self, path: str | Path, fps: int, growing: bool = False, max_blocks: int = 4) -> None:
+    def __init__(
+        self, path: str | Path, fps: int, growing: bool = False, max_blocks: int = 4, preview: Path | None = None
+    ) -> None:
         self.path = Path(path)
+        self.preview = preview
         self.frames_written = 0  # frames handed to ffmpeg (encoder thread)
         self._writer = open_video_writer(self.path, fps, growing)
         self._queue: queue.Queue = queue.Queue(maxsize=max_blocks)
@@ -303,6 +307,8 @@ class FrameEncoder:
                 for frame in frames.numpy():
                     self._writer.append_data(frame)
                     self.frames_written += 1
+                if self.preview is not None and len(frames):
+                    write_image(self.preview, frames[-1].numpy())
         except BaseException as err:  # kept for the generating thread, which raises it
             self._error = err
             self._aborted.set()
@@ -327,8 +333,9 @@ class SegmentedVideo:
     re-encoding). Thread-safe: one thread appends, others save.
     """
 
-    def __init__(self, folder: str | Path, fps: int) -> None:
+    def __init__(self, folder: str | Path, fps: int, preview: Path | None = None) -> None:
         self.folder = Path(folder)
+        self.preview = preview  # the latest frame as a PNG (see `FrameEncoder`)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fps = fps
         self.frames = 0  # appended so far
@@ -346,7 +353,7 @@ class SegmentedVideo:
         with self._lock:
             if self._encoder is None:
                 path = self.folder / f"segment{len(self._segments):05d}.mp4"
-                self._encoder = FrameEncoder(path, self.fps, growing=True)
+                self._encoder = FrameEncoder(path, self.fps, growing=True, preview=self.preview)
             self._encoder.put(frames)
             self.frames += frames.shape[1]
 
