@@ -295,3 +295,14 @@ def test_session_without_end_needs_a_local_window():
     with pytest.raises(InputError, match="max_frames=0"):
         Session(pipe, "a red square", max_frames=0)
     Session(pipe, "a red square", max_frames=15).close()
+
+
+def test_streamed_mp4_equals_the_whole_video_written_at_once(tmp_path):
+    """The streaming writer (uint8 on the device, block by block through the encoder thread) gives the
+    same decoded frames as the reference path: the whole rollout gathered, then `write_video`."""
+    pipe, out = t2v_job(tmp_path, "num_output_frames=9")
+    report = jobs.run_text_to_video_job(pipe.cfg, pipe)
+    reference = video_io.write_video(tmp_path / "reference.mp4", pipe("a red square", seed=0).frames[0], pipe.cfg.fps)
+    streamed = iio.imread(report.written[0], plugin="FFMPEG")
+    assert streamed.shape[0] == 4 * 9 - 3
+    assert (streamed == iio.imread(reference, plugin="FFMPEG")).all()
