@@ -233,6 +233,9 @@ def to_host_uint8(frames: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event 
     return host, done
 
 
+QUEUE_BLOCKS = 4  # blocks waiting for the encoder at most: the frames a job holds on the host
+
+
 class FrameEncoder:
     """An mp4 written from a background thread: `put` queues a block of frames and returns at once.
 
@@ -246,7 +249,12 @@ class FrameEncoder:
     _END = None
 
     def __init__(
-        self, path: str | Path, fps: int, growing: bool = False, max_blocks: int = 4, preview: Path | None = None
+        self,
+        path: str | Path,
+        fps: int,
+        growing: bool = False,
+        max_blocks: int = QUEUE_BLOCKS,
+        preview: Path | None = None,
     ) -> None:
         self.path = Path(path)
         self.preview = preview
