@@ -16,7 +16,7 @@ it generates exactly the samples that are missing.
 Memory does not grow with the video's length: each block is converted to uint8 on the device and
 queued to an encoder thread feeding ffmpeg (`video_io.FrameEncoder`), which writes it while the GPU
 makes the next blocks. Only `save_latents` keeps something per block: the latents (float32 on the
-host, 1/48 of the frames' uint8 bytes at the Wan VAE's strides), saved when the sample ends.
+host, height x width bytes per latent frame, 1/12 of the video's uint8 bytes), saved when the sample ends.
 """
 
 from __future__ import annotations
