@@ -6,6 +6,7 @@ with the plain SDPA path as its reference.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -194,7 +195,7 @@ ROPE_TABLE_FRAMES = 1024
 TRAINED_FRAMES = 240
 
 
-def rope_range_warning(num_frames: int, infinite_attention: bool, cache_frames: int) -> str | None:
+def rope_range_warning(num_frames: float, infinite_attention: bool, cache_frames: int) -> str | None:
     """Why a rollout of `num_frames` latent frames leaves the trained RoPE positions, or None if it does not.
 
     Absolute RoPE gives frame f the time position f; window-relative RoPE never goes past the cache's
@@ -203,6 +204,7 @@ def rope_range_warning(num_frames: int, infinite_attention: bool, cache_frames: 
     largest = min(num_frames, cache_frames) if infinite_attention else num_frames
     if largest <= TRAINED_FRAMES:
         return None
+    count = "an endless rollout's" if math.isinf(num_frames) else f"{num_frames}"
     past_table = (
         f" and the {ROPE_TABLE_FRAMES} of its RoPE table (LongLive v1.0 stops there)"
         if largest > ROPE_TABLE_FRAMES
@@ -210,13 +212,13 @@ def rope_range_warning(num_frames: int, infinite_attention: bool, cache_frames: 
     )
     if infinite_attention:
         return (
-            f"{num_frames} latent frames in a cache of {cache_frames} (local_attn_size=-1 holds the whole video) "
+            f"{count} latent frames in a cache of {cache_frames} (local_attn_size=-1 holds the whole video) "
             f"put RoPE time positions past the {TRAINED_FRAMES} LongLive was trained on{past_table}; they "
             "extrapolate. Set a local window (model_kwargs.local_attn_size), which keeps "
             "model_kwargs.use_infinite_attention's positions inside it"
         )
     return (
-        f"{num_frames} latent frames put absolute RoPE time positions past the {TRAINED_FRAMES} LongLive was "
+        f"{count} latent frames put absolute RoPE time positions past the {TRAINED_FRAMES} LongLive was "
         f"trained on{past_table}: the distance from each block to the sink frames extrapolates. Set "
         "model_kwargs.use_infinite_attention=true (window-relative RoPE) for videos this long"
     )

@@ -397,6 +397,9 @@ class InferenceConfig:
     compile_vae: bool = False  # torch.compile the VAE decoder (static shapes; about 90 s on the first block)
     fp8_linears: bool = False  # the transformer blocks' linears in float8, row-wise scales (fp8.py; not exact)
     fuse_ffn_gelu: bool = False  # the FFN's GELU in its first product's epilogue on CUDA (ffn.py; bf16: not bit-exact)
+    # Folder for PyTorch's compile caches (compile_cache.py): a second job on the machine skips most of
+    # the compilation. None = PyTorch's default per-user folder under /tmp.
+    compile_cache_dir: str | None = None
     # Folder of Wan2.1-T2V-1.3B, original (LongLive's wan_models/Wan2.1-T2V-1.3B) or diffusers layout
     # (Wan2.1-T2V-1.3B-Diffusers): base generator, VAE, text encoder, tokenizer. None = random weights.
     wan_model_dir: str | None = None

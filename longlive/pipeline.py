@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -65,17 +66,24 @@ class Block:
         return self.start + self.size
 
 
-def plan_blocks(num_conditioning: int, num_output: int, frames_per_block: int) -> list[Block]:
+def iter_blocks(num_conditioning: int, num_output: int | float, frames_per_block: int) -> Iterator[Block]:
     """Split the conditioning latents, then the frames to generate, into blocks of `frames_per_block`.
 
     Each part ends with a shorter block when it is not a multiple, so the output is filled exactly.
+    `num_output` may be `math.inf` (a live session without end): the blocks then never end.
     """
-    blocks: list[Block] = []
+    index = 0
     for conditioning, start, end in ((True, 0, num_conditioning), (False, num_conditioning, num_output)):
-        for block_start in range(start, end, frames_per_block):
-            size = min(frames_per_block, end - block_start)
-            blocks.append(Block(len(blocks), block_start, size, conditioning))
-    return blocks
+        block_start = start
+        while block_start < end:
+            size = int(min(frames_per_block, end - block_start))
+            yield Block(index, block_start, size, conditioning)
+            index, block_start = index + 1, block_start + size
+
+
+def plan_blocks(num_conditioning: int, num_output: int, frames_per_block: int) -> list[Block]:
+    """Every block of a rollout of `num_output` latent frames (see `iter_blocks`)."""
+    return list(iter_blocks(num_conditioning, num_output, frames_per_block))
 
 
 @dataclass(frozen=True)
@@ -218,8 +226,12 @@ class VideoConditionalPipeline:
         decode: bool = True,
         recache: bool | None = None,
         texts: dict[str, CrossAttentionCache] | None = None,
+        num_output_frames: int | float | None = None,
     ) -> Iterator[BlockResult]:
         """Yield each block as it finishes, under the prompt `schedule` gives its block.
+
+        The rollout ends after `num_output_frames` latent frames (default: the config's), or never with
+        `math.inf` (a live session, which stops asking); nothing kept grows with its length.
 
         `schedule` is a `PromptSchedule` (scripted) or a function asked for each block's prompt when
         the block starts (a live session). Where the prompt changes, the cross-attention cache is
@@ -235,20 +247,24 @@ class VideoConditionalPipeline:
                 self._text(prompt, texts)
         video = self._check_video(video)
         conditioning = self._encode_conditioning(video)  # 3
-        blocks = plan_blocks(conditioning.shape[1], self.cfg.num_output_frames, self.geometry.frames_per_block)
-        self.check_rope_range(self.cfg.num_output_frames)
+        end = self.cfg.num_output_frames if num_output_frames is None else num_output_frames
+        blocks = iter_blocks(conditioning.shape[1], end, self.geometry.frames_per_block)
+        self.check_rope_range(end)
+        # The latest blocks, enough to cover the cache's window: where a recache finds the original blocks.
+        recent_blocks: deque[Block] = deque(maxlen=self.geometry.cache_frames + 1)
         self._reset_caches(batch_size=conditioning.shape[0])  # 4
         rng = torch.Generator(self.device).manual_seed(seed)
         recent = conditioning[:, :0]  # the latest clean latents [B, <=cache_frames, C, h, w] (what a recache reruns)
 
         prompt, text = None, None
         for block in blocks:
+            recent_blocks.append(block)
             switch = None
             wanted = prompt_at(block)
             if wanted != prompt:  # 6
                 text = self._text(wanted, texts)
                 if prompt is not None:
-                    switch = self._switch(block, wanted, text, recent, blocks, recache)
+                    switch = self._switch(block, wanted, text, recent, recent_blocks, recache)
                 prompt = wanted
             if block.conditioning:
                 latents = conditioning[:, block.start : block.end]

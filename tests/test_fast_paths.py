@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import weakref
 
 import pytest
@@ -404,3 +405,28 @@ def test_cuda_graphs_belong_to_their_cache_object(tiny_model):
     assert first_alive() is None and len(table) == 0  # the old graphs and the old cache are let go
     with pytest.raises(RuntimeError, match="GraphTable.put"):
         table.put(cache_for(tiny_model, cache_frames=6, sink_frames=1), key, "graph")
+
+
+def test_compile_cache_dir_is_populated(tmp_path, monkeypatch):
+    """compile_cache_dir: a compile through the CLI's setup writes its graphs there (a second process
+    would load them instead of compiling), and the environment points Inductor and Triton at it."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    from longlive.compile_cache import enable_compile_cache
+
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    monkeypatch.setattr(functorch_config, "enable_autograd_cache", False)
+    cfg = tiny_config(f"compile_cache_dir={tmp_path / 'cache'}")
+    folder = enable_compile_cache(cfg.compile_cache_dir)
+    assert folder == tmp_path / "cache" and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(folder)
+    assert inductor_config.fx_graph_cache and functorch_config.enable_autograd_cache
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: torch.sin(x) * 3 + x.square())
+    x = torch.randn(5, 7)
+    torch.testing.assert_close(compiled(x), torch.sin(x) * 3 + x.square())
+    assert any((folder / "fxgraph").rglob("*")), sorted(p.name for p in folder.rglob("*"))
+    assert enable_compile_cache(None) is None

@@ -421,15 +421,17 @@ def test_session_matches_scripted_run(tmp_path, mode):
     pipe = VideoConditionalPipeline.from_config(interactive_config(f"recache_mode={mode}"))
     scripted = list(pipe.stream_prompts(PromptSchedule((A, B, C), (6, 9)), seed=3, decode=True))
 
-    session = Session(pipe, A, seed=3, output=tmp_path / "live.mp4", preview=tmp_path / "live.png")
+    limit = pipe.cfg.num_output_frames
+    session = Session(pipe, A, seed=3, output=tmp_path / "live.mp4", preview=tmp_path / "live.png", max_frames=limit)
     typed = {2: B, 3: C}  # block index -> the line typed before it starts
+    latents = []
     for block in range(5):
         if block in typed:
             handle_line(session, typed[block], io.StringIO())
-        assert session.step() is not None
-    assert session.step() is None  # num_output_frames reached; the mp4 is finished
+        latents.append(session.step().latents[0])
+    assert session.step() is None  # max_frames reached; the mp4 is finished
 
-    for ours, theirs in zip(session.latents, scripted, strict=True):
+    for ours, theirs in zip(latents, scripted, strict=True):
         torch.testing.assert_close(ours, theirs.latents[0], atol=0, rtol=0)
     first = 0 if mode == "longlive" else 1  # frame 6 <= local_attn_size: LongLive reruns from frame 0
     assert [(s.frame, s.prompt, s.recached) for s in session.switches] == [(6, B, (first, 6)), (9, C, (4, 9))]
@@ -498,8 +500,8 @@ def test_cli_interactive_and_session(tmp_path, monkeypatch, capsys):
     assert cli.main(["interactive", *config, f"data_path={REPO / 'example' / 'interactive_example.jsonl'}"]) == 0
     assert [len(r["switches"]) for r in read_results(out / "results.jsonl")] == [2, 2]
 
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # nothing typed: the session runs to num_output_frames
-    assert cli.main(["session", *config, "--prompt", A]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # nothing typed: the session runs to --max-frames
+    assert cli.main(["session", *config, "--prompt", A, "--max-frames", "15"]) == 0
     assert read_frames(out / "session.mp4", 57).shape[0] == 57 and (out / "session.png").is_file()
     assert "session over: block 4 | 57 frames" in capsys.readouterr().err
 
