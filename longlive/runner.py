@@ -1,11 +1,12 @@
 """CUDA-graph replay of the generator's passes (the `cuda_graphs` switch).
 
 A pass launches thousands of small kernels; at the published size the CPU takes longer to issue them
-than the GPU takes to run them. Here each block shape is captured once as a CUDA graph and replayed:
-the bookkeeping (cache slots, RoPE tables: absolute, or window-relative for the queries and the visible
+than the GPU takes to run them. Here each block shape is captured once as a CUDA graph and replayed: the
+bookkeeping (cache slots, RoPE tables: absolute, or window-relative for the queries and the visible
 keys) stays on the host, and its results are copied into the graph's fixed input buffers before each
 replay. The KV cache is already a fixed buffer, written in place by the graph. One graph per (batch,
-frames, visible cache length): a handful per video. Graphs belong to the cache object they were captured on (`GraphTable`), never to an address a freed cache had.
+frames, visible cache length): a handful per video. Graphs belong to the cache object they were captured
+on (`GraphTable`), never to an address a freed cache had.
 """
 
 from __future__ import annotations
