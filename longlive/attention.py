@@ -82,6 +82,13 @@ class RotaryTable:
         self.cos = cos.repeat_interleave(2, dim=-1)[:, None, :]  # [N, 1, D]: (cos_i, cos_i) per pair
         self.sin = torch.stack((-sin, sin), dim=-1).flatten(-2)[:, None, :]  # [N, 1, D]: (-sin_i, sin_i)
 
+    @classmethod
+    def from_tables(cls, cos: torch.Tensor, sin: torch.Tensor) -> RotaryTable:
+        """A table of given rows [N, 1, D] (a subset of another's, as a rank of a sequence-parallel group takes)."""
+        table = cls.__new__(cls)
+        table.cos, table.sin = cos, sin
+        return table
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate channel pairs (2i, 2i+1) of x [B, N, H, D] by their angles; computed in float32, returned
         in x's dtype: (a, b) -> (a cos - b sin, b cos + a sin)."""

@@ -152,6 +152,15 @@ class AdapterConfig:
 
 
 @dataclass
+class ParallelConfig:
+    # Ranks that share ONE stream (Ulysses sequence parallelism, longlive/parallel.py); 1 = a stream per
+    # rank. Under torchrun the world is split into groups of `sequence` consecutive ranks.
+    sequence: int = 1
+    # Rank within a group that decodes the latents and writes the outputs.
+    vae_rank: int = 0
+
+
+@dataclass
 class InferenceConfig:
     # --- LongLive's architecture keys ---
     denoising_step_list: list[float] = field(default_factory=lambda: [1000.0, 750.0, 500.0, 250.0])
@@ -206,6 +215,8 @@ class InferenceConfig:
     compile_vae: bool = False  # torch.compile the VAE decoder (static shapes; about 90 s on the first block)
     fp8_linears: bool = False  # the transformer blocks' linears in float8, row-wise scales (fp8.py; not exact)
     fuse_ffn_gelu: bool = False  # the FFN's GELU in its first product's epilogue on CUDA (ffn.py; bf16: not bit-exact)
+    # One stream over several ranks (README, "One stream over several GPUs").
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     # Folder of Wan2.1-T2V-1.3B, original (LongLive's wan_models/Wan2.1-T2V-1.3B) or diffusers layout
     # (Wan2.1-T2V-1.3B-Diffusers): base generator, VAE, text encoder, tokenizer. None = random weights.
     wan_model_dir: str | None = None
@@ -346,6 +357,7 @@ def validate(cfg: DictConfig) -> None:
     )
     _require(cfg.model_kwargs.timestep_shift > 0, "model_kwargs.timestep_shift", "must be positive")
     _validate_window(cfg)
+    _validate_parallel(cfg)
     switch_frames(cfg)
     geometry = derive_geometry(cfg)
     conditioning = geometry.latents_for_video_frames(cfg.num_conditioning_frames)
@@ -367,6 +379,18 @@ def _validate_window(cfg: DictConfig) -> None:
         cfg.num_frame_per_block <= local - sink,
         "num_frame_per_block",
         f"={cfg.num_frame_per_block} must fit the rolling window local_attn_size - sink_size = {local - sink}",
+    )
+
+
+def _validate_parallel(cfg: DictConfig) -> None:
+    """`parallel.*` against the model; the world size is checked where torchrun's is known (`parallel.py`)."""
+    sequence, heads = cfg.parallel.sequence, PRESETS[cfg.model_name].generator.num_heads
+    _require(sequence >= 1, "parallel.sequence", f"={sequence} must be at least 1")
+    _require(heads % sequence == 0, "parallel.sequence", f"={sequence} must divide the model's {heads} heads")
+    _require(
+        0 <= cfg.parallel.vae_rank < sequence,
+        "parallel.vae_rank",
+        f"={cfg.parallel.vae_rank} must lie in [0, parallel.sequence={sequence})",
     )
 
 

@@ -26,15 +26,19 @@ import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from omegaconf import DictConfig
 
+from longlive import parallel
+from longlive.attention import RotaryTable
 from longlive.components import build_generator, build_prompt_encoder, build_streaming_vae
 from longlive.config import ConfigError, Geometry, derive_geometry
 from longlive.kv_cache import CrossAttentionCache, KVCache
 from longlive.model import CausalWanModel
-from longlive.runner import CUDAGraphGenerator
+from longlive.parallel import StreamGroup
+from longlive.runner import CUDAGraphGenerator, eager_pass
 from longlive.sampler import FlowMatchSampler
 from longlive.text_encoder import PromptSource
 from longlive.vae import StreamingVAE
@@ -141,6 +145,7 @@ class VideoConditionalPipeline:
         vae: StreamingVAE,
         prompts: PromptSource,
         device: torch.device | str,
+        group: StreamGroup | None = None,
     ) -> None:
         self.cfg = cfg
         self.geometry: Geometry = derive_geometry(cfg)
@@ -152,9 +157,18 @@ class VideoConditionalPipeline:
             cfg.denoising_step_list, cfg.model_kwargs.timestep_shift, cfg.warp_denoising_step
         )
         self.kv_cache: KVCache | None = None
+        # One stream over the ranks of `group` (longlive.parallel): this rank computes its share of the tokens
+        # and keeps its share of the heads in the KV cache; only the group's vae_rank decodes.
+        self.group = group if group is not None and group.size > 1 else None
+        self.sequence_parallel = None
+        if self.group is not None:
+            self.sequence_parallel = parallel.Ulysses(self.group, self.geometry.frame_tokens, self.geometry.num_heads)
+            parallel.apply(self.generator, self.sequence_parallel)
+        self._block_key: tuple | None = None  # the pass begun last in the KV cache, and its rope table
+        self._block_rope: RotaryTable | None = None
         if cfg.compile_generator:
             compile_blocks(self.generator)
-        self._step = self.generator
+        self._step = partial(eager_pass, self.generator)
         if cfg.cuda_graphs:
             if self.device.type != "cuda":
                 raise ConfigError(f"cuda_graphs=true needs a CUDA device, not {self.device}")
@@ -162,11 +176,16 @@ class VideoConditionalPipeline:
 
     @classmethod
     def from_config(
-        cls, cfg: DictConfig, device: torch.device | str | None = None, prompts: PromptSource | None = None
+        cls,
+        cfg: DictConfig,
+        device: torch.device | str | None = None,
+        prompts: PromptSource | None = None,
+        group: StreamGroup | None = None,
     ) -> VideoConditionalPipeline:
         """Build every component the config names, on `device` (see `longlive.components`).
 
-        `prompts` replaces the text encoder (benchmarks exclude it; tests record prompts).
+        `prompts` replaces the text encoder (benchmarks exclude it; tests record prompts); `group` spreads the
+        stream over several ranks (`longlive.parallel.stream_group`).
         """
         device = torch.device(device or resolve_device(cfg.device))
         generator = build_generator(cfg, device)
@@ -176,7 +195,7 @@ class VideoConditionalPipeline:
         low_vram = resolve_low_vram(cfg.low_vram, device)
         if prompts is None:
             prompts = build_prompt_encoder(cfg, torch.device("cpu") if low_vram else device)
-        return cls(cfg, generator, vae, prompts, device)
+        return cls(cfg, generator, vae, prompts, device, group)
 
     # -- the recipe --------------------------------------------------------------------------------
 
@@ -238,6 +257,8 @@ class VideoConditionalPipeline:
         for block in blocks:
             switch = None
             wanted = prompt_at(block)
+            if self.group is not None and not isinstance(schedule, PromptSchedule):
+                wanted = parallel.agree(wanted, self.group)  # a live prompt: the group's first rank's
             if wanted != prompt:  # 6
                 text = self._text(wanted, texts)
                 if prompt is not None:
@@ -247,7 +268,7 @@ class VideoConditionalPipeline:
                 latents = conditioning[:, block.start : block.end]
             else:
                 latents = self._denoise_block(block, text, rng)  # 7
-            frames = self.vae.decode(latents) if decode else None  # 8
+            frames = self.vae.decode(latents) if decode and self.decodes else None  # 8
             # The block is handed back before its cache pass: its frames need only the denoising (and the
             # decode), and the pass, which only the next block reads, runs when that block is asked for.
             yield BlockResult(block, latents, frames, prompt, switch)
@@ -275,6 +296,11 @@ class VideoConditionalPipeline:
             torch.cat(frames, dim=2) if decode else None,
             self.conditioning_video_frames(video),
         )
+
+    @property
+    def decodes(self) -> bool:
+        """This process decodes the stream's frames (one process, or the group's vae_rank)."""
+        return self.group is None or self.group.decodes
 
     # -- the steps ---------------------------------------------------------------------------------
 
@@ -336,12 +362,13 @@ class VideoConditionalPipeline:
                 frame_tokens=g.frame_tokens,
                 cache_frames=g.cache_frames,
                 sink_frames=g.sink_frames,
-                num_heads=g.num_heads,
+                num_heads=g.num_heads // (1 if self.group is None else self.group.size),  # this rank's heads
                 head_dim=g.head_dim,
                 dtype=self.generator.dtype,
                 device=self.device,
             )
         self.kv_cache.reset()
+        self._block_key = self._block_rope = None
         self.vae.reset_decoder()
 
     def _run_generator(
@@ -353,9 +380,20 @@ class VideoConditionalPipeline:
         block_sizes: list[int] | None = None,
     ) -> torch.Tensor:
         timesteps = torch.full(latents.shape[:2], timestep, device=self.device)
-        if block_sizes is None:
-            return self._step(latents, timesteps, text, self.kv_cache, start_frame=block.start)
-        return self._step(latents, timesteps, text, self.kv_cache, start_frame=block.start, block_sizes=block_sizes)
+        rope = self._begin_pass(block.start, latents.shape, block_sizes)
+        return self._step(latents, timesteps, text, rope, self.kv_cache)
+
+    def _begin_pass(self, start_frame: int, shape: torch.Size, block_sizes: list[int] | None) -> RotaryTable:
+        """Reserve the block's cache slots and build its rope table, once for the block's passes (its
+        denoising steps and its cache pass): every pass of a block has the same slots and positions."""
+        key = (start_frame, shape, None if block_sizes is None else tuple(block_sizes))
+        if key != self._block_key:
+            self.kv_cache.begin_block(start_frame, shape[1], block_sizes)
+            rope = self.generator.rotary_table(shape, start_frame, self.device)
+            if self.sequence_parallel is not None:
+                rope = self.sequence_parallel.local_rope(rope)  # the rows of this rank's tokens
+            self._block_key, self._block_rope = key, rope
+        return self._block_rope
 
     def _noise_like(self, block: Block, batch_size: int, rng: torch.Generator) -> torch.Tensor:
         g = self.geometry
