@@ -9,6 +9,7 @@
     longlive check-weights wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth longlive_models/models/lora.pt
     longlive compare videos/reference videos/compiled --out videos/compare
     longlive bench --config_path configs/longlive_video_conditional_inference.yaml generator_ckpt=null ...
+    torchrun --nproc_per_node=2 --no-python longlive bench --config_path ... parallel.sequence=2  # one stream, 2 GPUs
 
 Dotted `key=value` arguments override the config. A user's mistake (a bad key, a missing or wrong
 weights file) ends the command with one line on stderr and exit code 2; failed samples give exit code 1
@@ -32,6 +33,7 @@ from longlive.jobs import (
     run_text_to_video_job,
     run_video_conditional_job,
 )
+from longlive.parallel import stream_group
 from longlive.video_io import VideoReadError, VideoWriterMissing, require_video_writer
 from longlive.weights import WeightsError
 
@@ -123,7 +125,8 @@ def run_job(command: str, cfg) -> int:
         raise ConfigError(f"data_path {'is not set' if cfg.data_path is None else f'not found: {cfg.data_path}'}")
     require_video_writer()
     with distributed.launch(resolve_device(cfg.device)) as world:
-        pipeline = VideoConditionalPipeline.from_config(cfg, world.device)
+        group = stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
+        pipeline = VideoConditionalPipeline.from_config(cfg, world.device, group=group)
         report: JobReport = JOBS[command](cfg, pipeline, world)
     if world.is_main:
         log.info(
@@ -153,6 +156,8 @@ def run_session(cfg, args: argparse.Namespace) -> int:
     from longlive.session import Session, run_terminal
     from longlive.video_io import VideoReadError, load_video
 
+    if cfg.parallel.sequence > 1:
+        raise ConfigError("parallel.sequence > 1: a live session runs on one GPU for now; use an interactive job")
     require_video_writer()
     output = Path(args.output or Path(cfg.output_folder) / "session.mp4")
     preview = Path(args.preview) if args.preview else output.with_suffix(".png")
@@ -183,13 +188,27 @@ def check_weights(paths: Sequence[str], model_name: str, use_ema: bool) -> int:
 
 
 def bench(cfg, profile: bool = False) -> int:
+    """Speed at the config's geometry; under torchrun with `parallel.sequence=N`, one stream over N ranks
+    (every rank runs it, rank 0 prints)."""
     import json
 
-    from longlive.benchmark import profile_block, run_benchmark
+    from longlive.benchmark import benchmark_pipeline, profile_block, run_benchmark
+    from longlive.pipeline import resolve_device
 
-    print(json.dumps(run_benchmark(cfg)))
-    if profile:
-        print(profile_block(cfg))
+    with distributed.launch(resolve_device(cfg.device)) as world:
+        if world.world_size != cfg.parallel.sequence:
+            raise ConfigError(
+                f"longlive bench times one stream: run it on parallel.sequence={cfg.parallel.sequence} ranks, "
+                f"not {world.world_size}"
+            )
+        group = stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
+        result = run_benchmark(cfg, pipe=benchmark_pipeline(cfg, world.device, group))
+        if world.is_main:
+            print(json.dumps(result))
+        if profile:
+            table = profile_block(cfg, pipe=benchmark_pipeline(cfg, world.device, group))
+            if world.is_main:
+                print(table)
     return 0
 
 

@@ -222,7 +222,10 @@ def run_samples(
     written; `load` reads what the sample names (video, image) into a `Request`.
     """
     world = world or distributed.current()
-    indices = distributed.shard(_limit(cfg, len(dataset)), world)
+    # One stream over several ranks (parallel.sequence): the groups share out the samples, and the rank
+    # of a group that decodes writes its outputs and records.
+    group = pipeline.group
+    indices = distributed.shard(_limit(cfg, len(dataset)), world if group is None else group.shard_world)
     existing = find_outputs(cfg)
     if pipeline.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(pipeline.device)
@@ -231,7 +234,8 @@ def run_samples(
     for idx in tqdm(indices, desc=f"samples (rank {world.rank})", unit="sample", disable=not world.is_main):
         records.append(_run_sample(cfg, pipeline, dataset, load, idx, world, existing))
 
-    records = sorted((r for part in distributed.gather(records, world) for r in part), key=lambda r: r.index)
+    gathered = distributed.gather((pipeline.decodes, records), world)
+    records = sorted((r for writes, part in gathered if writes for r in part), key=lambda r: r.index)
     results_path = Path(cfg.output_folder) / RESULTS_FILE
     if world.is_main:
         write_results(results_path, records)
@@ -276,6 +280,8 @@ def _run_sample(
             tick = time.perf_counter()
             latents, frames = generate(pipeline, request, seed, progress=world.is_main)
             timings["generate_s"] += time.perf_counter() - tick
+            if frames is None:  # another rank of this stream's group decodes and writes
+                continue
             tick = time.perf_counter()
             outputs[seed] = _write_outputs(cfg, idx, seed, latents, frames, world.rank, existing)
             timings["write_s"] += time.perf_counter() - tick
@@ -301,10 +307,10 @@ def _switch_records(cfg: DictConfig, schedule: PromptSchedule) -> list[dict[str,
 
 def generate(
     pipeline: VideoConditionalPipeline, request: Request, seed: int, progress: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Stream one rollout, gathering each finished block on the CPU as it arrives (so GPU memory
     stays flat); a tqdm bar over the blocks when `progress`. Returns latents [T, C, h, w] and frames
-    [3, 4T-3, H, W] in [-1, 1]."""
+    [3, 4T-3, H, W] in [-1, 1] (None on a rank of a sequence-parallel group that does not decode)."""
     video = None if request.video is None else request.video.unsqueeze(0)  # [1, 3, N, H, W]
     conditioning = pipeline.geometry.latents_for_video_frames(pipeline.conditioning_video_frames(video))
     num_blocks = len(plan_blocks(conditioning, pipeline.cfg.num_output_frames, pipeline.geometry.frames_per_block))
@@ -315,8 +321,9 @@ def generate(
         stream = pipeline.stream(request.prompt1, request.prompt2, video, seed=seed)
     for result in tqdm(stream, desc=f"blocks (seed {seed})", total=num_blocks, leave=False, disable=not progress):
         latents.append(result.latents[0].float().cpu())  # [F, C, h, w]
-        frames.append(result.frames[0].float().cpu())  # [3, n, H, W]
-    return torch.cat(latents, dim=0), torch.cat(frames, dim=1)
+        if result.frames is not None:
+            frames.append(result.frames[0].float().cpu())  # [3, n, H, W]
+    return torch.cat(latents, dim=0), torch.cat(frames, dim=1) if frames else None
 
 
 def _latents_path(video_path: Path) -> Path:

@@ -113,10 +113,10 @@ class Ulysses(TokenExchange):
         pad = [0, 0] * (x.ndim - 1 - dim) + [0, self.padding]
         return F.pad(x, pad)
 
-    def split_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """This rank's tokens of every frame: [B, F, T, C] -> [B, F, t, C]."""
+    def split_tokens(self, x: torch.Tensor, dim: int = 2) -> torch.Tensor:
+        """This rank's tokens of every frame: [B, F, T, C] -> [B, F, t, C] (tokens of a frame along `dim`)."""
         t = self.local_tokens
-        return self._pad(x, 2)[:, :, self.rank * t : (self.rank + 1) * t]
+        return self._pad(x, dim).narrow(dim, self.rank * t, t)
 
     def gather_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Every rank's tokens, on every rank: [B, F, t, C] -> [B, F, T, C]."""
@@ -126,7 +126,7 @@ class Ulysses(TokenExchange):
 
     def local_rope(self, rope: RotaryTable) -> RotaryTable:
         """The rows of a block's table [F*T, 1, D] that this rank's tokens take, [F*t, 1, D]."""
-        rows = [self.split_tokens(t.unflatten(0, (-1, self.frame_tokens))) for t in (rope.cos, rope.sin)]  # [F, t, 1, D]
+        rows = [self.split_tokens(t.unflatten(0, (-1, self.frame_tokens)), dim=1) for t in (rope.cos, rope.sin)]
         return RotaryTable.from_tables(*(r.flatten(0, 1).contiguous() for r in rows))
 
     # -- heads -------------------------------------------------------------------------------------

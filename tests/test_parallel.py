@@ -1,0 +1,103 @@
+"""One stream over two ranks (Ulysses sequence parallelism, decode on the other rank) against one process.
+
+torchrun (gloo, CPU) runs `parallel_worker.py` once for the module: the tiny model at 48x48 (9 tokens a
+frame, so the two ranks' shares are 5 and 4+1 padding), a rolling window (sink 1 + 5 frames over 15
+frames) and two prompt switches with recache.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO
+from parallel_worker import CONFIG, rollout
+from test_batch_jobs import free_port, mp4s, results
+
+import longlive.cli as cli
+from longlive import parallel
+from longlive.config import ConfigError, load_config
+from longlive.distributed import World
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+OVERRIDES = ["height=48", "width=48"]  # 3x3 tokens a frame: an odd count, split unevenly over two ranks
+
+
+def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env |= {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}"]
+    proc = subprocess.run([*command, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, dict]:
+    """The one-process rollout and each rank's of the two-rank stream (rank 1 decodes)."""
+    one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
+    saved = {key: os.environ.pop(key) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if key in os.environ}
+    try:
+        rollout(one, OVERRIDES)
+    finally:
+        os.environ.update(saved)
+    worker = str(Path(__file__).with_name("parallel_worker.py"))
+    torchrun(2, worker, str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1")
+    return {name: torch.load(path, weights_only=False) for name, path in
+            (("one", one / "rank0.pt"), ("rank0", two / "rank0.pt"), ("rank1", two / "rank1.pt"))}
+
+
+def test_sequence_parallel_matches_single_process(runs):
+    reference = runs["one"]
+    assert reference["switches"] == [(1, 6), (4, 9)]  # both switches recached the window (sink 1 kept)
+    for rank in ("rank0", "rank1"):
+        run = runs[rank]
+        assert run["switches"] == reference["switches"]
+        assert run["cache_heads"] == reference["cache_heads"] // 2  # each rank caches its half of the heads
+        # float32: equal up to the order of the reductions over the ranks' row counts
+        torch.testing.assert_close(run["latents"], reference["latents"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(runs["rank0"]["latents"], runs["rank1"]["latents"])  # one stream: the same on every rank
+    assert reference["latents"].std() > 0.1  # a real signal, not zeros compared with zeros
+
+
+def test_decode_on_other_rank_matches(runs):
+    assert runs["rank0"]["frames"] is None  # rank 0 left the decode to rank 1 (parallel.vae_rank=1)
+    frames, reference = runs["rank1"]["frames"], runs["one"]["frames"]
+    assert frames.shape == reference.shape == (1, 3, 57, 48, 48)
+    torch.testing.assert_close(frames, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_interactive_job_over_one_stream_of_two_ranks(tmp_path):
+    """The job path: the group shares one sample, the decoding rank writes its mp4 and the one record."""
+    out = tmp_path / "out"
+    torchrun(
+        2, "interactive_inference.py", "--config_path", str(CONFIG), f"output_folder={out}",
+        "num_output_frames=9", "switch_frame_indices=[3,6]", "parallel.sequence=2", "parallel.vae_rank=1",
+        "inference_iter=1",
+    )
+    assert mp4s(out) == ["rank1-0-0_regular.mp4"]
+    assert [(r["index"], r["rank"], r["status"]) for r in results(out)] == [(0, 1, "ok")]
+
+
+def test_parallel_keys_are_validated():
+    with pytest.raises(ConfigError, match=r"^parallel.sequence=3 must divide the model's 2 heads"):
+        load_config(CONFIG, ["parallel.sequence=3"])
+    with pytest.raises(ConfigError, match=r"^parallel.vae_rank=2 must lie in \[0, parallel.sequence=2\)"):
+        load_config(CONFIG, ["parallel.sequence=2", "parallel.vae_rank=2"])
+    with pytest.raises(ConfigError, match=r"^parallel.sequence=2 must divide the number of ranks \(3\)"):
+        parallel.stream_group(World(rank=0, world_size=3), 2)
+
+
+def test_one_rank_per_stream_is_todays_path():
+    group = parallel.stream_group(World(rank=3, world_size=4), 1)
+    assert (group.rank, group.size, group.index, group.count, group.process_group) == (0, 1, 3, 4, None)
+    assert group.shard_world == World(rank=3, world_size=4)  # the job shards exactly as before
+
+
+def test_session_over_several_ranks_is_refused(capsys):
+    assert cli.main(["session", "--config_path", str(CONFIG), "--prompt", "a", "parallel.sequence=2"]) == 2
+    assert "parallel.sequence > 1" in capsys.readouterr().err
