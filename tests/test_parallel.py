@@ -7,16 +7,14 @@ frames) and two prompt switches with recache.
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import torchrun
 from parallel_worker import CONFIG, rollout
-from test_batch_jobs import free_port, mp4s, results
 
 import longlive.cli as cli
 from longlive import parallel
@@ -25,15 +23,6 @@ from longlive.distributed import World
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 OVERRIDES = ["height=48", "width=48"]  # 3x3 tokens a frame: an odd count, split unevenly over two ranks
-
-
-def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env |= {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}"]
-    proc = subprocess.run([*command, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +36,10 @@ def runs(tmp_path_factory) -> dict[str, dict]:
         os.environ.update(saved)
     worker = str(Path(__file__).with_name("parallel_worker.py"))
     torchrun(2, worker, str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1")
-    return {name: torch.load(path, weights_only=False) for name, path in
-            (("one", one / "rank0.pt"), ("rank0", two / "rank0.pt"), ("rank1", two / "rank1.pt"))}
+    return {
+        name: torch.load(path, weights_only=False)
+        for name, path in (("one", one / "rank0.pt"), ("rank0", two / "rank0.pt"), ("rank1", two / "rank1.pt"))
+    }
 
 
 def test_sequence_parallel_matches_single_process(runs):
@@ -75,12 +66,20 @@ def test_interactive_job_over_one_stream_of_two_ranks(tmp_path):
     """The job path: the group shares one sample, the decoding rank writes its mp4 and the one record."""
     out = tmp_path / "out"
     torchrun(
-        2, "interactive_inference.py", "--config_path", str(CONFIG), f"output_folder={out}",
-        "num_output_frames=9", "switch_frame_indices=[3,6]", "parallel.sequence=2", "parallel.vae_rank=1",
+        2,
+        "interactive_inference.py",
+        "--config_path",
+        str(CONFIG),
+        f"output_folder={out}",
+        "num_output_frames=9",
+        "switch_frame_indices=[3,6]",
+        "parallel.sequence=2",
+        "parallel.vae_rank=1",
         "inference_iter=1",
     )
-    assert mp4s(out) == ["rank1-0-0_regular.mp4"]
-    assert [(r["index"], r["rank"], r["status"]) for r in results(out)] == [(0, 1, "ok")]
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["rank1-0-0_regular.mp4"]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["index"], r["rank"], r["status"]) for r in records] == [(0, 1, "ok")]
 
 
 def test_parallel_keys_are_validated():
