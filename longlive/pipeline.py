@@ -289,11 +289,11 @@ class VideoConditionalPipeline:
         latents, frames = [], []
         for result in self.stream(prompt1, prompt2, video, seed, decode):
             latents.append(result.latents.float().cpu())
-            if decode:
+            if result.frames is not None:  # (not on a rank of a sequence-parallel group that does not decode)
                 frames.append(result.frames.float().cpu())
         return VideoResult(
             torch.cat(latents, dim=1),
-            torch.cat(frames, dim=2) if decode else None,
+            torch.cat(frames, dim=2) if frames else None,
             self.conditioning_video_frames(video),
         )
 

@@ -100,3 +100,17 @@ def test_one_rank_per_stream_is_todays_path():
 def test_session_over_several_ranks_is_refused(capsys):
     assert cli.main(["session", "--config_path", str(CONFIG), "--prompt", "a", "parallel.sequence=2"]) == 2
     assert "parallel.sequence > 1" in capsys.readouterr().err
+
+
+def test_bench_times_one_stream_over_two_ranks(capsys):
+    """`longlive bench` under torchrun: both ranks run the stream, rank 0 prints one JSON line."""
+    t2v = str(CONFIG.with_name("tiny_t2v.yaml"))
+    proc = torchrun(
+        2, "-m", "longlive.cli", "bench", "--config_path", t2v, "num_output_frames=6", "parallel.sequence=2"
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1 and lines[0]["workload"]["sequence_parallel"] == 2
+    assert lines[0]["fps_end_to_end"] > 0 and lines[0]["video_frames"] == 21  # 6 latent frames -> 4*6-3
+    # on one process the same config is refused with one line naming the key
+    assert cli.main(["bench", "--config_path", t2v, "parallel.sequence=2"]) == 2
+    assert "parallel.sequence=2 ranks, not 1" in capsys.readouterr().err
