@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from longlive import distributed
+from longlive import distributed, parallel
 from longlive.config import PRESETS, ConfigError, load_config
 from longlive.jobs import (
     JobReport,
@@ -33,7 +33,7 @@ from longlive.jobs import (
     run_text_to_video_job,
     run_video_conditional_job,
 )
-from longlive.parallel import stream_group
+from longlive.parallel import follow_session, stream_group
 from longlive.video_io import VideoReadError, VideoWriterMissing, require_video_writer
 from longlive.weights import WeightsError
 
@@ -151,13 +151,38 @@ def compare_runs(a: str, b: str, out: str) -> int:
 
 
 def run_session(cfg, args: argparse.Namespace) -> int:
-    """`longlive session`: one live rollout on this machine's device, steered from stdin."""
-    from longlive.pipeline import InputError, VideoConditionalPipeline
-    from longlive.session import Session, run_terminal
+    """`longlive session`: one live rollout on this machine's device (or over `parallel.sequence` ranks under
+    torchrun), steered from stdin."""
+    from longlive.pipeline import VideoConditionalPipeline, resolve_device
+
+    with distributed.launch(resolve_device(cfg.device)) as world:
+        if world.world_size != cfg.parallel.sequence:
+            raise ConfigError(
+                f"a session is one stream: run it on parallel.sequence={cfg.parallel.sequence} ranks, "
+                f"not {world.world_size}"
+            )
+        group = stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
+        if not group.decodes:  # the decoding rank takes the commands and writes; this rank follows its prompts
+            pipeline = VideoConditionalPipeline.from_config(cfg, world.device, group=group)
+            follow_session(pipeline, _session_video(cfg, args), cfg.seed)
+            return 0
+        return _lead_session(cfg, args, world.device, group)
+
+
+def _session_video(cfg, args: argparse.Namespace):
     from longlive.video_io import VideoReadError, load_video
 
-    if cfg.parallel.sequence > 1:
-        raise ConfigError("parallel.sequence > 1: a live session runs on one GPU for now; use an interactive job")
+    try:
+        return load_video(args.video, cfg.num_conditioning_frames, cfg.height, cfg.width)[None] if args.video else None
+    except VideoReadError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _lead_session(cfg, args: argparse.Namespace, device, group) -> int:
+    """The session's terminal, video and preview, on the rank that decodes."""
+    from longlive.pipeline import InputError, VideoConditionalPipeline
+    from longlive.session import Session, run_terminal
+
     require_video_writer()
     output = Path(args.output or Path(cfg.output_folder) / "session.mp4")
     preview = Path(args.preview) if args.preview else output.with_suffix(".png")
@@ -165,15 +190,15 @@ def run_session(cfg, args: argparse.Namespace) -> int:
     if prompt is None:
         print("first prompt: ", end="", file=sys.stderr, flush=True)
         prompt = sys.stdin.readline()
+    video = _session_video(cfg, args)
     try:
-        video = None
-        if args.video:
-            video = load_video(args.video, cfg.num_conditioning_frames, cfg.height, cfg.width)[None]
-        pipeline = VideoConditionalPipeline.from_config(cfg)
+        pipeline = VideoConditionalPipeline.from_config(cfg, device, group=group)
         session = Session(pipeline, prompt, video, seed=cfg.seed, output=output, preview=preview)
-    except (InputError, VideoReadError) as err:
+    except InputError as err:
         raise ConfigError(str(err)) from None
-    run_terminal(session, sys.stdin)
+    status = run_terminal(session, sys.stdin)
+    if status.block < 0:  # stopped before the first block: release the ranks waiting for its prompt
+        parallel.agree(None, pipeline.group)
     logging.getLogger("longlive").info("session video in %s, latest frame in %s", output, preview)
     return 0
 

@@ -164,9 +164,17 @@ def apply(model: CausalWanModel, ulysses: Ulysses | None) -> None:
 
 
 def agree(value, group: StreamGroup | None):
-    """The group's first rank's `value` on every rank of the group (a live prompt, a stop)."""
+    """The decoding rank's `value` on every rank of the group (a live prompt, or None for a stop): that
+    rank takes a session's commands, as it writes the session's video."""
     if group is None or group.size == 1:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=group.ranks[0], group=group.process_group)
+    dist.broadcast_object_list(box, src=group.ranks[group.vae_rank], group=group.process_group)
     return box[0]
+
+
+def follow_session(pipeline, video: torch.Tensor | None, seed: int) -> None:
+    """A session's rollout on a rank that does not decode: the prompts (and the stop) come from the rank
+    that does, through `agree` at each block boundary (`VideoConditionalPipeline.stream_prompts`)."""
+    for _ in pipeline.stream_prompts(lambda block: "", video, seed=seed):
+        pass

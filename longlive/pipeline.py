@@ -253,12 +253,15 @@ class VideoConditionalPipeline:
         rng = torch.Generator(self.device).manual_seed(seed)
         recent = conditioning[:, :0]  # the latest window of clean latents [B, <=R, C, h, w] (what a recache reruns)
 
+        live_group = self.group is not None and not isinstance(schedule, PromptSchedule)
         prompt, text = None, None
         for block in blocks:
             switch = None
             wanted = prompt_at(block)
-            if self.group is not None and not isinstance(schedule, PromptSchedule):
-                wanted = parallel.agree(wanted, self.group)  # a live prompt: the group's first rank's
+            if live_group:  # a live prompt: the decoding rank's (it takes the commands); None: it stopped
+                wanted = parallel.agree(wanted, self.group)
+                if wanted is None:
+                    return
             if wanted != prompt:  # 6
                 text = self._text(wanted, texts)
                 if prompt is not None:
@@ -271,7 +274,14 @@ class VideoConditionalPipeline:
             frames = self.vae.decode(latents) if decode and self.decodes else None  # 8
             # The block is handed back before its cache pass: its frames need only the denoising (and the
             # decode), and the pass, which only the next block reads, runs when that block is asked for.
-            yield BlockResult(block, latents, frames, prompt, switch)
+            try:
+                yield BlockResult(block, latents, frames, prompt, switch)
+            except GeneratorExit:  # the consumer stopped early (a session's quit)
+                if live_group:  # the other ranks run the block's cache pass, then ask for the next prompt
+                    self._write_context(latents, block, text, rng)
+                    if block is not blocks[-1]:
+                        parallel.agree(None, self.group)
+                raise
             # Every block's pass runs, the last one's too (when the loop asks past the end), so a
             # finished rollout leaves the cache complete.
             self._write_context(latents, block, text, rng)  # 5, 7: into the KV cache

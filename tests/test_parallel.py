@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import torchrun
-from parallel_worker import CONFIG, rollout
+from parallel_worker import CONFIG, rollout, session
 
 import longlive.cli as cli
 from longlive import parallel
@@ -35,7 +35,7 @@ def runs(tmp_path_factory) -> dict[str, dict]:
     finally:
         os.environ.update(saved)
     worker = str(Path(__file__).with_name("parallel_worker.py"))
-    torchrun(2, worker, str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1")
+    torchrun(2, worker, "rollout", str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1")
     return {
         name: torch.load(path, weights_only=False)
         for name, path in (("one", one / "rank0.pt"), ("rank0", two / "rank0.pt"), ("rank1", two / "rank1.pt"))
@@ -97,9 +97,23 @@ def test_one_rank_per_stream_is_todays_path():
     assert group.shard_world == World(rank=3, world_size=4)  # the job shards exactly as before
 
 
-def test_session_over_several_ranks_is_refused(capsys):
-    assert cli.main(["session", "--config_path", str(CONFIG), "--prompt", "a", "parallel.sequence=2"]) == 2
-    assert "parallel.sequence > 1" in capsys.readouterr().err
+def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys):
+    """A live session: the decoding rank's prompts reach the other rank at each boundary, and a quit with
+    blocks left ends both (the job would hang otherwise, and torchrun's timeout fail the test)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    saved = {key: os.environ.pop(key) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if key in os.environ}
+    try:
+        session(one, OVERRIDES)
+        assert cli.main(["session", "--config_path", str(CONFIG), "--prompt", "a", "parallel.sequence=2"]) == 2
+        assert "parallel.sequence=2 ranks, not 1" in capsys.readouterr().err
+    finally:
+        os.environ.update(saved)
+    worker = str(Path(__file__).with_name("parallel_worker.py"))
+    torchrun(2, worker, "session", str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1")
+    reference, run = torch.load(one / "session.pt"), torch.load(two / "session.pt")
+    assert reference["switches"] == run["switches"] == [(1, 6)]  # the new prompt recached the window
+    assert reference["latents"].shape[0] == 9  # three blocks of three, then quit
+    torch.testing.assert_close(run["latents"], reference["latents"], rtol=1e-5, atol=1e-5)
 
 
 def test_bench_times_one_stream_over_two_ranks(capsys):
