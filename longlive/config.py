@@ -158,6 +158,9 @@ class ParallelConfig:
     sequence: int = 1
     # Rank within a group that decodes the latents and writes the outputs.
     vae_rank: int = 0
+    # Jobs and the benchmark: decode each block on a side CUDA stream while the generator works on the
+    # next block (handed back one block later; exact). Any `sequence`; a live session decodes in line.
+    overlap_decode: bool = False
 
 
 @dataclass

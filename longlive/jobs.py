@@ -40,7 +40,7 @@ from longlive.datasets import (
     VideoConditionalDataset,
 )
 from longlive.distributed import World
-from longlive.pipeline import InputError, PromptSchedule, VideoConditionalPipeline, plan_blocks
+from longlive.pipeline import InputError, PromptSchedule, VideoConditionalPipeline, decode_alongside, plan_blocks
 from longlive.video_io import (
     VideoReadError,
     load_image,
@@ -316,7 +316,9 @@ def generate(
     num_blocks = len(plan_blocks(conditioning, pipeline.cfg.num_output_frames, pipeline.geometry.frames_per_block))
     latents, frames = [], []
     if request.schedule is not None:
-        stream = pipeline.stream_prompts(request.schedule, video, seed=seed)
+        overlap = pipeline.overlaps_decode
+        stream = pipeline.stream_prompts(request.schedule, video, seed=seed, decode=not overlap)
+        stream = decode_alongside(stream, pipeline.vae) if overlap else stream
     else:
         stream = pipeline.stream(request.prompt1, request.prompt2, video, seed=seed)
     for result in tqdm(stream, desc=f"blocks (seed {seed})", total=num_blocks, leave=False, disable=not progress):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -220,7 +220,9 @@ class VideoConditionalPipeline:
         video = self._check_video(video)
         first_generated = self.geometry.latents_for_video_frames(self.conditioning_video_frames(video))
         schedule = PromptSchedule((prompt1, prompt2 if prompt2 is not None else prompt1), (first_generated,))
-        yield from self.stream_prompts(schedule, video, seed, decode, recache=self.cfg.recache_conditioning)
+        overlap = decode and self.overlaps_decode
+        results = self.stream_prompts(schedule, video, seed, decode and not overlap, self.cfg.recache_conditioning)
+        yield from decode_alongside(results, self.vae) if overlap else results
 
     @torch.no_grad()
     def stream_prompts(
@@ -311,6 +313,11 @@ class VideoConditionalPipeline:
     def decodes(self) -> bool:
         """This process decodes the stream's frames (one process, or the group's vae_rank)."""
         return self.group is None or self.group.decodes
+
+    @property
+    def overlaps_decode(self) -> bool:
+        """Scripted rollouts decode alongside the next block's passes (`parallel.overlap_decode`)."""
+        return self.decodes and self.cfg.parallel.overlap_decode
 
     # -- the steps ---------------------------------------------------------------------------------
 
@@ -512,3 +519,42 @@ def resolve_low_vram(setting: bool | None, device: torch.device | str) -> bool:
         LOW_VRAM_FREE_BYTES / 1024**3,
     )
     return low_vram
+
+
+def decode_alongside(results: Iterator[BlockResult], vae: StreamingVAE) -> Iterator[BlockResult]:
+    """Decode each block on a side CUDA stream while the generator works on the next one (`overlap_decode`).
+
+    Block k's decode is queued behind its latents, then the next block's passes are issued (the loop asks
+    `results` for block k+1) before block k is handed back, its frames on the host: the decode runs on the
+    GPU next to block k+1's generator passes (on the decoding rank's GPU under sequence parallelism, where
+    the other ranks would otherwise wait). Exact: the same decoder calls on the same latents in the same
+    order; only when they run changes. The price: block k+1's prompt is decided before block k is handed
+    back, which a live session (prompts typed while watching) must not pay; jobs and the benchmark may.
+    On a CPU the decode simply runs in order.
+    """
+    side = torch.cuda.Stream(vae.device) if vae.device.type == "cuda" else None
+    pending: tuple[BlockResult, torch.Tensor] | None = None
+    for result in results:  # asking for block k+1 issues its passes (and block k's cache pass)
+        if pending is not None:
+            yield _finish_decode(*pending, side)
+        pending = (result, _start_decode(result.latents, vae, side))
+    if pending is not None:
+        yield _finish_decode(*pending, side)
+
+
+def _start_decode(latents: torch.Tensor, vae: StreamingVAE, side: torch.cuda.Stream | None) -> torch.Tensor:
+    """Queue the decode of `latents` on `side`, after the work that made them."""
+    if side is None:
+        return vae.decode(latents)
+    side.wait_stream(torch.cuda.current_stream(latents.device))
+    with torch.cuda.stream(side):
+        return vae.decode(latents)
+
+
+def _finish_decode(result: BlockResult, frames: torch.Tensor, side: torch.cuda.Stream | None) -> BlockResult:
+    """The block with its frames, copied to the host on `side` (a copy on the main stream would wait for
+    the next block's passes queued there)."""
+    if side is not None:
+        with torch.cuda.stream(side):
+            frames = frames.to("cpu")  # waits for this decode only: the next one is queued after this call
+    return replace(result, frames=frames)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import torchrun
-from parallel_worker import CONFIG, rollout, session
+from parallel_worker import CONFIG, PROMPTS, rollout, session
 
 import longlive.cli as cli
 from longlive import parallel
@@ -128,3 +128,25 @@ def test_bench_times_one_stream_over_two_ranks(capsys):
     # on one process the same config is refused with one line naming the key
     assert cli.main(["bench", "--config_path", t2v, "parallel.sequence=2"]) == 2
     assert "parallel.sequence=2 ranks, not 1" in capsys.readouterr().err
+
+
+def test_decode_alongside_the_next_block_matches_decode_in_line():
+    """`parallel.overlap_decode`: the same frames, every block once and in order, through `stream` (jobs,
+    bench) and a job's prompt schedule with a recache; on CPU this holds the reordering to the reference."""
+    from longlive.jobs import Request, generate
+    from longlive.pipeline import PromptSchedule, VideoConditionalPipeline
+
+    runs = {}
+    for overlap in (False, True):
+        cfg = load_config(
+            CONFIG, [f"parallel.overlap_decode={overlap}", "num_output_frames=9", "switch_frame_indices=4"]
+        )
+        pipe = VideoConditionalPipeline.from_config(cfg)
+        blocks = [(r.block.index, r.frames) for r in pipe.stream(PROMPTS[0], seed=1)]
+        schedule = PromptSchedule(PROMPTS[:2], (4,))
+        runs[overlap] = blocks, generate(pipe, Request(PROMPTS[0], schedule=schedule), seed=2)
+    (in_line, (latents, frames)), (alongside, (latents2, frames2)) = runs[False], runs[True]
+    assert [index for index, _ in alongside] == [index for index, _ in in_line] == [0, 1, 2]
+    for (_, a), (_, b) in zip(in_line, alongside, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(latents, latents2) and torch.equal(frames, frames2)
