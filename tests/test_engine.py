@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
 from longlive.attention import RotaryTable, rope_angles
-from longlive.config import PRESETS
+from longlive.config import PRESETS, load_config
 from longlive.kv_cache import KVCache, frame_visibility_mask
 from longlive.model import CausalWanModel
-from longlive.pipeline import VideoConditionalPipeline, plan_blocks
+from longlive.pipeline import PromptSchedule, VideoConditionalPipeline, plan_blocks
 from longlive.vae import StreamingVAE, build_vae
 
 LATENT_HW = (4, 6)  # tiny latent frame: 2x3 tokens after the (1, 2, 2) patch
@@ -155,6 +155,36 @@ def test_blocks_are_handed_back_before_their_cache_pass(monkeypatch):
         assert passed == list(range(result.block.index)), (passed, result.block)
         handed.append(result.block.index)
     assert handed == passed == [0, 1, 2]
+
+
+def test_cache_slots_and_rope_are_built_once_per_block(monkeypatch):
+    """The bookkeeping of a block (its cache slots, its rope table) is the loop's, once for the block's
+    passes (4 denoising steps and the cache pass), not once per pass; a recache is a pass of its own."""
+    cfg = load_config(REPO / "configs" / "tiny_interactive.yaml", ["num_output_frames=9", "switch_frame_indices=4"])
+    pipe = VideoConditionalPipeline.from_config(cfg)
+    begun, tables, ropes = [], [], []
+    begin_block, rotary_table, step = KVCache.begin_block, pipe.generator.rotary_table, pipe._step
+
+    def recording_begin_block(cache, start_frame, num_frames, block_sizes=None):
+        begun.append(start_frame)
+        return begin_block(cache, start_frame, num_frames, block_sizes)
+
+    def recording_rotary_table(shape, start_frame, device):
+        tables.append(start_frame)
+        return rotary_table(shape, start_frame, device)
+
+    def recording_step(latents, timesteps, text, rope, kv_cache):
+        ropes.append(rope)
+        return step(latents, timesteps, text, rope, kv_cache)
+
+    monkeypatch.setattr(KVCache, "begin_block", recording_begin_block)
+    monkeypatch.setattr(pipe.generator, "rotary_table", recording_rotary_table)
+    monkeypatch.setattr(pipe, "_step", recording_step)
+    list(pipe.stream_prompts(PromptSchedule(("a", "b"), (4,)), seed=0))
+    # blocks at frames 0 and 3, the recache of [1, 6) (sink frame 0 kept), then the block at 6
+    assert begun == tables == [0, 3, 1, 6]
+    assert len(ropes) == 3 * 5 + 1
+    assert all(rope is ropes[0] for rope in ropes[:5]) and ropes[5] is not ropes[0]
 
 
 def test_a_stream_left_early_does_not_change_the_next_one():
