@@ -26,8 +26,10 @@ the row count).
 The decode runs on one rank of the group (`parallel.vae_rank`), which writes the outputs and takes a
 live session's commands (`agree`); the others have the block's latents too (the gathered head output)
 and go on to the next pass, where they wait in its first exchange until the decoding rank joins, unless
-`parallel.overlap_decode` queues the decode beside the next block's passes (`pipeline.decode_alongside`). Applied from outside the model: `apply` sets a
-strategy object on the model and its attention layers; with none set the model is the one-process path.
+`parallel.overlap_decode` queues the decode beside the next block's passes (`pipeline.decode_alongside`).
+
+Applied from outside the model: `apply` sets a strategy object on the model and its attention layers;
+with none set the model is the one-process path.
 """
 
 from __future__ import annotations
