@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import torch
 
-from longlive.config import PRESETS, SPEED_SWITCHES
+from longlive.config import SPEED_SWITCHES, model_preset
 from longlive.parallel import StreamGroup
 from longlive.pipeline import VideoConditionalPipeline
 
@@ -71,7 +71,7 @@ def benchmark_pipeline(
     """The config's pipeline on `device` (default: the GPU, else the CPU) with random prompt embeddings
     instead of the text encoder; `group` spreads the stream over ranks (`longlive.parallel`)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    arch = PRESETS[cfg.model_name].generator
+    arch = model_preset(cfg).generator
     prompts = RandomPrompts(arch.text_len, arch.text_dim, device, getattr(torch, cfg.dtype))
     return VideoConditionalPipeline.from_config(cfg, device=device, prompts=prompts, group=group)
 
@@ -143,6 +143,7 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
             "frames_per_block": frames_per_block,
             "window": cfg.model_kwargs.local_attn_size,
             "sink": cfg.model_kwargs.sink_size,
+            "rope": "window-relative" if cfg.model_kwargs.use_infinite_attention else "absolute",
             "steps": len(cfg.denoising_step_list),
             "dtype": cfg.dtype,
             "resolution": [cfg.height, cfg.width],

@@ -26,8 +26,10 @@ from pathlib import Path
 
 from longlive import distributed, parallel
 from longlive.config import PRESETS, ConfigError, load_config
+from longlive.datasets import check_data_path
 from longlive.jobs import (
     JobReport,
+    prepare_output_folder,
     run_image_to_video_job,
     run_interactive_job,
     run_text_to_video_job,
@@ -45,6 +47,7 @@ JOBS: dict[str, Callable] = {
 }
 # Keys a command sets whatever the config says: an image is a one-frame conditioning video.
 FORCED_OVERRIDES: dict[str, tuple[str, ...]] = {"i2v": ("num_conditioning_frames=1",)}
+# The command's bad input: one line, exit 2 (a sample's own bad input is `jobs.SAMPLE_ERRORS`: that sample fails).
 USER_ERRORS = (ConfigError, WeightsError, FileNotFoundError, VideoReadError, VideoWriterMissing)
 
 
@@ -121,8 +124,8 @@ def run_job(command: str, cfg) -> int:
     from longlive.pipeline import VideoConditionalPipeline, resolve_device
 
     log = logging.getLogger("longlive")
-    if cfg.data_path is None or not Path(cfg.data_path).is_file():
-        raise ConfigError(f"data_path {'is not set' if cfg.data_path is None else f'not found: {cfg.data_path}'}")
+    check_data_path(cfg.data_path)  # everything a job needs, before a model is built
+    prepare_output_folder(cfg)
     require_video_writer()
     with distributed.launch(resolve_device(cfg.device)) as world:
         group = stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)

@@ -33,11 +33,13 @@ from tqdm import tqdm
 from longlive import distributed
 from longlive.config import ConfigError, switch_frames
 from longlive.datasets import (
+    BlankLine,
     ImageToVideoDataset,
     InteractiveDataset,
     SampleError,
     TextDataset,
     VideoConditionalDataset,
+    check_data_path,
 )
 from longlive.distributed import World
 from longlive.pipeline import InputError, PromptSchedule, VideoConditionalPipeline, decode_alongside, plan_blocks
@@ -52,7 +54,8 @@ from longlive.video_io import (
 
 logger = logging.getLogger(__name__)
 
-USER_ERRORS = (SampleError, VideoReadError, InputError)
+# A sample's own bad input: that sample fails alone (the command's bad input is `cli.USER_ERRORS`).
+SAMPLE_ERRORS = (SampleError, VideoReadError, InputError)
 RESULTS_FILE = "results.jsonl"
 
 
@@ -74,7 +77,7 @@ class SampleRecord:
     """One line of `results.jsonl`."""
 
     index: int
-    status: str  # ok | failed | skipped (every output already existed)
+    status: str  # ok | failed | skipped (every output already existed, or a blank line)
     inputs: dict[str, Any]  # the parsed line, or {"line": ...} when it cannot be parsed
     seeds: list[int]
     outputs: list[str] = field(default_factory=list)  # one mp4 per seed, in seed order
@@ -146,10 +149,20 @@ def _limit(cfg: DictConfig, count: int) -> int:
     return count if cfg.inference_iter < 0 else min(count, cfg.inference_iter)
 
 
-def _data_path(cfg: DictConfig, what: str) -> str:
-    if cfg.data_path is None:
-        raise ConfigError(f"data_path is not set: give {what}")
-    return cfg.data_path
+def _data_path(cfg: DictConfig, what: str) -> Path:
+    return check_data_path(cfg.data_path, what)
+
+
+def prepare_output_folder(cfg: DictConfig) -> Path:
+    """Create `output_folder` before any work, so a path that cannot be one fails at once, in one line."""
+    folder = Path(cfg.output_folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"output_folder {folder} exists and is not a folder") from None
+    except OSError as err:
+        raise ConfigError(f"output_folder {folder} cannot be created: {err.strerror or err}") from None
+    return folder
 
 
 # -- the jobs ------------------------------------------------------------------------------
@@ -222,6 +235,7 @@ def run_samples(
     written; `load` reads what the sample names (video, image) into a `Request`.
     """
     world = world or distributed.current()
+    prepare_output_folder(cfg)
     # One stream over several ranks (parallel.sequence): the groups share out the samples, and the rank
     # of a group that decodes writes its outputs and records.
     group = pipeline.group
@@ -286,7 +300,10 @@ def _run_sample(
             outputs[seed] = _write_outputs(cfg, idx, seed, latents, frames, world.rank, existing)
             timings["write_s"] += time.perf_counter() - tick
             logger.info("sample %d (seed %d) -> %s", idx, seed, outputs[seed])
-    except USER_ERRORS as err:
+    except BlankLine as err:
+        record.status, record.error, record.inputs = "skipped", str(err), {"line": dataset.raw(idx)}
+        logger.info("sample %d skipped: %s", idx, err)
+    except SAMPLE_ERRORS as err:
         record.status, record.error = "failed", str(err)
         record.inputs = record.inputs or {"line": dataset.raw(idx)}
         logger.error("sample %d failed: %s", idx, err)

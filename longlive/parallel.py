@@ -17,8 +17,10 @@ the cache bookkeeping agree without messages; only the generator's passes talk:
 
 Cross-attention keeps the tokens local: each query token attends to the whole prompt alone, so splitting
 its heads would only add two exchanges. RoPE is applied before the exchange with each rank's rows of the
-block's table (the tokens' true positions). Padding tokens never reach attention: they are dropped after
-the exchange to heads and put back (as zeros) before the exchange back. Every step is the single-process
+block's table (the tokens' true positions); under window-relative RoPE (`use_infinite_attention`) the
+queries are rotated so, and the keys, cached unrotated, by the visible keys' tables after the exchange.
+Padding tokens never reach attention: they are dropped after the exchange to heads and put back (as
+zeros) before the exchange back. Every step is the single-process
 arithmetic on a subset of rows or heads, so the result agrees with one process up to the order of
 floating-point reductions inside the kernels (bit-for-bit where the kernels' order does not depend on
 the row count).
@@ -41,7 +43,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from longlive.attention import RotaryTable
+from longlive.attention import RotaryTable, WindowRotary
 from longlive.config import ConfigError
 from longlive.distributed import World
 from longlive.model import CausalWanModel, TokenExchange
@@ -127,8 +129,15 @@ class Ulysses(TokenExchange):
         dist.all_gather(parts, x.contiguous(), group=self.group.process_group)
         return torch.cat(parts, dim=2)[:, :, : self.frame_tokens]
 
-    def local_rope(self, rope: RotaryTable) -> RotaryTable:
-        """The rows of a block's table [F*T, 1, D] that this rank's tokens take, [F*t, 1, D]."""
+    def local_rope(self, rope: RotaryTable | WindowRotary) -> RotaryTable | WindowRotary:
+        """The rows of a block's table [F*T, 1, D] that this rank's tokens take, [F*t, 1, D].
+
+        Window-relative RoPE: only the queries' table is cut to this rank's rows (queries are rotated
+        before the exchange); the visible keys' tables stay whole, as attention (after the exchange to
+        heads) rotates the keys of every token of this rank's heads.
+        """
+        if isinstance(rope, WindowRotary):
+            return WindowRotary(self.local_rope(rope.queries), rope.keys, rope.group_tokens)
         rows = [self.split_tokens(t.unflatten(0, (-1, self.frame_tokens)), dim=1) for t in (rope.cos, rope.sin)]
         return RotaryTable.from_tables(*(r.flatten(0, 1).contiguous() for r in rows))
 

@@ -1,9 +1,10 @@
 """Block-causal rollout under a prompt schedule: the loop, written as a numbered recipe.
 
-    1. check the inputs            5. feed the conditioning blocks at `context_noise`
+    1. check the inputs            5. feed the conditioning blocks (clean, timestep `context_noise`)
     2. encode the prompts          6. at a block boundary where the prompt changes, switch the
     3. encode the conditioning        cross-attention cache and (optionally) recache the KV window
-    4. plan blocks, reset caches   7. denoise each new block, write it to the KV cache at `context_noise`
+    4. plan blocks, reset caches   7. denoise each new block, write it to the KV cache (clean, timestep
+                                      `context_noise`)
                                    8. decode each finished block and hand it back
                                       (before its cache pass, which only the next block needs)
 
@@ -13,11 +14,14 @@ recache; text-to-video has no conditioning frames, image-to-video one; an intera
 loop and the devices; the model is a network, the caches keep their own bookkeeping, and the sampler
 holds the step formulas.
 
-KV-recache at a switch (LongLive's): the frames the cache holds, sinks excepted
-(`KVCache.recache_frames`), are run again under the new prompt at `context_noise` at their original
-positions, in one pass split into their original blocks (block-causal through the cache's mask), so the
-cache keeps the visual past with the new prompt's semantics. Their clean latents are the last window of
-latents the rollout keeps on the device.
+KV-recache at a switch (`recache_mode`, the frames from `KVCache.start_recache`): the latest frames are
+run again under the new prompt, their clean latents at timestep `context_noise`, at their original
+positions, so the cache keeps the visual past with the new prompt's semantics. `longlive` (default) does
+it as LongLive v1.0: the last `local_attn_size` frames in one pass where each sees all the others, the
+sinks rewritten when the rerun starts at frame 0 (and at every switch with `global_sink: false`).
+`window` (ours) reruns the window less the sinks, split into the frames' original blocks (block-causal
+through the cache's mask). Their clean latents are the last `cache_frames` latents the rollout keeps
+on the device.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch
 from omegaconf import DictConfig
 
 from longlive import parallel
-from longlive.attention import RotaryTable
+from longlive.attention import RotaryTable, WindowRotary, rope_range_warning
 from longlive.components import build_generator, build_prompt_encoder, build_streaming_vae
 from longlive.config import ConfigError, Geometry, derive_geometry
 from longlive.kv_cache import CrossAttentionCache, KVCache
@@ -165,7 +169,8 @@ class VideoConditionalPipeline:
             self.sequence_parallel = parallel.Ulysses(self.group, self.geometry.frame_tokens, self.geometry.num_heads)
             parallel.apply(self.generator, self.sequence_parallel)
         self._block_key: tuple | None = None  # the pass begun last in the KV cache, and its rope table
-        self._block_rope: RotaryTable | None = None
+        self._block_rope: RotaryTable | WindowRotary | None = None
+        self._rope_warned = False
         if cfg.compile_generator:
             compile_blocks(self.generator)
         self._step = partial(eager_pass, self.generator)
@@ -251,9 +256,10 @@ class VideoConditionalPipeline:
         video = self._check_video(video)
         conditioning = self._encode_conditioning(video)  # 3
         blocks = plan_blocks(conditioning.shape[1], self.cfg.num_output_frames, self.geometry.frames_per_block)
+        self.check_rope_range(self.cfg.num_output_frames)
         self._reset_caches(batch_size=conditioning.shape[0])  # 4
         rng = torch.Generator(self.device).manual_seed(seed)
-        recent = conditioning[:, :0]  # the latest window of clean latents [B, <=R, C, h, w] (what a recache reruns)
+        recent = conditioning[:, :0]  # the latest clean latents [B, <=cache_frames, C, h, w] (what a recache reruns)
 
         live_group = self.group is not None and not isinstance(schedule, PromptSchedule)
         prompt, text = None, None
@@ -267,7 +273,7 @@ class VideoConditionalPipeline:
             if wanted != prompt:  # 6
                 text = self._text(wanted, texts)
                 if prompt is not None:
-                    switch = self._switch(block, wanted, text, recent, blocks, rng, recache)
+                    switch = self._switch(block, wanted, text, recent, blocks, recache)
                 prompt = wanted
             if block.conditioning:
                 latents = conditioning[:, block.start : block.end]
@@ -280,14 +286,14 @@ class VideoConditionalPipeline:
                 yield BlockResult(block, latents, frames, prompt, switch)
             except GeneratorExit:  # the consumer stopped early (a session's quit)
                 if live_group:  # the other ranks run the block's cache pass, then ask for the next prompt
-                    self._write_context(latents, block, text, rng)
+                    self._write_context(latents, block, text)
                     if block is not blocks[-1]:
                         parallel.agree(None, self.group)
                 raise
             # Every block's pass runs, the last one's too (when the loop asks past the end), so a
             # finished rollout leaves the cache complete.
-            self._write_context(latents, block, text, rng)  # 5, 7: into the KV cache
-            recent = torch.cat([recent, latents], dim=1)[:, -self.kv_cache.window_frames :]
+            self._write_context(latents, block, text)  # 5, 7: into the KV cache
+            recent = torch.cat([recent, latents], dim=1)[:, -self.kv_cache.cache_frames :]
 
     def __call__(
         self,
@@ -334,6 +340,18 @@ class VideoConditionalPipeline:
         for name, prompt in prompts.items():
             if prompt is not None and not prompt.strip():
                 raise InputError(f"{name} is empty")
+
+    def check_rope_range(self, num_frames: int) -> bool:
+        """Warn (once per pipeline) when `num_frames` latent frames leave the RoPE positions LongLive was
+        trained on; return whether they do. Absolute RoPE would extrapolate there silently; a rollout
+        of unbounded length calls this with the frames it has reached."""
+        message = rope_range_warning(
+            num_frames, self.cfg.model_kwargs.use_infinite_attention, self.geometry.cache_frames
+        )
+        if message is not None and not self._rope_warned:
+            logger.warning(message)
+            self._rope_warned = True
+        return message is not None
 
     def _check_video(self, video: torch.Tensor | None) -> torch.Tensor | None:
         if video is None or self.cfg.num_conditioning_frames == 0:
@@ -383,6 +401,7 @@ class VideoConditionalPipeline:
                 head_dim=g.head_dim,
                 dtype=self.generator.dtype,
                 device=self.device,
+                window_rope=self.cfg.model_kwargs.use_infinite_attention,
             )
         self.kv_cache.reset()
         self._block_key = self._block_rope = None
@@ -395,18 +414,28 @@ class VideoConditionalPipeline:
         block: Block,
         text: CrossAttentionCache,
         block_sizes: list[int] | None = None,
+        eager: bool = False,
     ) -> torch.Tensor:
+        """One generator pass over `block`; `eager` skips the CUDA-graph runner (a recache's one-off shapes)."""
         timesteps = torch.full(latents.shape[:2], timestep, device=self.device)
         rope = self._begin_pass(block.start, latents.shape, block_sizes)
-        return self._step(latents, timesteps, text, rope, self.kv_cache)
+        step = partial(eager_pass, self.generator) if eager else self._step
+        return step(latents, timesteps, text, rope, self.kv_cache)
 
-    def _begin_pass(self, start_frame: int, shape: torch.Size, block_sizes: list[int] | None) -> RotaryTable:
+    def _begin_pass(
+        self, start_frame: int, shape: torch.Size, block_sizes: list[int] | None
+    ) -> RotaryTable | WindowRotary:
         """Reserve the block's cache slots and build its rope table, once for the block's passes (its
-        denoising steps and its cache pass): every pass of a block has the same slots and positions."""
+        denoising steps and its cache pass): every pass of a block has the same slots and positions.
+
+        The table is absolute, or window-relative (`use_infinite_attention`: the queries' table and the
+        visible keys', from the positions the cache gives for the slots it has just reserved). With
+        sequence parallelism the queries' table is cut to this rank's rows; the keys' tables stay whole.
+        """
         key = (start_frame, shape, None if block_sizes is None else tuple(block_sizes))
         if key != self._block_key:
             self.kv_cache.begin_block(start_frame, shape[1], block_sizes)
-            rope = self.generator.rotary_table(shape, start_frame, self.device)
+            rope = self.generator.rotary_table(shape, start_frame, self.device, self.kv_cache.frame_positions)
             if self.sequence_parallel is not None:
                 rope = self.sequence_parallel.local_rope(rope)  # the rows of this rank's tokens
             self._block_key, self._block_rope = key, rope
@@ -424,24 +453,28 @@ class VideoConditionalPipeline:
         text: CrossAttentionCache,
         recent: torch.Tensor,
         blocks: Sequence[Block],
-        rng: torch.Generator,
         recache: bool,
     ) -> Switch:
         """Switch to `prompt` before `block`; with `recache`, rewrite the cache's recent frames under it."""
-        frames = self.kv_cache.recache_frames() if recache else range(0)
+        mode = self.cfg.recache_mode
+        frames = self.kv_cache.start_recache(mode, self.cfg.global_sink) if recache else range(0)
+        self._block_key = None  # the cache changed under the last block (sinks may be forgotten): begin anew
         if frames:
-            sizes = [min(b.end, frames.stop) - max(b.start, frames.start) for b in blocks]
-            sizes = [size for size in sizes if size > 0]  # the original blocks, cut to the recached frames
             span = Block(block.index, frames.start, len(frames), conditioning=False)
             latents = recent[:, recent.shape[1] - len(frames) :]
-            self._write_context(latents, span, text, rng, block_sizes=sizes)
+            sizes = None  # longlive: one pass, each frame sees all the others
+            if mode == "window":
+                sizes = [min(b.end, frames.stop) - max(b.start, frames.start) for b in blocks]
+                sizes = [size for size in sizes if size > 0]  # the original blocks, cut to the recached frames
+            # Eager: the recache's shapes vary with the switch frame; graphs are kept for the block shapes.
+            self._write_context(latents, span, text, block_sizes=sizes, eager=True)
         recached = (frames.start, frames.stop) if frames else None
         logger.info(
             "block %d: prompt switch at latent frame %d -> %r (%s)",
             block.index,
             block.start,
             prompt,
-            f"recached frames [{frames.start}, {frames.stop})" if frames else "no recache",
+            f"recached frames [{frames.start}, {frames.stop}), {mode}" if frames else "no recache",
         )
         return Switch(block.index, block.start, prompt, recached)
 
@@ -462,17 +495,16 @@ class VideoConditionalPipeline:
         latents: torch.Tensor,
         block: Block,
         text: CrossAttentionCache,
-        rng: torch.Generator,
         block_sizes: list[int] | None = None,
+        eager: bool = False,
     ) -> None:
-        """Run finished (or conditioning) latents once at `context_noise` so their K/V enter the cache.
+        """Run finished (or conditioning) latents once so their K/V enter the cache.
 
-        `block_sizes` splits a pass over several blocks (a recache), each seeing only its own past.
+        As LongLive's context pass: the clean latents themselves, with every frame's timestep set to
+        `context_noise` (no noise is added). `block_sizes` splits a pass over several blocks (a
+        `window` recache), each seeing only its own past.
         """
-        context_noise = float(self.cfg.context_noise)
-        if context_noise > 0:
-            latents = self.sampler.add_noise(latents, self._noise_like(block, latents.shape[0], rng), context_noise)
-        self._run_generator(latents, context_noise, block, text, block_sizes)
+        self._run_generator(latents, float(self.cfg.context_noise), block, text, block_sizes, eager)
 
 
 def resolve_device(name: str) -> str:

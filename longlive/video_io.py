@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,16 +49,45 @@ def require_video_writer() -> None:
         raise VideoWriterMissing(f"writing mp4s needs an ffmpeg program: {err}") from None
 
 
+def _require_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise VideoReadError(f"{what} {path} is a directory, not {'an' if what == 'image' else 'a'} {what} file")
+    if not path.is_file():
+        raise VideoReadError(f"{what} not found: {path}")
+
+
+@contextmanager
+def _library_stderr(path: Path) -> Iterator[None]:
+    """Keep what decord and ffmpeg print to the process's stderr (fd 2) out of the user's terminal.
+
+    They write from C, around Python's `sys.stderr`, so the descriptor itself is pointed at a temporary
+    file while they read; their lines go to the debug log, and the user sees only our one-line error.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace").strip()
+            if text:
+                logger.debug("video libraries on %s said: %s", path, text)
+
+
 def read_frames(path: str | Path, num_frames: int | None = None) -> np.ndarray:
     """The first `num_frames` frames of a video (all of them with None) as uint8 [N, H, W, 3]."""
     path = Path(path)
-    if not path.is_file():
-        raise VideoReadError(f"video not found: {path}")
-    try:
-        frames = _read_with_decord(path, num_frames)
-    except Exception as err:  # ImportError, or any decord failure (its DECORDError is a bare Exception)
-        logger.debug("decord could not read %s (%s); using imageio", path, err)
-        frames = _read_with_imageio(path, num_frames)
+    _require_file(path, "video")
+    with _library_stderr(path):
+        try:
+            frames = _read_with_decord(path, num_frames)
+        except Exception as err:  # ImportError, or any decord failure (its DECORDError is a bare Exception)
+            logger.debug("decord could not read %s (%s); using imageio", path, err)
+            frames = _read_with_imageio(path, num_frames)
     if num_frames is not None and len(frames) < num_frames:
         raise VideoReadError(f"video {path} has {len(frames)} frames; {num_frames} are needed")
     return frames
@@ -117,8 +148,7 @@ def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    if not path.is_file():
-        raise VideoReadError(f"image not found: {path}")
+    _require_file(path, "image")
     try:
         with Image.open(path) as image:
             frame = np.array(image.convert("RGB"))  # [h, w, 3] uint8, whatever the mode (L, RGBA, P)

@@ -40,6 +40,7 @@ def rollout(out: Path, overrides: list[str]) -> None:
             "frames": torch.cat(frames, dim=2) if frames else None,
             "switches": switches,
             "cache_heads": pipe.kv_cache.keys.shape[3],
+            "window_rope": pipe.kv_cache.window_rope,
         }
         out.mkdir(parents=True, exist_ok=True)
         torch.save(record, out / f"rank{world.rank}.pt")

@@ -8,6 +8,7 @@ from conftest import REPO, tiny_config
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
+import longlive.pipeline as pipeline_module
 from longlive.attention import RotaryTable, rope_angles
 from longlive.config import PRESETS, load_config
 from longlive.kv_cache import KVCache, frame_visibility_mask
@@ -157,11 +158,20 @@ def test_blocks_are_handed_back_before_their_cache_pass(monkeypatch):
     assert handed == passed == [0, 1, 2]
 
 
-def test_cache_slots_and_rope_are_built_once_per_block(monkeypatch):
+@pytest.mark.parametrize(
+    ("overrides", "recache_start"),
+    [
+        (["recache_mode=longlive"], 0),  # an early switch: LongLive reruns [0, 6), the sink frame too
+        (["recache_mode=window"], 1),  # the window [1, 6), in its blocks (sink frame 0 kept)
+        (["recache_mode=longlive", "model_kwargs.use_infinite_attention=true"], 0),
+    ],
+)
+def test_cache_slots_and_rope_are_built_once_per_block(monkeypatch, overrides, recache_start):
     """The bookkeeping of a block (its cache slots, its rope table) is the loop's, once for the block's
-    passes (4 denoising steps and the cache pass), not once per pass; a recache is a pass of its own."""
-    cfg = load_config(REPO / "configs" / "tiny_interactive.yaml", ["num_output_frames=9", "switch_frame_indices=4"])
-    pipe = VideoConditionalPipeline.from_config(cfg)
+    passes (4 denoising steps and the cache pass), not once per pass; a recache is a pass of its own (eager),
+    begun anew after `start_recache` even where its frames and shape match the block begun last."""
+    overrides = ["num_output_frames=9", "switch_frame_indices=4", *overrides]
+    pipe = VideoConditionalPipeline.from_config(load_config(REPO / "configs" / "tiny_interactive.yaml", overrides))
     begun, tables, ropes = [], [], []
     begin_block, rotary_table, step = KVCache.begin_block, pipe.generator.rotary_table, pipe._step
 
@@ -169,22 +179,48 @@ def test_cache_slots_and_rope_are_built_once_per_block(monkeypatch):
         begun.append(start_frame)
         return begin_block(cache, start_frame, num_frames, block_sizes)
 
-    def recording_rotary_table(shape, start_frame, device):
-        tables.append(start_frame)
-        return rotary_table(shape, start_frame, device)
+    def recording_rotary_table(shape, start_frame, device, frame_positions=None):
+        tables.append((start_frame, frame_positions is not None))
+        return rotary_table(shape, start_frame, device, frame_positions)
 
-    def recording_step(latents, timesteps, text, rope, kv_cache):
-        ropes.append(rope)
-        return step(latents, timesteps, text, rope, kv_cache)
+    def recording(run):
+        def recording_step(*args):
+            ropes.append(args[-2])  # (model,) latents, timesteps, text, rope, kv_cache
+            return run(*args)
+
+        return recording_step
 
     monkeypatch.setattr(KVCache, "begin_block", recording_begin_block)
     monkeypatch.setattr(pipe.generator, "rotary_table", recording_rotary_table)
-    monkeypatch.setattr(pipe, "_step", recording_step)
+    monkeypatch.setattr(pipe, "_step", recording(step))
+    monkeypatch.setattr(pipeline_module, "eager_pass", recording(pipeline_module.eager_pass))
     list(pipe.stream_prompts(PromptSchedule(("a", "b"), (4,)), seed=0))
-    # blocks at frames 0 and 3, the recache of [1, 6) (sink frame 0 kept), then the block at 6
-    assert begun == tables == [0, 3, 1, 6]
+    # blocks at frames 0 and 3, the recache, then the block at 6
+    window = pipe.cfg.model_kwargs.use_infinite_attention
+    assert begun == [start for start, _ in tables] == [0, 3, recache_start, 6]
+    assert all(relative == window for _, relative in tables)
     assert len(ropes) == 3 * 5 + 1
-    assert all(rope is ropes[0] for rope in ropes[:5]) and ropes[5] is not ropes[0]
+    passes = [ropes[0:5], ropes[5:10], ropes[10:11], ropes[11:16]]  # per block; the recache's before block 2
+    assert all(rope is same[0] for same in passes for rope in same)
+    assert len({id(same[0]) for same in passes}) == len(passes)
+
+
+def test_a_recache_of_the_block_begun_last_is_begun_again(monkeypatch):
+    """A switch after the first block reruns exactly that block's frames ([0, 3), same shape): the pass must
+    still reserve its slots anew, since `start_recache` changed the cache (here it forgot every frame)."""
+    overrides = ["num_output_frames=6", "switch_frame_indices=3", "recache_mode=longlive", "global_sink=false"]
+    pipe = VideoConditionalPipeline.from_config(load_config(REPO / "configs" / "tiny_interactive.yaml", overrides))
+    begun, begin_block = [], KVCache.begin_block
+
+    def recording_begin_block(cache, start_frame, num_frames, block_sizes=None):
+        begun.append((start_frame, num_frames))
+        return begin_block(cache, start_frame, num_frames, block_sizes)
+
+    monkeypatch.setattr(KVCache, "begin_block", recording_begin_block)
+    results = list(pipe.stream_prompts(PromptSchedule(("a", "b"), (3,)), seed=0))
+    assert results[1].switch.recached == (0, 3)
+    assert begun == [(0, 3), (0, 3), (3, 3)]
+    assert pipe.kv_cache.visible_frames() == list(range(6))
 
 
 def test_a_stream_left_early_does_not_change_the_next_one():
@@ -252,3 +288,29 @@ def test_rotary_table_rotates_channel_pairs_as_complex_numbers():
     pairs = torch.view_as_complex(x.double().unflatten(-1, (-1, 2)).contiguous())
     turned = pairs * torch.polar(torch.ones_like(angles), angles)[:, None, :]
     torch.testing.assert_close(got.double(), torch.view_as_real(turned).flatten(-2), atol=1e-6, rtol=0)
+
+
+# Latents of the tiny random text-to-video rollout below, [frame, channels 0-2, row 0, columns 0-3].
+# Any change to these numbers changes what the engine computes and must be explained in its commit.
+PINNED_LAST_OF_FIRST_BLOCK = [
+    [0.405483, -0.981282, 2.093695, -0.507885],
+    [0.476064, 0.554086, 0.573583, 3.172815],
+    [1.078857, -0.957501, 1.034426, -1.093347],
+]
+PINNED_LAST_FRAME = [
+    [-2.004059, -2.474903, -0.519827, -1.686947],
+    [-0.040288, 1.577711, 1.011543, 1.672936],
+    [-0.449701, 0.267498, -0.454282, -0.045027],
+]
+
+
+def test_tiny_rollout_pinned():
+    """A full rollout of the tiny random model (float32, seed 0, two blocks of 3, no switch, clean context)
+    against values written down once, as diffusers' pipeline tests pin theirs: every formula on the path
+    (sampler, renoising at the next timestep, the cache pass, RoPE, the window) moves these numbers."""
+    cfg = load_config(REPO / "configs" / "tiny_t2v.yaml", ["num_output_frames=6", "context_noise=0", "seed=0"])
+    pipe = VideoConditionalPipeline.from_config(cfg)
+    latents = pipe("a red square moves right", seed=0, decode=False).latents  # [1, 6, 16, 4, 6]
+    assert latents.shape == (1, 6, 16, 4, 6)
+    pinned = torch.tensor([PINNED_LAST_OF_FIRST_BLOCK, PINNED_LAST_FRAME])
+    torch.testing.assert_close(latents[0, [2, 5], :3, 0, :4], pinned, atol=1e-4, rtol=0)

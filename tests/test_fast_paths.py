@@ -7,15 +7,16 @@ import weakref
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm, WanUpsample
 from test_engine import LATENT_HW, cache_for, random_text
 
 from longlive.components import build_streaming_vae
-from longlive.config import PRESETS, ConfigError
+from longlive.config import PRESETS, ConfigError, load_config
 from longlive.ffn import GeluEpilogueFFN, fusable, fuse_ffn_gelu
 from longlive.fp8 import TARGETS, Float8Linear, convert_block_linears, quantize_rows
 from longlive.pipeline import VideoConditionalPipeline, compile_blocks
+from longlive.runner import CUDAGraphGenerator, GraphTable, _Graph
 from longlive.text_encoder import byte_level_tokenizer
 from longlive.vae import StreamingVAE, build_vae, compile_decoder
 from longlive.vae_convs import fold_causal_convs
@@ -23,17 +24,22 @@ from longlive.vae_norms import fuse_vae_norms
 
 
 def _rollout(model, latents, timesteps, text, block_sizes=(3, 3, 3)):
+    """Blocks through a rolling window, then a recache as LongLive's: one unmasked pass over frames 4..8."""
     cache, outputs, start = cache_for(model, cache_frames=6, sink_frames=1), [], 0
     with torch.no_grad():
         for size in block_sizes:
             block = slice(start, start + size)
             outputs.append(model(latents[:, block], timesteps[:, block], text, cache, start))
             start += size
+        frames = cache.start_recache("longlive")
+        span = slice(frames.start, frames.stop)
+        outputs.append(model(latents[:, span], timesteps[:, span] * 0, text, cache, frames.start))
     return torch.cat(outputs, dim=1), cache
 
 
 def test_compiled_blocks_match_eager(tiny_model):
-    """compile_generator: float32 outputs and cache contents within 1e-5 of eager through a rolling window."""
+    """compile_generator: float32 outputs and cache contents within 1e-5 of eager through a rolling window
+    and a recache pass."""
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 9, tiny_model.arch.in_channels, *LATENT_HW, generator=g)
     timesteps = torch.rand(1, 9, generator=g) * 1000
@@ -54,13 +60,19 @@ def test_byte_level_tokenizer_is_deterministic():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
-@pytest.mark.parametrize("compiled", [False, True])
-def test_cuda_graphs_match_eager(compiled):
+@pytest.mark.parametrize(("compiled", "infinite"), [(False, False), (True, False), (False, True), (True, True)])
+def test_cuda_graphs_match_eager(compiled, infinite):
     """cuda_graphs: a whole video-conditional rollout (prompt switch, short blocks, rolling window) equals
-    the same pipeline without graphs (float32). Graphs of eager kernels replay them exactly (atol 1e-5);
+    the same pipeline without graphs (float32), with absolute and window-relative RoPE (whose key table
+    the graphs take as an input). Graphs of eager kernels replay them exactly (atol 1e-5);
     with compile, the graphed run may get other compiled kernels for a shape (static vs dynamic), which
     moved 3 of 5376 values by up to 2e-5 on an H100 (2026-11-23), hence atol 1e-4 there."""
-    overrides = ["device=cuda", "num_output_frames=14", f"compile_generator={str(compiled).lower()}"]
+    overrides = [
+        "device=cuda",
+        "num_output_frames=14",
+        f"compile_generator={str(compiled).lower()}",
+        f"model_kwargs.use_infinite_attention={str(infinite).lower()}",
+    ]
     video = torch.rand(1, 3, 9, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
     plain = VideoConditionalPipeline.from_config(tiny_config(*overrides))
     graphed = VideoConditionalPipeline.from_config(tiny_config(*overrides, "cuda_graphs=true"))
@@ -68,6 +80,25 @@ def test_cuda_graphs_match_eager(compiled):
         expected = plain("a red square", "a blue circle", video, seed=seed, decode=False).latents
         actual = graphed("a red square", "a blue circle", video, seed=seed, decode=False).latents
         torch.testing.assert_close(actual, expected, atol=1e-4 if compiled else 1e-5, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+@pytest.mark.parametrize("mode", ["longlive", "window"])
+def test_cuda_graphs_match_eager_through_recaches(mode):
+    """cuda_graphs with prompt switches: the recache passes run eagerly between graph replays (an early
+    switch rewriting the sinks at frame 6, a late one at 9) and the rollout equals the plain one (float32)."""
+    from longlive.pipeline import PromptSchedule
+
+    overrides = ["device=cuda", f"recache_mode={mode}"]
+    config = REPO / "configs" / "tiny_interactive.yaml"
+    plain = VideoConditionalPipeline.from_config(load_config(config, overrides))
+    graphed = VideoConditionalPipeline.from_config(load_config(config, [*overrides, "cuda_graphs=true"]))
+    schedule = PromptSchedule(("a red square", "a blue circle", "a green square"), (4, 9))
+    for seed in (0, 1):
+        expected = torch.cat([r.latents for r in plain.stream_prompts(schedule, seed=seed, decode=False)], dim=1)
+        actual = torch.cat([r.latents for r in graphed.stream_prompts(schedule, seed=seed, decode=False)], dim=1)
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
 
 
 def _stream_inputs(vae):
@@ -350,3 +381,58 @@ def test_fuse_ffn_gelu_matches_the_reference_on_cuda(tiny_model, dtype, toleranc
     fuse_ffn_gelu(tiny_model.blocks)
     fused = tiny_model.blocks[0].ffn(x).float()
     assert ((fused - reference).norm() / reference.norm()).item() <= tolerance
+
+
+def test_cuda_graphs_belong_to_their_cache_object(tiny_model):
+    """A graph replays into the cache buffers it was captured on: a new cache object never gets an old
+    cache's graph, and the old cache stays alive (its memory cannot be reused) while its graphs exist."""
+    table = GraphTable()
+    key = ((1, 3, 16, 4, 6), 6 * 24)  # block shape, visible cache tokens
+    first = cache_for(tiny_model, cache_frames=6, sink_frames=1)
+    first_alive = weakref.ref(first)
+    assert table.get(first, key) is None
+    table.put(first, key, "graph on the first cache")
+    assert table.get(first, key) == "graph on the first cache"
+
+    del first
+    gc.collect()
+    assert first_alive() is not None  # held by the table: no new cache can take its memory or its id
+
+    second = cache_for(tiny_model, cache_frames=6, sink_frames=1)
+    assert table.get(second, key) is None  # same key, another object: captured anew
+    gc.collect()
+    assert first_alive() is None and len(table) == 0  # the old graphs and the old cache are let go
+    with pytest.raises(RuntimeError, match="GraphTable.put"):
+        table.put(cache_for(tiny_model, cache_frames=6, sink_frames=1), key, "graph")
+
+
+def test_graph_inputs_are_copied_on_a_blocks_first_replay_only(tiny_model):
+    """The runner copies a block's rope tables (window-relative: the queries' and the visible keys') and
+    cache slots into a graph's buffers when the replay follows a new block, not on the block's later passes;
+    latents and timesteps every pass. (The replay itself needs CUDA: tests above, on a GPU.)"""
+    shape = (1, 3, 16, *LATENT_HW)
+    cache = cache_for(tiny_model, cache_frames=6, sink_frames=1)
+    cache.window_rope = True  # keys unrotated, window-relative positions per pass
+
+    def begin(start: int):
+        cache.begin_block(start, shape[1])
+        return tiny_model.rotary_table(torch.Size(shape), start, torch.device("cpu"), cache.frame_positions)
+
+    for start in (0, 3):
+        begin(start)
+    rope = begin(6)  # the window is full: blocks at 6 and 9 see 6 frames, at other key positions
+    entry = _Graph(None, torch.zeros(shape), torch.zeros(1, 3), rope.clone(), cache.token_index.clone(), None)
+    entry.block_inputs = (rope, cache.token_index)
+    buffers = [entry.rope.queries.cos, entry.rope.keys[0].sin, entry.token_index]
+    for buffer in buffers:
+        buffer.zero_()  # marks: a copy would overwrite them
+    latents = torch.randn(shape)
+    CUDAGraphGenerator._copy_inputs(entry, latents, torch.ones(1, 3), rope, cache)  # a later pass of block 6
+    assert torch.equal(entry.latents, latents) and torch.equal(entry.timesteps, torch.ones(1, 3))
+    assert all(not buffer.any() for buffer in buffers)
+
+    rope = begin(9)
+    CUDAGraphGenerator._copy_inputs(entry, latents, torch.ones(1, 3), rope, cache)  # block 9's first pass
+    assert torch.equal(entry.rope.queries.cos, rope.queries.cos)
+    assert torch.equal(entry.rope.keys[0].sin, rope.keys[0].sin)
+    assert torch.equal(entry.token_index, cache.token_index) and entry.block_inputs[0] is rope

@@ -2,7 +2,7 @@
 
 torchrun (gloo, CPU) runs `parallel_worker.py` once for the module: the tiny model at 48x48 (9 tokens a
 frame, so the two ranks' shares are 5 and 4+1 padding), a rolling window (sink 1 + 5 frames over 15
-frames) and two prompt switches with recache.
+frames) and two prompt switches with LongLive's recache, under absolute and window-relative RoPE.
 """
 
 from __future__ import annotations
@@ -25,30 +25,46 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 OVERRIDES = ["height=48", "width=48"]  # 3x3 tokens a frame: an odd count, split unevenly over two ranks
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, dict]:
-    """The one-process rollout and each rank's of the two-rank stream (rank 1 decodes)."""
+# (overrides, the switches' recached frames): LongLive's recache (an early switch reruns [0, 6), a late one
+# [4, 9) keeping sink frame 0) with absolute RoPE, and with window-relative RoPE (keys cached unrotated,
+# the queries' rows per rank, the visible keys' tables on the head side after the exchange); the window
+# recache (the window's frames in their blocks: a masked pass, one key table per block) with the latter.
+INFINITE = "model_kwargs.use_infinite_attention=true"
+MODES = {
+    "absolute": ([], [(0, 6), (4, 9)]),
+    "infinite": ([INFINITE, "recache_mode=longlive"], [(0, 6), (4, 9)]),
+    "infinite-window": ([INFINITE, "recache_mode=window"], [(1, 6), (4, 9)]),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(MODES))
+def runs(request, tmp_path_factory) -> dict[str, dict]:
+    """The one-process rollout and each rank's of the two-rank stream (rank 1 decodes), in one RoPE mode."""
+    overrides, switches = MODES[request.param]
+    overrides = [*OVERRIDES, *overrides]
     one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
     saved = {key: os.environ.pop(key) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if key in os.environ}
     try:
-        rollout(one, OVERRIDES)
+        rollout(one, overrides)
     finally:
         os.environ.update(saved)
     worker = str(Path(__file__).with_name("parallel_worker.py"))
-    torchrun(2, worker, "rollout", str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1")
-    return {
+    torchrun(2, worker, "rollout", str(two), *overrides, "parallel.sequence=2", "parallel.vae_rank=1")
+    saved = {
         name: torch.load(path, weights_only=False)
         for name, path in (("one", one / "rank0.pt"), ("rank0", two / "rank0.pt"), ("rank1", two / "rank1.pt"))
     }
+    return {**saved, "switches": switches, "window_rope": INFINITE in overrides}
 
 
 def test_sequence_parallel_matches_single_process(runs):
     reference = runs["one"]
-    assert reference["switches"] == [(1, 6), (4, 9)]  # both switches recached the window (sink 1 kept)
+    assert reference["switches"] == runs["switches"]  # both switches recached
     for rank in ("rank0", "rank1"):
         run = runs[rank]
         assert run["switches"] == reference["switches"]
         assert run["cache_heads"] == reference["cache_heads"] // 2  # each rank caches its half of the heads
+        assert run["window_rope"] == reference["window_rope"] == runs["window_rope"]  # the mode under test
         # float32: equal up to the order of the reductions over the ranks' row counts
         torch.testing.assert_close(run["latents"], reference["latents"], rtol=1e-5, atol=1e-5)
     assert torch.equal(runs["rank0"]["latents"], runs["rank1"]["latents"])  # one stream: the same on every rank
@@ -111,7 +127,7 @@ def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys):
     worker = str(Path(__file__).with_name("parallel_worker.py"))
     torchrun(2, worker, "session", str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1")
     reference, run = torch.load(one / "session.pt"), torch.load(two / "session.pt")
-    assert reference["switches"] == run["switches"] == [(1, 6)]  # the new prompt recached the window
+    assert reference["switches"] == run["switches"] == [(0, 6)]  # the new prompt recached [0, 6) (LongLive)
     assert reference["latents"].shape[0] == 9  # three blocks of three, then quit
     torch.testing.assert_close(run["latents"], reference["latents"], rtol=1e-5, atol=1e-5)
 
