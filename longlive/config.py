@@ -623,7 +623,7 @@ def _validate_window(cfg: DictConfig) -> None:
 
 def _validate_parallel(cfg: DictConfig) -> None:
     """`parallel.*` against the model; the world size is checked where torchrun's is known (`parallel.py`)."""
-    sequence, heads = cfg.parallel.sequence, PRESETS[cfg.model_name].generator.num_heads
+    sequence, heads = cfg.parallel.sequence, model_preset(cfg).generator.num_heads
     _require(sequence >= 1, "parallel.sequence", f"={sequence} must be at least 1")
     _require(heads % sequence == 0, "parallel.sequence", f"={sequence} must divide the model's {heads} heads")
     _require(
