@@ -109,6 +109,13 @@ class RotaryTable:
         self.cos = cos.repeat_interleave(2, dim=-1)[:, None, :]  # [N, 1, D]: (cos_i, cos_i) per pair
         self.sin = torch.stack((-sin, sin), dim=-1).flatten(-2)[:, None, :]  # [N, 1, D]: (-sin_i, sin_i)
 
+    @classmethod
+    def from_tables(cls, cos: torch.Tensor, sin: torch.Tensor) -> RotaryTable:
+        """A table of given rows [N, 1, D] (a subset of another's, as a rank of a sequence-parallel group takes)."""
+        table = cls.__new__(cls)
+        table.cos, table.sin = cos, sin
+        return table
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate channel pairs (2i, 2i+1) of x [B, N, H, D] by their angles; computed in float32, returned
         in x's dtype: (a, b) -> (a cos - b sin, b cos + a sin)."""
@@ -120,6 +127,10 @@ class RotaryTable:
         """Take `other`'s angles into these buffers (a CUDA graph reads them in place)."""
         self.cos.copy_(other.cos)
         self.sin.copy_(other.sin)
+
+    def clone(self) -> RotaryTable:
+        """Buffers of its own holding these angles (a CUDA graph's inputs)."""
+        return RotaryTable.from_tables(self.cos.clone(), self.sin.clone())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,6 +181,10 @@ class WindowRotary:
         """Take `other`'s tables into these buffers (same groups and sizes; a CUDA graph reads them in place)."""
         for mine, theirs in zip([self.queries, *self.keys], [other.queries, *other.keys], strict=True):
             mine.copy_(theirs)
+
+    def clone(self) -> WindowRotary:
+        """Buffers of its own holding these tables (a CUDA graph's inputs)."""
+        return WindowRotary(self.queries.clone(), [table.clone() for table in self.keys], list(self.group_tokens))
 
 
 def window_attention(

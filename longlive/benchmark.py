@@ -18,17 +18,20 @@ import platform
 import resource
 import statistics
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 
 from longlive.config import SPEED_SWITCHES, model_preset
+from longlive.parallel import StreamGroup
 from longlive.pipeline import VideoConditionalPipeline
 
 
 class RandomPrompts:
-    """Stands in for the text encoder: fixed random embeddings per prompt."""
+    """Stands in for the text encoder: fixed random embeddings per prompt, seeded by the prompt's text, so
+    every rank of a sequence-parallel group (and every run) gets the same ones."""
 
     def __init__(self, text_len: int, text_dim: int, device: torch.device, dtype: torch.dtype) -> None:
         self.shape, self.device, self.dtype = (1, text_len, text_dim), device, dtype
@@ -36,7 +39,8 @@ class RandomPrompts:
 
     def encode(self, prompt: str) -> torch.Tensor:
         if prompt not in self._cache:
-            self._cache[prompt] = torch.randn(self.shape, device=self.device, dtype=self.dtype)
+            rng = torch.Generator(self.device).manual_seed(zlib.crc32(prompt.encode()))
+            self._cache[prompt] = torch.randn(self.shape, generator=rng, device=self.device, dtype=self.dtype)
         return self._cache[prompt]
 
 
@@ -67,12 +71,15 @@ def _timer(device: torch.device, into: list[float]) -> Iterator[None]:
     into.append(time.perf_counter() - start)
 
 
-def benchmark_pipeline(cfg) -> VideoConditionalPipeline:
-    """The config's pipeline on the GPU (or CPU) with random prompt embeddings instead of the text encoder."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def benchmark_pipeline(
+    cfg, device: torch.device | None = None, group: StreamGroup | None = None
+) -> VideoConditionalPipeline:
+    """The config's pipeline on `device` (default: the GPU, else the CPU) with random prompt embeddings
+    instead of the text encoder; `group` spreads the stream over ranks (`longlive.parallel`)."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     arch = model_preset(cfg).generator
     prompts = RandomPrompts(arch.text_len, arch.text_dim, device, getattr(torch, cfg.dtype))
-    return VideoConditionalPipeline.from_config(cfg, device=device, prompts=prompts)
+    return VideoConditionalPipeline.from_config(cfg, device=device, prompts=prompts, group=group)
 
 
 def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | None = None) -> dict:
@@ -99,10 +106,10 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
             break
         blocks.append(block)
 
-    # 2. The streaming VAE decode of those blocks.
+    # 2. The streaming VAE decode of those blocks (on the rank that decodes them).
     vae_s: list[float] = []
     pipe.vae.reset_decoder()
-    for block in blocks:
+    for block in blocks if pipe.decodes else ():
         with _timer(device, vae_s):
             pipe.vae.decode(block.latents)
 
@@ -112,9 +119,9 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
     #    whether a long video costs more per block.
     _sync(device)
     start = time.perf_counter()
-    first_frame_s, num_frames, marks, allocated = None, 0, [_mark(device)], []
+    first_frame_s, num_latents, marks, allocated = None, 0, [_mark(device)], []
     for block in pipe.stream(prompt, seed=0):
-        num_frames += block.frames.shape[2]
+        num_latents += block.latents.shape[1]  # (a rank of a sequence-parallel group may not decode)
         marks.append(_mark(device))
         allocated.append(torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None)
         if first_frame_s is None:
@@ -122,12 +129,13 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
             first_frame_s = time.perf_counter() - start
     _sync(device)
     total_s = time.perf_counter() - start
+    num_frames = pipe.geometry.video_frames_for_latents(num_latents)
     block_s = [_seconds_between(a, b) for a, b in zip(marks, marks[1:], strict=False)]
 
     return {
         "fps_end_to_end": round(num_frames / total_s, 2),
         "generator_ms_per_block": round(1000 * _median(generator_s), 1),
-        "vae_ms_per_block": round(1000 * _median(vae_s), 1),
+        "vae_ms_per_block": round(1000 * _median(vae_s), 1) if vae_s else None,
         "first_frame_s": round(first_frame_s, 3),
         "total_s": round(total_s, 3),
         "video_frames": num_frames,
@@ -153,6 +161,7 @@ def workload(cfg, device: torch.device) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "switches": [name for name in SPEED_SWITCHES if cfg.get(name)],
+        "sequence_parallel": cfg.parallel.sequence,
     }
 
 
@@ -194,12 +203,12 @@ def current_rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def profile_block(cfg, blocks: int = 3, rows: int = 25) -> str:
+def profile_block(cfg, blocks: int = 3, rows: int = 25, pipe: VideoConditionalPipeline | None = None) -> str:
     """Where the time of the first `blocks` blocks goes (denoising and decode; the cache passes of all but
     the last, which runs after the block is handed back): the profiler's table of ops by device time."""
     from torch.profiler import ProfilerActivity, profile
 
-    pipe = benchmark_pipeline(cfg)
+    pipe = benchmark_pipeline(cfg) if pipe is None else pipe
     device = pipe.device
     pipe("profile", seed=0)  # warm-up (and compilation, when switched on)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

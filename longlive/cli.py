@@ -10,6 +10,7 @@
     longlive compare videos/reference videos/compiled --out videos/compare
     longlive bench --config_path configs/longlive_video_conditional_inference.yaml generator_ckpt=null ...
     longlive bench --job t2v --config_path configs/longlive_video_conditional_inference.yaml data_path=...
+    torchrun --nproc_per_node=2 --no-python longlive bench --config_path ... parallel.sequence=2  # one stream, 2 GPUs
 
 Dotted `key=value` arguments override the config. A user's mistake (a bad key, a missing or wrong
 weights file) ends the command with one line on stderr and exit code 2; failed samples give exit code 1
@@ -24,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from longlive import distributed
+from longlive import distributed, parallel
 from longlive.compile_cache import enable_compile_cache
 from longlive.config import PRESETS, ConfigError, load_config
 from longlive.datasets import check_data_path
@@ -36,6 +37,7 @@ from longlive.jobs import (
     run_text_to_video_job,
     run_video_conditional_job,
 )
+from longlive.parallel import follow_session, stream_group
 from longlive.video_io import VideoReadError, VideoWriterMissing, require_video_writer
 from longlive.weights import WeightsError
 
@@ -140,7 +142,8 @@ def run_job(command: str, cfg) -> int:
     prepare_output_folder(cfg)
     require_video_writer()
     with distributed.launch(resolve_device(cfg.device)) as world:
-        pipeline = VideoConditionalPipeline.from_config(cfg, world.device)
+        group = stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
+        pipeline = VideoConditionalPipeline.from_config(cfg, world.device, group=group)
         report: JobReport = JOBS[command](cfg, pipeline, world)
     if world.is_main:
         log.info(
@@ -165,10 +168,37 @@ def compare_runs(a: str, b: str, out: str) -> int:
 
 
 def run_session(cfg, args: argparse.Namespace) -> int:
-    """`longlive session`: one live rollout on this machine's device, steered from stdin."""
+    """`longlive session`: one live rollout on this machine's device (or over `parallel.sequence` ranks under
+    torchrun), steered from stdin."""
+    from longlive.pipeline import VideoConditionalPipeline, resolve_device
+
+    with distributed.launch(resolve_device(cfg.device)) as world:
+        if world.world_size != cfg.parallel.sequence:
+            raise ConfigError(
+                f"a session is one stream: run it on parallel.sequence={cfg.parallel.sequence} ranks, "
+                f"not {world.world_size}"
+            )
+        group = stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
+        if not group.decodes:  # the decoding rank takes the commands and writes; this rank follows its prompts
+            pipeline = VideoConditionalPipeline.from_config(cfg, world.device, group=group)
+            follow_session(pipeline, _session_video(cfg, args), cfg.seed, args.max_frames)
+            return 0
+        return _lead_session(cfg, args, world.device, group)
+
+
+def _session_video(cfg, args: argparse.Namespace):
+    from longlive.video_io import VideoReadError, load_video
+
+    try:
+        return load_video(args.video, cfg.num_conditioning_frames, cfg.height, cfg.width)[None] if args.video else None
+    except VideoReadError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _lead_session(cfg, args: argparse.Namespace, device, group) -> int:
+    """The session's terminal, video and preview, on the rank that decodes."""
     from longlive.pipeline import InputError, VideoConditionalPipeline
     from longlive.session import Session, run_terminal
-    from longlive.video_io import VideoReadError, load_video
 
     require_video_writer()
     output = Path(args.output or Path(cfg.output_folder) / "session.mp4")
@@ -177,17 +207,17 @@ def run_session(cfg, args: argparse.Namespace) -> int:
     if prompt is None:
         print("first prompt: ", end="", file=sys.stderr, flush=True)
         prompt = sys.stdin.readline()
+    video = _session_video(cfg, args)
     try:
-        video = None
-        if args.video:
-            video = load_video(args.video, cfg.num_conditioning_frames, cfg.height, cfg.width)[None]
-        pipeline = VideoConditionalPipeline.from_config(cfg)
+        pipeline = VideoConditionalPipeline.from_config(cfg, device, group=group)
         session = Session(
             pipeline, prompt, video, seed=cfg.seed, output=output, preview=preview, max_frames=args.max_frames
         )
     except (InputError, VideoReadError) as err:
         raise ConfigError(str(err)) from None
-    run_terminal(session, sys.stdin)
+    status = run_terminal(session, sys.stdin)
+    if status.block < 0:  # stopped before the first block: release the ranks waiting for its prompt
+        parallel.agree(None, pipeline.group)
     logging.getLogger("longlive").info("session video in %s, latest frame in %s", output, preview)
     return 0
 
@@ -202,13 +232,27 @@ def check_weights(paths: Sequence[str], model_name: str, use_ema: bool) -> int:
 
 
 def bench(cfg, profile: bool = False) -> int:
+    """Speed at the config's geometry; under torchrun with `parallel.sequence=N`, one stream over N ranks
+    (every rank runs it, rank 0 prints)."""
     import json
 
-    from longlive.benchmark import profile_block, run_benchmark
+    from longlive.benchmark import benchmark_pipeline, profile_block, run_benchmark
+    from longlive.pipeline import resolve_device
 
-    print(json.dumps(run_benchmark(cfg)))
-    if profile:
-        print(profile_block(cfg))
+    with distributed.launch(resolve_device(cfg.device)) as world:
+        if world.world_size != cfg.parallel.sequence:
+            raise ConfigError(
+                f"longlive bench times one stream: run it on parallel.sequence={cfg.parallel.sequence} ranks, "
+                f"not {world.world_size}"
+            )
+        group = stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
+        result = run_benchmark(cfg, pipe=benchmark_pipeline(cfg, world.device, group))
+        if world.is_main:
+            print(json.dumps(result))
+        if profile:
+            table = profile_block(cfg, pipe=benchmark_pipeline(cfg, world.device, group))
+            if world.is_main:
+                print(table)
     return 0
 
 

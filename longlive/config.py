@@ -329,6 +329,18 @@ class AdapterConfig:
 
 
 @dataclass
+class ParallelConfig:
+    # Ranks that share ONE stream (Ulysses sequence parallelism, longlive/parallel.py); 1 = a stream per
+    # rank. Under torchrun the world is split into groups of `sequence` consecutive ranks.
+    sequence: int = 1
+    # Rank within a group that decodes the latents and writes the outputs.
+    vae_rank: int = 0
+    # Jobs and the benchmark: decode each block on a side CUDA stream while the generator works on the
+    # next block (handed back one block later; exact). Any `sequence`; a live session decodes in line.
+    overlap_decode: bool = False
+
+
+@dataclass
 class InferenceConfig:
     # --- LongLive's architecture keys ---
     denoising_step_list: list[float] = field(default_factory=lambda: [1000.0, 750.0, 500.0, 250.0])
@@ -400,6 +412,8 @@ class InferenceConfig:
     # Folder for PyTorch's compile caches (compile_cache.py): a second job on the machine skips most of
     # the compilation. None = PyTorch's default per-user folder under /tmp.
     compile_cache_dir: str | None = None
+    # One stream over several ranks (README, "One stream over several GPUs").
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     # Folder of Wan2.1-T2V-1.3B, original (LongLive's wan_models/Wan2.1-T2V-1.3B) or diffusers layout
     # (Wan2.1-T2V-1.3B-Diffusers): base generator, VAE, text encoder, tokenizer. None = random weights.
     wan_model_dir: str | None = None
@@ -574,6 +588,7 @@ def validate(cfg: DictConfig) -> None:
     )
     _require(cfg.model_kwargs.timestep_shift > 0, "model_kwargs.timestep_shift", "must be positive")
     _validate_window(cfg)
+    _validate_parallel(cfg)
     switch_frames(cfg)
     geometry = derive_geometry(cfg)
     conditioning = geometry.latents_for_video_frames(cfg.num_conditioning_frames)
@@ -606,6 +621,18 @@ def _validate_window(cfg: DictConfig) -> None:
         cfg.num_frame_per_block <= local - sink,
         "num_frame_per_block",
         f"={cfg.num_frame_per_block} must fit the rolling window local_attn_size - sink_size = {local - sink}",
+    )
+
+
+def _validate_parallel(cfg: DictConfig) -> None:
+    """`parallel.*` against the model; the world size is checked where torchrun's is known (`parallel.py`)."""
+    sequence, heads = cfg.parallel.sequence, model_preset(cfg).generator.num_heads
+    _require(sequence >= 1, "parallel.sequence", f"={sequence} must be at least 1")
+    _require(heads % sequence == 0, "parallel.sequence", f"={sequence} must divide the model's {heads} heads")
+    _require(
+        0 <= cfg.parallel.vae_rank < sequence,
+        "parallel.vae_rank",
+        f"={cfg.parallel.vae_rank} must lie in [0, parallel.sequence={sequence})",
     )
 
 

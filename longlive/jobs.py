@@ -25,7 +25,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,14 @@ from longlive.datasets import (
     check_data_path,
 )
 from longlive.distributed import World
-from longlive.pipeline import InputError, PromptSchedule, VideoConditionalPipeline, plan_blocks
+from longlive.pipeline import (
+    BlockResult,
+    InputError,
+    PromptSchedule,
+    VideoConditionalPipeline,
+    decode_alongside,
+    plan_blocks,
+)
 from longlive.video_io import (
     FrameEncoder,
     VideoReadError,
@@ -241,7 +248,10 @@ def run_samples(
     """
     world = world or distributed.current()
     prepare_output_folder(cfg)
-    indices = distributed.shard(_limit(cfg, len(dataset)), world)
+    # One stream over several ranks (parallel.sequence): the groups share out the samples, and the rank
+    # of a group that decodes writes its outputs and records.
+    group = pipeline.group
+    indices = distributed.shard(_limit(cfg, len(dataset)), world if group is None else group.shard_world)
     existing = find_outputs(cfg)
     if pipeline.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(pipeline.device)
@@ -250,7 +260,8 @@ def run_samples(
     for idx in tqdm(indices, desc=f"samples (rank {world.rank})", unit="sample", disable=not world.is_main):
         records.append(_run_sample(cfg, pipeline, dataset, load, idx, world, existing))
 
-    records = sorted((r for part in distributed.gather(records, world) for r in part), key=lambda r: r.index)
+    gathered = distributed.gather((pipeline.decodes, records), world)
+    records = sorted((r for writes, part in gathered if writes for r in part), key=lambda r: r.index)
     results_path = Path(cfg.output_folder) / RESULTS_FILE
     if world.is_main:
         write_results(results_path, records)
@@ -293,7 +304,10 @@ def _run_sample(
                 record.switches = _switch_records(cfg, request.schedule)
         for seed in todo:
             path = output_path(cfg, idx, seed, world.rank)
-            outputs[seed] = write_sample(cfg, pipeline, request, path, seed, timings, progress=world.is_main)
+            written = write_sample(cfg, pipeline, request, path, seed, timings, progress=world.is_main)
+            if written is None:  # another rank of this stream's group decodes and writes
+                continue
+            outputs[seed] = written
             _remove_stale(existing.get((idx, seed)), outputs[seed])
             logger.info("sample %d (seed %d) -> %s", idx, seed, outputs[seed])
     except BlankLine as err:
@@ -326,25 +340,29 @@ def write_sample(
     seed: int,
     timings: dict[str, float],
     progress: bool = False,
-) -> Path:
+) -> Path | None:
     """Stream one rollout into the mp4 at `path` as its blocks arrive (a tqdm bar over the blocks when
     `progress`); adds to `timings`' generate_s (the rollout, encoding beside it) and write_s (the
     encoder's tail and the latents after the last block).
 
     Atomic: the mp4 is written under a temporary name and renamed when complete, after the latents (the
-    mp4 marks the seed done for resume); an error or a kill midway leaves nothing under `path`.
+    mp4 marks the seed done for resume); an error or a kill midway leaves nothing under `path`. On a
+    rank of a sequence-parallel group that does not decode, runs its share of the rollout and returns None.
     """
     video = None if request.video is None else request.video.unsqueeze(0)  # [1, 3, N, H, W]
     conditioning = pipeline.geometry.latents_for_video_frames(pipeline.conditioning_video_frames(video))
     num_blocks = len(plan_blocks(conditioning, pipeline.cfg.num_output_frames, pipeline.geometry.frames_per_block))
-    if request.schedule is not None:
-        stream = pipeline.stream_prompts(request.schedule, video, seed=seed)
-    else:
-        stream = pipeline.stream(request.prompt1, request.prompt2, video, seed=seed)
-    latents = []  # per block [F, C, h, w] on the host, only with save_latents
+    stream = sample_stream(pipeline, request, video, seed)
+    blocks = tqdm(stream, desc=f"blocks (seed {seed})", total=num_blocks, leave=False, disable=not progress)
     tick = time.perf_counter()
+    if not pipeline.decodes:  # this rank computes its share of the stream; the group's vae_rank writes
+        for _ in blocks:
+            pass
+        timings["generate_s"] += time.perf_counter() - tick
+        return None
+    latents = []  # per block [F, C, h, w] on the host, only with save_latents
     with atomic_path(path) as temporary, FrameEncoder(temporary, cfg.fps) as encoder:
-        for result in tqdm(stream, desc=f"blocks (seed {seed})", total=num_blocks, leave=False, disable=not progress):
+        for result in blocks:
             encoder.put(result.frames[0])  # [3, n, H, W]
             if cfg.save_latents:
                 latents.append(result.latents[0].float().cpu())
@@ -355,6 +373,18 @@ def write_sample(
             write_latents(_latents_path(path), torch.cat(latents, dim=0))
     timings["write_s"] += time.perf_counter() - tick
     return path
+
+
+def sample_stream(
+    pipeline: VideoConditionalPipeline, request: Request, video: torch.Tensor | None, seed: int
+) -> Iterator[BlockResult]:
+    """The blocks of one sample's rollout, as the job consumes them: a prompt schedule (interactive) decodes
+    each block beside the next one's passes when `parallel.overlap_decode` is on."""
+    if request.schedule is None:
+        return pipeline.stream(request.prompt1, request.prompt2, video, seed=seed)
+    overlap = pipeline.overlaps_decode
+    stream = pipeline.stream_prompts(request.schedule, video, seed=seed, decode=not overlap)
+    return decode_alongside(stream, pipeline.vae) if overlap else stream
 
 
 def _latents_path(video_path: Path) -> Path:

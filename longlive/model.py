@@ -11,6 +11,7 @@ is the frame's absolute index (or its position in the attention window, when the
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,16 @@ from torch import nn
 from longlive.attention import FramePositions, RotaryTable, WindowRotary, attention, rope_angles, window_attention
 from longlive.config import WanArchitecture
 from longlive.kv_cache import CrossAttentionCache, KVCache, LayerKV
+
+
+class TokenExchange(Protocol):
+    """How a pass is split over ranks (`longlive.parallel.Ulysses`): the model only calls these."""
+
+    def local_rope(self, rope: RotaryTable | WindowRotary) -> RotaryTable | WindowRotary: ...
+    def split_tokens(self, x: torch.Tensor) -> torch.Tensor: ...
+    def gather_tokens(self, x: torch.Tensor) -> torch.Tensor: ...
+    def to_heads(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+    def to_tokens(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 def sinusoidal_embedding(dim: int, timesteps: torch.Tensor) -> torch.Tensor:
@@ -51,13 +62,18 @@ class LayerNorm(nn.LayerNorm):
 
 
 class SelfAttention(nn.Module):
-    """Self-attention with RMS-normed q/k and RoPE, through the KV cache when one is given."""
+    """Self-attention with RMS-normed q/k and RoPE, through the KV cache when one is given.
+
+    With `sequence_parallel` set (from outside, `longlive.parallel.apply`), x holds this rank's tokens
+    and attention runs on this rank's heads of every token, exchanged before and after.
+    """
 
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
+        self.sequence_parallel: TokenExchange | None = None
 
     def forward(
         self,
@@ -78,10 +94,16 @@ class SelfAttention(nn.Module):
         if not window:
             keys = rope.apply(keys)
         values = self.v(x).unflatten(-1, heads)
+        exchange = self.sequence_parallel
+        if exchange is not None:
+            queries, keys, values = exchange.to_heads(queries, keys, values)  # each [B, all N, H/ranks, D]
         if kv_cache is not None:
             keys, values = kv_cache.write(keys, values)  # [B, M, H, D]
             mask = kv_cache.mask  # [N, M] when the pass covers several blocks, else None
+        # With sequence parallelism the keys' tables (window) span all tokens, as the keys do after the exchange.
         out = window_attention(queries, keys, values, rope, mask) if window else attention(queries, keys, values, mask)
+        if exchange is not None:
+            out = exchange.to_tokens(out)  # [B, this rank's N, H, D]
         return self.o(out.flatten(2))
 
 
@@ -177,6 +199,7 @@ class CausalWanModel(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         self.blocks = nn.ModuleList(WanBlock(arch) for _ in range(arch.num_layers))
         self.head = Head(arch)
+        self.sequence_parallel: TokenExchange | None = None  # set from outside (`longlive.parallel.apply`)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -217,6 +240,8 @@ class CausalWanModel(nn.Module):
             layers = kv_cache.layers()
             frame_positions = kv_cache.frame_positions
         rope = self.rotary_table(latents.shape, start_frame, latents.device, frame_positions)
+        if self.sequence_parallel is not None:
+            rope = self.sequence_parallel.local_rope(rope)  # the queries' rows of this rank's tokens
         return self.run_blocks(latents, timesteps, text, rope, layers, mask)
 
     def token_grid(self, latent_shape: torch.Size) -> tuple[int, int, int]:
@@ -246,11 +271,16 @@ class CausalWanModel(nn.Module):
         layers: list[LayerKV | None],
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The device work of `forward` (no bookkeeping, no host transfers), so it can be graph-captured."""
+        """The device work of `forward` (no bookkeeping, no host transfers), so it can be graph-captured.
+
+        `rope` holds the rows of the tokens this process computes (all of them without sequence parallelism).
+        """
         batch, frames = latents.shape[:2]
         tokens = self.patch_embedding(latents.transpose(1, 2).to(self.dtype))  # [B, C, F, H/ph, W/pw]
         grid = tokens.shape[2:]
         x = tokens.flatten(3).permute(0, 2, 3, 1).float()  # [B, F, T, C]
+        if self.sequence_parallel is not None:
+            x = self.sequence_parallel.split_tokens(x)  # [B, F, T/ranks, C]: this rank's tokens of each frame
 
         time_embedding = self.time_embedding(
             sinusoidal_embedding(self.arch.freq_dim, timesteps.flatten()).to(self.dtype)
@@ -262,6 +292,8 @@ class CausalWanModel(nn.Module):
             x = block(x, time, rope, text.keys[layer], text.values[layer], layers[layer], mask)
 
         out = self.head(x, time_embedding)  # [B, F, T, pt*ph*pw*C]
+        if self.sequence_parallel is not None:
+            out = self.sequence_parallel.gather_tokens(out)  # every rank's tokens, on every rank
         return self._unpatchify(out, grid).float()
 
     def _unpatchify(self, x: torch.Tensor, grid: torch.Size) -> torch.Tensor:

@@ -30,17 +30,20 @@ import logging
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from omegaconf import DictConfig
 
-from longlive.attention import rope_range_warning
+from longlive import parallel
+from longlive.attention import RotaryTable, WindowRotary, rope_range_warning
 from longlive.components import build_generator, build_prompt_encoder, build_streaming_vae
 from longlive.config import ConfigError, Geometry, derive_geometry
 from longlive.kv_cache import CrossAttentionCache, KVCache
 from longlive.model import CausalWanModel
-from longlive.runner import CUDAGraphGenerator
+from longlive.parallel import StreamGroup
+from longlive.runner import CUDAGraphGenerator, eager_pass
 from longlive.sampler import FlowMatchSampler
 from longlive.text_encoder import PromptSource
 from longlive.vae import StreamingVAE
@@ -154,6 +157,7 @@ class VideoConditionalPipeline:
         vae: StreamingVAE,
         prompts: PromptSource,
         device: torch.device | str,
+        group: StreamGroup | None = None,
     ) -> None:
         self.cfg = cfg
         self.geometry: Geometry = derive_geometry(cfg)
@@ -165,10 +169,19 @@ class VideoConditionalPipeline:
             cfg.denoising_step_list, cfg.model_kwargs.timestep_shift, cfg.warp_denoising_step
         )
         self.kv_cache: KVCache | None = None
+        # One stream over the ranks of `group` (longlive.parallel): this rank computes its share of the tokens
+        # and keeps its share of the heads in the KV cache; only the group's vae_rank decodes.
+        self.group = group if group is not None and group.size > 1 else None
+        self.sequence_parallel = None
+        if self.group is not None:
+            self.sequence_parallel = parallel.Ulysses(self.group, self.geometry.frame_tokens, self.geometry.num_heads)
+            parallel.apply(self.generator, self.sequence_parallel)
+        self._block_key: tuple | None = None  # the pass begun last in the KV cache, and its rope table
+        self._block_rope: RotaryTable | WindowRotary | None = None
         self._rope_warned = False
         if cfg.compile_generator:
             compile_blocks(self.generator)
-        self._step = self.generator
+        self._step = partial(eager_pass, self.generator)
         if cfg.cuda_graphs:
             if self.device.type != "cuda":
                 raise ConfigError(f"cuda_graphs=true needs a CUDA device, not {self.device}")
@@ -176,11 +189,16 @@ class VideoConditionalPipeline:
 
     @classmethod
     def from_config(
-        cls, cfg: DictConfig, device: torch.device | str | None = None, prompts: PromptSource | None = None
+        cls,
+        cfg: DictConfig,
+        device: torch.device | str | None = None,
+        prompts: PromptSource | None = None,
+        group: StreamGroup | None = None,
     ) -> VideoConditionalPipeline:
         """Build every component the config names, on `device` (see `longlive.components`).
 
-        `prompts` replaces the text encoder (benchmarks exclude it; tests record prompts).
+        `prompts` replaces the text encoder (benchmarks exclude it; tests record prompts); `group` spreads the
+        stream over several ranks (`longlive.parallel.stream_group`).
         """
         device = torch.device(device or resolve_device(cfg.device))
         generator = build_generator(cfg, device)
@@ -190,7 +208,7 @@ class VideoConditionalPipeline:
         low_vram = resolve_low_vram(cfg.low_vram, device)
         if prompts is None:
             prompts = build_prompt_encoder(cfg, torch.device("cpu") if low_vram else device)
-        return cls(cfg, generator, vae, prompts, device)
+        return cls(cfg, generator, vae, prompts, device, group)
 
     # -- the recipe --------------------------------------------------------------------------------
 
@@ -215,7 +233,9 @@ class VideoConditionalPipeline:
         video = self._check_video(video)
         first_generated = self.geometry.latents_for_video_frames(self.conditioning_video_frames(video))
         schedule = PromptSchedule((prompt1, prompt2 if prompt2 is not None else prompt1), (first_generated,))
-        yield from self.stream_prompts(schedule, video, seed, decode, recache=self.cfg.recache_conditioning)
+        overlap = decode and self.overlaps_decode
+        results = self.stream_prompts(schedule, video, seed, decode and not overlap, self.cfg.recache_conditioning)
+        yield from decode_alongside(results, self.vae) if overlap else results
 
     @torch.no_grad()
     def stream_prompts(
@@ -256,11 +276,16 @@ class VideoConditionalPipeline:
         rng = torch.Generator(self.device).manual_seed(seed)
         recent = conditioning[:, :0]  # the latest clean latents [B, <=cache_frames, C, h, w] (what a recache reruns)
 
+        live_group = self.group is not None and not isinstance(schedule, PromptSchedule)
         prompt, text = None, None
         for block in blocks:
             recent_blocks.append(block)
             switch = None
             wanted = prompt_at(block)
+            if live_group:  # a live prompt: the decoding rank's (it takes the commands); None: it stopped
+                wanted = parallel.agree(wanted, self.group)
+                if wanted is None:
+                    return
             if wanted != prompt:  # 6
                 text = self._text(wanted, texts)
                 if prompt is not None:
@@ -270,10 +295,17 @@ class VideoConditionalPipeline:
                 latents = conditioning[:, block.start : block.end]
             else:
                 latents = self._denoise_block(block, text, rng)  # 7
-            frames = self.vae.decode(latents) if decode else None  # 8
+            frames = self.vae.decode(latents) if decode and self.decodes else None  # 8
             # The block is handed back before its cache pass: its frames need only the denoising (and the
             # decode), and the pass, which only the next block reads, runs when that block is asked for.
-            yield BlockResult(block, latents, frames, prompt, switch)
+            try:
+                yield BlockResult(block, latents, frames, prompt, switch)
+            except GeneratorExit:  # the consumer stopped early (a session's quit)
+                if live_group:  # the other ranks run the block's cache pass, then ask for the next prompt
+                    self._write_context(latents, block, text)
+                    if block.end < end:  # not the last block: the others ask for the next prompt
+                        parallel.agree(None, self.group)
+                raise
             # Every block's pass runs, the last one's too (when the loop asks past the end), so a
             # finished rollout leaves the cache complete.
             self._write_context(latents, block, text)  # 5, 7: into the KV cache
@@ -291,13 +323,23 @@ class VideoConditionalPipeline:
         latents, frames = [], []
         for result in self.stream(prompt1, prompt2, video, seed, decode):
             latents.append(result.latents.float().cpu())
-            if decode:
+            if result.frames is not None:  # (not on a rank of a sequence-parallel group that does not decode)
                 frames.append(result.frames.float().cpu())
         return VideoResult(
             torch.cat(latents, dim=1),
-            torch.cat(frames, dim=2) if decode else None,
+            torch.cat(frames, dim=2) if frames else None,
             self.conditioning_video_frames(video),
         )
+
+    @property
+    def decodes(self) -> bool:
+        """This process decodes the stream's frames (one process, or the group's vae_rank)."""
+        return self.group is None or self.group.decodes
+
+    @property
+    def overlaps_decode(self) -> bool:
+        """Scripted rollouts decode alongside the next block's passes (`parallel.overlap_decode`)."""
+        return self.decodes and self.cfg.parallel.overlap_decode
 
     # -- the steps ---------------------------------------------------------------------------------
 
@@ -371,13 +413,14 @@ class VideoConditionalPipeline:
                 frame_tokens=g.frame_tokens,
                 cache_frames=g.cache_frames,
                 sink_frames=g.sink_frames,
-                num_heads=g.num_heads,
+                num_heads=g.num_heads // (1 if self.group is None else self.group.size),  # this rank's heads
                 head_dim=g.head_dim,
                 dtype=self.generator.dtype,
                 device=self.device,
                 window_rope=self.cfg.model_kwargs.use_infinite_attention,
             )
         self.kv_cache.reset()
+        self._block_key = self._block_rope = None
         self.vae.reset_decoder()
 
     def _run_generator(
@@ -391,8 +434,28 @@ class VideoConditionalPipeline:
     ) -> torch.Tensor:
         """One generator pass over `block`; `eager` skips the CUDA-graph runner (a recache's one-off shapes)."""
         timesteps = torch.full(latents.shape[:2], timestep, device=self.device)
-        step = self.generator if eager else self._step
-        return step(latents, timesteps, text, self.kv_cache, start_frame=block.start, block_sizes=block_sizes)
+        rope = self._begin_pass(block.start, latents.shape, block_sizes)
+        step = partial(eager_pass, self.generator) if eager else self._step
+        return step(latents, timesteps, text, rope, self.kv_cache)
+
+    def _begin_pass(
+        self, start_frame: int, shape: torch.Size, block_sizes: list[int] | None
+    ) -> RotaryTable | WindowRotary:
+        """Reserve the block's cache slots and build its rope table, once for the block's passes (its
+        denoising steps and its cache pass): every pass of a block has the same slots and positions.
+
+        The table is absolute, or window-relative (`use_infinite_attention`: the queries' table and the
+        visible keys', from the positions the cache gives for the slots it has just reserved). With
+        sequence parallelism the queries' table is cut to this rank's rows; the keys' tables stay whole.
+        """
+        key = (start_frame, shape, None if block_sizes is None else tuple(block_sizes))
+        if key != self._block_key:
+            self.kv_cache.begin_block(start_frame, shape[1], block_sizes)
+            rope = self.generator.rotary_table(shape, start_frame, self.device, self.kv_cache.frame_positions)
+            if self.sequence_parallel is not None:
+                rope = self.sequence_parallel.local_rope(rope)  # the rows of this rank's tokens
+            self._block_key, self._block_rope = key, rope
+        return self._block_rope
 
     def _noise_like(self, block: Block, batch_size: int, rng: torch.Generator) -> torch.Tensor:
         g = self.geometry
@@ -411,6 +474,7 @@ class VideoConditionalPipeline:
         """Switch to `prompt` before `block`; with `recache`, rewrite the cache's recent frames under it."""
         mode = self.cfg.recache_mode
         frames = self.kv_cache.start_recache(mode, self.cfg.global_sink) if recache else range(0)
+        self._block_key = None  # the cache changed under the last block (sinks may be forgotten): begin anew
         if frames:
             span = Block(block.index, frames.start, len(frames), conditioning=False)
             latents = recent[:, recent.shape[1] - len(frames) :]
@@ -503,3 +567,42 @@ def resolve_low_vram(setting: bool | None, device: torch.device | str) -> bool:
         LOW_VRAM_FREE_BYTES / 1024**3,
     )
     return low_vram
+
+
+def decode_alongside(results: Iterator[BlockResult], vae: StreamingVAE) -> Iterator[BlockResult]:
+    """Decode each block on a side CUDA stream while the generator works on the next one (`overlap_decode`).
+
+    Block k's decode is queued behind its latents, then the next block's passes are issued (the loop asks
+    `results` for block k+1) before block k is handed back, its frames on the host: the decode runs on the
+    GPU next to block k+1's generator passes (on the decoding rank's GPU under sequence parallelism, where
+    the other ranks would otherwise wait). Exact: the same decoder calls on the same latents in the same
+    order; only when they run changes. The price: block k+1's prompt is decided before block k is handed
+    back, which a live session (prompts typed while watching) must not pay; jobs and the benchmark may.
+    On a CPU the decode simply runs in order.
+    """
+    side = torch.cuda.Stream(vae.device) if vae.device.type == "cuda" else None
+    pending: tuple[BlockResult, torch.Tensor] | None = None
+    for result in results:  # asking for block k+1 issues its passes (and block k's cache pass)
+        if pending is not None:
+            yield _finish_decode(*pending, side)
+        pending = (result, _start_decode(result.latents, vae, side))
+    if pending is not None:
+        yield _finish_decode(*pending, side)
+
+
+def _start_decode(latents: torch.Tensor, vae: StreamingVAE, side: torch.cuda.Stream | None) -> torch.Tensor:
+    """Queue the decode of `latents` on `side`, after the work that made them."""
+    if side is None:
+        return vae.decode(latents)
+    side.wait_stream(torch.cuda.current_stream(latents.device))
+    with torch.cuda.stream(side):
+        return vae.decode(latents)
+
+
+def _finish_decode(result: BlockResult, frames: torch.Tensor, side: torch.cuda.Stream | None) -> BlockResult:
+    """The block with its frames, copied to the host on `side` (a copy on the main stream would wait for
+    the next block's passes queued there)."""
+    if side is not None:
+        with torch.cuda.stream(side):
+            frames = frames.to("cpu")  # waits for this decode only: the next one is queued after this call
+    return replace(result, frames=frames)

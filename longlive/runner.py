@@ -1,12 +1,13 @@
 """CUDA-graph replay of the generator's passes (the `cuda_graphs` switch).
 
 A pass launches thousands of small kernels; at the published size the CPU takes longer to issue them
-than the GPU takes to run them. Here each block shape is captured once as a CUDA graph and replayed: the
-bookkeeping (cache slots, RoPE tables: absolute, or window-relative for the queries and the visible
-keys) stays on the host, and its results are copied into the graph's fixed input buffers before each
-replay. The KV cache is already a fixed buffer, written in place by the graph. One graph per (batch,
-frames, visible cache length): a handful per video. Graphs belong to the cache object they were captured
-on (`GraphTable`), never to an address a freed cache had.
+than the GPU takes to run them. Here each block shape is captured once as a CUDA graph and replayed:
+the bookkeeping (cache slots, RoPE tables: absolute, or window-relative for the queries and the visible
+keys) is the loop's, done once per block before its passes, and its results are copied into the graph's
+fixed input buffers when a replay follows a new block (not on each of the block's passes). The KV cache
+is already a fixed buffer, written in place by the graph. One graph per (batch, frames, visible cache
+length): a handful per video. Graphs belong to the cache object they were captured on (`GraphTable`),
+never to an address a freed cache had.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class _Graph:
     rope: RotaryTable | WindowRotary
     token_index: torch.Tensor
     output: torch.Tensor
+    # The rope table and token index the buffers were copied from (held, so an identity test is safe).
+    block_inputs: tuple[RotaryTable | WindowRotary, torch.Tensor] | None = None
 
 
 class GraphTable:
@@ -61,7 +64,7 @@ class GraphTable:
 
 
 class CUDAGraphGenerator:
-    """Called like `CausalWanModel.forward` with a KV cache; replays a captured graph per block shape."""
+    """Called like `eager_pass` (a block begun in the cache, its rope table); replays a graph per block shape."""
 
     def __init__(self, model: CausalWanModel, warmup_runs: int = 2) -> None:
         self.model = model
@@ -76,14 +79,11 @@ class CUDAGraphGenerator:
         latents: torch.Tensor,
         timesteps: torch.Tensor,
         text: CrossAttentionCache,
+        rope: RotaryTable | WindowRotary,
         kv_cache: KVCache,
-        start_frame: int,
-        block_sizes: list[int] | None = None,
     ) -> torch.Tensor:
-        if block_sizes is not None and len(block_sizes) > 1:  # a masked pass (a recache) is rare: run it eagerly
-            return self.model(latents, timesteps, text, kv_cache, start_frame, block_sizes=block_sizes)
-        kv_cache.begin_block(start_frame, latents.shape[1])
-        rope = self.model.rotary_table(latents.shape, start_frame, latents.device, kv_cache.frame_positions)
+        if kv_cache.mask is not None:  # a pass over several blocks (a recache) is rare: run it eagerly
+            return eager_pass(self.model, latents, timesteps, text, rope, kv_cache)
         self._load_text(text)
         key = (tuple(latents.shape), kv_cache.visible_tokens)
         entry = self._graphs.get(kv_cache, key)
@@ -110,8 +110,11 @@ class CUDAGraphGenerator:
     def _copy_inputs(entry: _Graph, latents, timesteps, rope: RotaryTable | WindowRotary, kv_cache: KVCache) -> None:
         entry.latents.copy_(latents)
         entry.timesteps.copy_(timesteps)
-        entry.rope.copy_(rope)  # the window-relative key table has the visible length, which is in the key
-        entry.token_index.copy_(kv_cache.token_index)
+        sources = entry.block_inputs
+        if sources is None or sources[0] is not rope or sources[1] is not kv_cache.token_index:  # a new block
+            entry.rope.copy_(rope)  # both tables under window-relative RoPE; the key table's length is in the key
+            entry.token_index.copy_(kv_cache.token_index)
+            entry.block_inputs = (rope, kv_cache.token_index)
 
     def _run(self, entry: _Graph, kv_cache: KVCache) -> torch.Tensor:
         layers = kv_cache.layers(token_index=entry.token_index)
@@ -122,9 +125,10 @@ class CUDAGraphGenerator:
             graph=torch.cuda.CUDAGraph(),
             latents=latents.clone(),
             timesteps=timesteps.clone(),
-            rope=rope,
+            rope=rope.clone(),
             token_index=kv_cache.token_index.clone(),
             output=torch.empty(0),
+            block_inputs=(rope, kv_cache.token_index),
         )
         # Warm up on a side stream (lazy initialisation, autotuning, compilation), as capture requires.
         # These runs write the block's own cache slots with its real inputs, so they leave nothing stale.
@@ -137,3 +141,15 @@ class CUDAGraphGenerator:
         with torch.cuda.graph(entry.graph, pool=self._pool):
             entry.output = self._run(entry, kv_cache)
         return entry
+
+
+def eager_pass(
+    model: CausalWanModel,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    text: CrossAttentionCache,
+    rope: RotaryTable | WindowRotary,
+    kv_cache: KVCache,
+) -> torch.Tensor:
+    """One generator pass of a block already begun in `kv_cache`, with its rope table (the reference path)."""
+    return model.run_blocks(latents, timesteps, text, rope, kv_cache.layers())

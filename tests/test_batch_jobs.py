@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_CONFIG, tiny_config
+from conftest import REPO, TINY_CONFIG, free_port, tiny_config
 from PIL import Image
 
 import longlive.cli as cli
@@ -126,12 +125,6 @@ def test_log_prefix_carries_the_rank(monkeypatch):
 
 
 # -- torchrun (gloo) against one process -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_torchrun_two_ranks_write_what_one_process_writes(tmp_path, three_samples):

@@ -8,11 +8,12 @@ from conftest import REPO, tiny_config
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
+import longlive.pipeline as pipeline_module
 from longlive.attention import RotaryTable, rope_angles
 from longlive.config import PRESETS, load_config
 from longlive.kv_cache import KVCache, frame_visibility_mask
 from longlive.model import CausalWanModel
-from longlive.pipeline import VideoConditionalPipeline, plan_blocks
+from longlive.pipeline import PromptSchedule, VideoConditionalPipeline, plan_blocks
 from longlive.vae import StreamingVAE, build_vae
 
 LATENT_HW = (4, 6)  # tiny latent frame: 2x3 tokens after the (1, 2, 2) patch
@@ -155,6 +156,71 @@ def test_blocks_are_handed_back_before_their_cache_pass(monkeypatch):
         assert passed == list(range(result.block.index)), (passed, result.block)
         handed.append(result.block.index)
     assert handed == passed == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "recache_start"),
+    [
+        (["recache_mode=longlive"], 0),  # an early switch: LongLive reruns [0, 6), the sink frame too
+        (["recache_mode=window"], 1),  # the window [1, 6), in its blocks (sink frame 0 kept)
+        (["recache_mode=longlive", "model_kwargs.use_infinite_attention=true"], 0),
+    ],
+)
+def test_cache_slots_and_rope_are_built_once_per_block(monkeypatch, overrides, recache_start):
+    """The bookkeeping of a block (its cache slots, its rope table) is the loop's, once for the block's
+    passes (4 denoising steps and the cache pass), not once per pass; a recache is a pass of its own (eager),
+    begun anew after `start_recache` even where its frames and shape match the block begun last."""
+    overrides = ["num_output_frames=9", "switch_frame_indices=4", *overrides]
+    pipe = VideoConditionalPipeline.from_config(load_config(REPO / "configs" / "tiny_interactive.yaml", overrides))
+    begun, tables, ropes = [], [], []
+    begin_block, rotary_table, step = KVCache.begin_block, pipe.generator.rotary_table, pipe._step
+
+    def recording_begin_block(cache, start_frame, num_frames, block_sizes=None):
+        begun.append(start_frame)
+        return begin_block(cache, start_frame, num_frames, block_sizes)
+
+    def recording_rotary_table(shape, start_frame, device, frame_positions=None):
+        tables.append((start_frame, frame_positions is not None))
+        return rotary_table(shape, start_frame, device, frame_positions)
+
+    def recording(run):
+        def recording_step(*args):
+            ropes.append(args[-2])  # (model,) latents, timesteps, text, rope, kv_cache
+            return run(*args)
+
+        return recording_step
+
+    monkeypatch.setattr(KVCache, "begin_block", recording_begin_block)
+    monkeypatch.setattr(pipe.generator, "rotary_table", recording_rotary_table)
+    monkeypatch.setattr(pipe, "_step", recording(step))
+    monkeypatch.setattr(pipeline_module, "eager_pass", recording(pipeline_module.eager_pass))
+    list(pipe.stream_prompts(PromptSchedule(("a", "b"), (4,)), seed=0))
+    # blocks at frames 0 and 3, the recache, then the block at 6
+    window = pipe.cfg.model_kwargs.use_infinite_attention
+    assert begun == [start for start, _ in tables] == [0, 3, recache_start, 6]
+    assert all(relative == window for _, relative in tables)
+    assert len(ropes) == 3 * 5 + 1
+    passes = [ropes[0:5], ropes[5:10], ropes[10:11], ropes[11:16]]  # per block; the recache's before block 2
+    assert all(rope is same[0] for same in passes for rope in same)
+    assert len({id(same[0]) for same in passes}) == len(passes)
+
+
+def test_a_recache_of_the_block_begun_last_is_begun_again(monkeypatch):
+    """A switch after the first block reruns exactly that block's frames ([0, 3), same shape): the pass must
+    still reserve its slots anew, since `start_recache` changed the cache (here it forgot every frame)."""
+    overrides = ["num_output_frames=6", "switch_frame_indices=3", "recache_mode=longlive", "global_sink=false"]
+    pipe = VideoConditionalPipeline.from_config(load_config(REPO / "configs" / "tiny_interactive.yaml", overrides))
+    begun, begin_block = [], KVCache.begin_block
+
+    def recording_begin_block(cache, start_frame, num_frames, block_sizes=None):
+        begun.append((start_frame, num_frames))
+        return begin_block(cache, start_frame, num_frames, block_sizes)
+
+    monkeypatch.setattr(KVCache, "begin_block", recording_begin_block)
+    results = list(pipe.stream_prompts(PromptSchedule(("a", "b"), (3,)), seed=0))
+    assert results[1].switch.recached == (0, 3)
+    assert begun == [(0, 3), (0, 3), (3, 3)]
+    assert pipe.kv_cache.visible_frames() == list(range(6))
 
 
 def test_a_stream_left_early_does_not_change_the_next_one():

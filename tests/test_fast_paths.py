@@ -17,7 +17,7 @@ from longlive.config import PRESETS, ConfigError, load_config
 from longlive.ffn import GeluEpilogueFFN, fusable, fuse_ffn_gelu
 from longlive.fp8 import TARGETS, Float8Linear, convert_block_linears, quantize_rows
 from longlive.pipeline import VideoConditionalPipeline, compile_blocks
-from longlive.runner import GraphTable
+from longlive.runner import CUDAGraphGenerator, GraphTable, _Graph
 from longlive.text_encoder import byte_level_tokenizer
 from longlive.vae import StreamingVAE, build_vae, compile_decoder
 from longlive.vae_convs import fold_causal_convs
@@ -430,3 +430,35 @@ def test_compile_cache_dir_is_populated(tmp_path, monkeypatch):
     torch.testing.assert_close(compiled(x), torch.sin(x) * 3 + x.square())
     assert any((folder / "fxgraph").rglob("*")), sorted(p.name for p in folder.rglob("*"))
     assert enable_compile_cache(None) is None
+
+
+def test_graph_inputs_are_copied_on_a_blocks_first_replay_only(tiny_model):
+    """The runner copies a block's rope tables (window-relative: the queries' and the visible keys') and
+    cache slots into a graph's buffers when the replay follows a new block, not on the block's later passes;
+    latents and timesteps every pass. (The replay itself needs CUDA: tests above, on a GPU.)"""
+    shape = (1, 3, 16, *LATENT_HW)
+    cache = cache_for(tiny_model, cache_frames=6, sink_frames=1)
+    cache.window_rope = True  # keys unrotated, window-relative positions per pass
+
+    def begin(start: int):
+        cache.begin_block(start, shape[1])
+        return tiny_model.rotary_table(torch.Size(shape), start, torch.device("cpu"), cache.frame_positions)
+
+    for start in (0, 3):
+        begin(start)
+    rope = begin(6)  # the window is full: blocks at 6 and 9 see 6 frames, at other key positions
+    entry = _Graph(None, torch.zeros(shape), torch.zeros(1, 3), rope.clone(), cache.token_index.clone(), None)
+    entry.block_inputs = (rope, cache.token_index)
+    buffers = [entry.rope.queries.cos, entry.rope.keys[0].sin, entry.token_index]
+    for buffer in buffers:
+        buffer.zero_()  # marks: a copy would overwrite them
+    latents = torch.randn(shape)
+    CUDAGraphGenerator._copy_inputs(entry, latents, torch.ones(1, 3), rope, cache)  # a later pass of block 6
+    assert torch.equal(entry.latents, latents) and torch.equal(entry.timesteps, torch.ones(1, 3))
+    assert all(not buffer.any() for buffer in buffers)
+
+    rope = begin(9)
+    CUDAGraphGenerator._copy_inputs(entry, latents, torch.ones(1, 3), rope, cache)  # block 9's first pass
+    assert torch.equal(entry.rope.queries.cos, rope.queries.cos)
+    assert torch.equal(entry.rope.keys[0].sin, rope.keys[0].sin)
+    assert torch.equal(entry.token_index, cache.token_index) and entry.block_inputs[0] is rope
