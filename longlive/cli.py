@@ -183,7 +183,9 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--token", help="the token pages must give (default: generated when off loopback)")
     parser.add_argument("--max_upload_mb", type=int, default=64, help="largest conditioning upload")
-    parser.add_argument("--no_pace", action="store_true", help="generate as fast as the device can (no real-time pacing)")
+    parser.add_argument(
+        "--no_pace", action="store_true", help="generate as fast as the device can (no real-time pacing)"
+    )
 
 
 def run_serve(cfg, args: argparse.Namespace) -> int:
@@ -191,7 +193,9 @@ def run_serve(cfg, args: argparse.Namespace) -> int:
     try:
         from longlive.server import ServeSettings, serve
     except ImportError as err:
-        raise ConfigError(f"longlive serve needs the serve extra ({err.name} is missing): pip install -e '.[serve]'") from None
+        raise ConfigError(
+            f"longlive serve needs the serve extra ({err.name} is missing): pip install -e '.[serve]'"
+        ) from None
     from longlive.pipeline import VideoConditionalPipeline
 
     require_video_writer()

@@ -159,7 +159,7 @@ def session_config(cfg: DictConfig, length: int | None, conditioning_latents: in
     """The config with this session's length (`num_output_frames`), checked against the cache's geometry."""
     if length is None:
         if cfg.model_kwargs.local_attn_size == -1:
-            raise ServeError("no limit needs a sliding window (local_attn_size): global attention caches the whole video")
+            raise ServeError("no limit needs a sliding window (local_attn_size); global attention caches all frames")
         day = NO_LIMIT_SECONDS * cfg.fps // derive_geometry(cfg).vae_temporal_stride
         length = max(cfg.num_output_frames, day)
     if length <= conditioning_latents:
@@ -476,11 +476,14 @@ class LiveServer:
                 self.run._worker.join()  # the old rollout ends at its next block boundary
             request = RunRequest(prompt, seed, length, video, kind)
             output = self.settings.work_dir / "session.mp4"
-            self.run = LiveRun(self.pipeline, request, session_cfg, self.settings, output, self.push_frame, self.changed)
+            self.run = LiveRun(
+                self.pipeline, request, session_cfg, self.settings, output, self.push_frame, self.changed
+            )
             self.owner = client
             self.upload = None
             self.run.start()
-        logger.info("session started: seed %d, %s, %s%r", seed, _length_text(length), f"{kind}, " if kind else "", prompt)
+        conditioned = f"{kind}, " if kind else ""
+        logger.info("session started: seed %d, %s, %s%r", seed, _length_text(length), conditioned, prompt)
         return {"ok": True}
 
     def command(self, client: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -594,7 +597,11 @@ def _length_text(length: int | None) -> str:
 
 # -- HTTP and WebSocket ----------------------------------------------------------------------------
 
-WEB_FILES = {"": ("index.html", "text/html"), "app.js": ("app.js", "text/javascript"), "style.css": ("style.css", "text/css")}
+WEB_FILES = {
+    "": ("index.html", "text/html"),
+    "app.js": ("app.js", "text/javascript"),
+    "style.css": ("style.css", "text/css"),
+}
 MAX_COMMAND_BYTES = 16 << 10
 COMMANDS = ("prompt", "pause", "resume", "stop", "takeover")
 
@@ -644,8 +651,10 @@ class AccessGuard:
             if CLIENT_HEADER not in connection.headers:
                 return 403, f"POSTs need the page's {CLIENT_HEADER} header"
         origin = connection.headers.get("origin")
-        if connection.scope["type"] == "websocket" and origin and origin.split("://", 1)[-1] != connection.headers.get(
-            "host"
+        if (
+            connection.scope["type"] == "websocket"
+            and origin
+            and origin.split("://", 1)[-1] != connection.headers.get("host")
         ):
             return 403, f"WebSocket from another origin ({origin[:64]})"
         return None, ""
@@ -746,7 +755,8 @@ def build_app(server: LiveServer):
             server.viewers.discard(viewer)
             server.changed()
             error = sender.exception() if sender.done() and not sender.cancelled() else None
-            how = f"send failed: {_first_line(error)}" if error and not isinstance(error, WebSocketDisconnect) else "left"
+            failed = error is not None and not isinstance(error, WebSocketDisconnect)
+            how = f"send failed: {_first_line(error)}" if failed else "left"
             logger.info("a page %s (%d frames dropped for it)", how, viewer.dropped)
             with contextlib.suppress(Exception):
                 await websocket.close()
