@@ -155,8 +155,11 @@ class RunRequest:
     video_kind: str = ""
 
 
-def session_config(cfg: DictConfig, length: int | None, conditioning_latents: int = 0) -> DictConfig:
-    """The config with this session's length (`num_output_frames`), checked against the cache's geometry."""
+def session_config(
+    cfg: DictConfig, length: int | None, conditioning_latents: int = 0, image: bool = False
+) -> DictConfig:
+    """The config with this session's length (`num_output_frames`), checked against the cache's geometry;
+    an `image` conditions as one frame (what `longlive i2v` sets), whatever the server's video setting."""
     if length is None:
         if cfg.model_kwargs.local_attn_size == -1:
             raise ServeError("no limit needs a sliding window (local_attn_size); global attention caches all frames")
@@ -171,7 +174,7 @@ def session_config(cfg: DictConfig, length: int | None, conditioning_latents: in
             f"length {length} exceeds num_output_frames={cfg.num_output_frames}, the global-attention cache's size "
             "(restart the server with a larger num_output_frames)"
         )
-    out = OmegaConf.merge(cfg, {"num_output_frames": length})
+    out = OmegaConf.merge(cfg, {"num_output_frames": length, **({"num_conditioning_frames": 1} if image else {})})
     OmegaConf.set_readonly(out, True)
     return out
 
@@ -336,6 +339,9 @@ class LiveRun:
                 self._record(result, time.perf_counter() - started)
                 if self.latent_frames >= self.length:
                     break
+        except InputError as err:  # the session's input: one line
+            logger.warning("session failed: %s", err)
+            self.error = str(err)
         except Exception as err:  # our bug or the device's: the page says so, the server keeps running
             logger.exception("session failed")
             self.error = f"generation failed: {_first_line(err)}"
@@ -470,7 +476,8 @@ class LiveServer:
             if video is not None:
                 used = self.pipeline.conditioning_video_frames(video)
                 conditioning = derive_geometry(self.base_cfg).latents_for_video_frames(used)
-            session_cfg = session_config(self.base_cfg, length, conditioning)
+            image = video is not None and video.shape[2] == 1
+            session_cfg = session_config(self.base_cfg, length, conditioning, image)
             if self.run is not None:
                 self.run.stop(wait=None)
                 self.run._worker.join()  # the old rollout ends at its next block boundary
