@@ -253,7 +253,11 @@ class LiveRun:
         self._stop.set()
         self._running.set()
         if wait is not None:
-            self._worker.join(wait)
+            self.join(wait)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the worker (the session closed, its mp4 finished)."""
+        self._worker.join(timeout)
 
     def save_video(self, path: Path) -> Path:
         return self.session.save(path)
@@ -391,10 +395,16 @@ class LiveRun:
     # -- the encoder thread ------------------------------------------------------------------------
 
     def _encode_frames(self) -> None:
+        """Until the worker's None: JPEG each frame and hand it on; a failure loses that block, not the thread
+        (the worker's last `put` must find it draining)."""
         while (item := self._encode.get()) is not None:
             first, block, frames = item
-            for offset, frame in enumerate(frames):
-                self.on_frame(FRAME_HEADER.pack(first + offset, block) + encode_jpeg(frame, self.settings.jpeg_quality))
+            try:
+                for offset, frame in enumerate(frames):
+                    jpeg = encode_jpeg(frame, self.settings.jpeg_quality)
+                    self.on_frame(FRAME_HEADER.pack(first + offset, block) + jpeg)
+            except Exception:  # our bug: keep its traceback, keep streaming the next blocks
+                logger.exception("block %d could not be streamed", block)
 
 
 def _timeline_entry(result: BlockResult, video_frame: int, recached: tuple[int, int] | None) -> dict[str, Any]:
@@ -479,8 +489,8 @@ class LiveServer:
             image = video is not None and video.shape[2] == 1
             session_cfg = session_config(self.base_cfg, length, conditioning, image)
             if self.run is not None:
-                self.run.stop(wait=None)
-                self.run._worker.join()  # the old rollout ends at its next block boundary
+                self.run.stop()
+                self.run.join()  # the old rollout ends at its next block boundary; its mp4 is then closed
             request = RunRequest(prompt, seed, length, video, kind)
             output = self.settings.work_dir / "session.mp4"
             self.run = LiveRun(

@@ -11,7 +11,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -353,3 +352,18 @@ def test_disconnects_and_prompt_bursts(serve, caplog):
     assert len(left) == 3
     assert wait_for(client, lambda s: s["viewers"] == 0)
     client.post("/api/stop", headers=ME)
+
+
+def test_cli_prints_the_url_with_a_token_off_loopback(monkeypatch, tmp_path, capsys):
+    """`longlive serve --host 0.0.0.0` prints the URL with a generated token and hands uvicorn that host."""
+    import uvicorn
+
+    from longlive.cli import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(kwargs))
+    argv = ["serve", "--config_path", str(CONFIG), "--host", "0.0.0.0", "--port", "7999", f"output_folder={tmp_path}"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "open http://0.0.0.0:7999/?token=" in err and len(err.split("?token=")[1].strip()) >= 24
+    assert (served["host"], served["port"]) == ("0.0.0.0", 7999)
