@@ -47,11 +47,12 @@ def pipeline(one_thread):
 
 @pytest.fixture
 def serve(pipeline, tmp_path) -> Iterator[Callable[..., tuple[LiveServer, TestClient]]]:
-    """`serve(**settings)` -> (server, client) on a loopback base URL; every session is stopped after the test."""
+    """`serve(**settings)` -> (server, client) on a loopback base URL; every session is stopped after the test.
+    Unpaced unless a test asks (the tiny model outruns real time)."""
     clients = []
 
     def make(**settings) -> tuple[LiveServer, TestClient]:
-        settings = resolve_token(ServeSettings(work_dir=tmp_path / "serve", **settings))
+        settings = resolve_token(ServeSettings(**{"work_dir": tmp_path / "serve", "pace": False, **settings}))
         server = LiveServer(pipeline, settings, str(CONFIG))
         client = TestClient(build_app(server), base_url=BASE).__enter__()
         clients.append(client)
@@ -367,3 +368,19 @@ def test_cli_prints_the_url_with_a_token_off_loopback(monkeypatch, tmp_path, cap
     err = capsys.readouterr().err
     assert "open http://0.0.0.0:7999/?token=" in err and len(err.split("?token=")[1].strip()) >= 24
     assert (served["host"], served["port"]) == ("0.0.0.0", 7999)
+
+
+def test_pace_holds_the_rollout_to_real_time(serve):
+    """Paced, the video made stays within `lead_seconds` (and the block under way) of the wall clock."""
+    server, client = serve(pace=True, lead_seconds=0.5)
+    tick = time.monotonic()
+    client.post("/api/start", json={"prompt": A, "length": None}, headers=ME)
+    samples = []
+    while time.monotonic() - tick < 3:
+        state = session_of(client.get("/api/state").json())
+        samples.append((time.monotonic() - tick, state.get("frames", 0)))
+        time.sleep(0.1)
+    client.post("/api/stop", headers=ME)
+    fps, block = 16, 12  # tiny_interactive: 16 fps, 3 latent frames -> 12 video frames per block
+    assert all(frames / fps <= elapsed + 0.5 + block / fps for elapsed, frames in samples), samples
+    assert samples[-1][1] >= block * 2, samples
