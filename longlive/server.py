@@ -49,7 +49,7 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -726,11 +726,14 @@ def build_app(server: LiveServer):
         try:
             size = 0
             with handle:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise ServeError(f"the upload is larger than the limit of {limit >> 20} MiB", 413)
-                    handle.write(chunk)
+                try:
+                    async for chunk in request.stream():
+                        size += len(chunk)
+                        if size > limit:
+                            raise ServeError(f"the upload is larger than the limit of {limit >> 20} MiB", 413)
+                        handle.write(chunk)
+                except ClientDisconnect:
+                    raise ServeError(f"the upload was cut off after {size} bytes") from None
             if size == 0:
                 raise ServeError("the upload is empty")
             return JSONResponse(await run_in_threadpool(server.receive_upload, path))
