@@ -47,6 +47,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 RED, BLUE = "a red square moves to the right", "the red square turns blue"
+HOSTILE = '<img src=x onerror="window.pwned=1">the blue square'
 
 
 def free_port() -> int:
@@ -117,7 +118,7 @@ def test_web_page_in_browser(live_url, tmp_path):
         page.wait_for_selector("#connection:text('connected')")
 
         page.fill("#start-prompt", RED)
-        page.fill("#length", "21")  # 7 blocks of 3 latent frames: 81 video frames
+        page.check("#no-limit")  # until Stop
         page.click("#start")
         page.wait_for_function("+(document.getElementById('screen').dataset.frame ?? -1) >= 4")
         first = canvas_pixels(page)
@@ -141,16 +142,24 @@ def test_web_page_in_browser(live_url, tmp_path):
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(tmp_path / "page.png"))  # mid-session, the blue square on the canvas
 
+        # A prompt is text, never markup: typed HTML shows as typed and runs nothing.
+        page.fill("#prompt", HOSTILE)
+        page.press("#prompt", "Enter")
+        page.wait_for_selector("#timeline li:nth-child(3)")
+        assert HOSTILE in page.inner_text("#timeline li:nth-child(3)")
+        assert page.locator("#timeline img").count() == 0 and page.evaluate("window.pwned === undefined")
+
+        page.click("#stop")
         state = server_state(live_url)
         deadline = time.monotonic() + 40
         while not state["done"] and time.monotonic() < deadline:
             time.sleep(0.2)
             state = server_state(live_url)
-        assert state["done"] and state["frames"] == 81, state
+        assert state["done"] and state["length"] is None and state["frames"] > switch["video_frame"], state
         page.wait_for_selector("#download-video[aria-disabled=false]")
         with page.expect_download() as download:
             page.click("#download-video")
         download.value.save_as(tmp_path / "session.mp4")
-        assert read_frames(tmp_path / "session.mp4").shape == (81, 64, 64, 3)
+        assert read_frames(tmp_path / "session.mp4").shape == (state["frames"], 64, 64, 3)
         browser.close()
     shutil.copyfile(tmp_path / "page.png", SCREENSHOT)
