@@ -567,13 +567,18 @@ class LiveServer:
 
     def push_frame(self, packet: bytes) -> None:
         """From the encoder thread: queue a frame for every page (never blocks)."""
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._queue_frame, packet)
+        self._on_loop(self._queue_frame, packet)
 
     def changed(self) -> None:
         """From any thread: every page gets the state again."""
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._queue_state)
+        self._on_loop(self._queue_state)
+
+    def _on_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        if self.loop is None:
+            return
+        # At shutdown the loop may close while a worker still finishes its block: nobody is left to tell.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(callback, *args)
 
     def _queue_frame(self, packet: bytes) -> None:
         for viewer in self.viewers:
