@@ -22,7 +22,7 @@ pytest.importorskip("httpx", reason="Starlette's test client needs httpx (the de
 
 from starlette.testclient import TestClient, WebSocketDenialResponse  # noqa: E402
 
-from longlive import server as server_module  # noqa: E402
+from longlive import live_run  # noqa: E402
 from longlive.config import load_config  # noqa: E402
 from longlive.distributed import World  # noqa: E402
 from longlive.jobs import run_interactive_job  # noqa: E402
@@ -325,8 +325,8 @@ def test_slow_viewer_loses_frames_not_the_rollout(serve, monkeypatch):
     assert [FRAME_HEADER.unpack(p)[0] for p in viewer.frames] == [6, 7, 8, 9] and viewer.dropped == 6
     server.viewers.discard(viewer)
 
-    encode = server_module.encode_jpeg
-    monkeypatch.setattr(server_module, "encode_jpeg", lambda frame, q: (time.sleep(0.25), encode(frame, q))[1])
+    encode = live_run.encode_jpeg
+    monkeypatch.setattr(live_run, "encode_jpeg", lambda frame, q: (time.sleep(0.25), encode(frame, q))[1])
     tick = time.monotonic()
     client.post("/api/start", json={"prompt": A, "length": 15}, headers=ME)
     state = session_of(wait_for(client, lambda s: session_of(s).get("done")))
