@@ -5,11 +5,17 @@ prompt embeddings), as in the reference numbers of BENCHMARKS.md. Prints one JSO
 
     longlive bench --config_path configs/longlive_video_conditional_inference.yaml \
         generator_ckpt=null lora_ckpt=null num_output_frames=30
+
+`--job COMMAND` (`run_job_benchmark`) measures what a user gets instead: the job itself over the config's
+`data_path` with the same random weights and prompt embeddings (reading inputs, writing and encoding
+mp4s included, overwriting earlier outputs), as frames/s over the samples after the first (which pays
+for compilation) and the process's peak host memory.
 """
 
 from __future__ import annotations
 
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +23,7 @@ from contextlib import contextmanager
 
 import torch
 
-from longlive.config import PRESETS, SPEED_SWITCHES
+from longlive.config import SPEED_SWITCHES, model_preset
 from longlive.pipeline import VideoConditionalPipeline
 
 
@@ -64,7 +70,7 @@ def _timer(device: torch.device, into: list[float]) -> Iterator[None]:
 def benchmark_pipeline(cfg) -> VideoConditionalPipeline:
     """The config's pipeline on the GPU (or CPU) with random prompt embeddings instead of the text encoder."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    arch = PRESETS[cfg.model_name].generator
+    arch = model_preset(cfg).generator
     prompts = RandomPrompts(arch.text_len, arch.text_dim, device, getattr(torch, cfg.dtype))
     return VideoConditionalPipeline.from_config(cfg, device=device, prompts=prompts)
 
@@ -118,7 +124,6 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
     total_s = time.perf_counter() - start
     block_s = [_seconds_between(a, b) for a, b in zip(marks, marks[1:], strict=False)]
 
-    frames_per_block = cfg.num_frame_per_block
     return {
         "fps_end_to_end": round(num_frames / total_s, 2),
         "generator_ms_per_block": round(1000 * _median(generator_s), 1),
@@ -129,20 +134,64 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
         **steady_state(block_s, allocated),
         "peak_vram_gib": _gib(torch.cuda.max_memory_allocated, device),
         "peak_vram_reserved_gib": _gib(torch.cuda.max_memory_reserved, device),
-        "workload": {
-            "model": cfg.model_name,
-            "latent_frames": cfg.num_output_frames,
-            "frames_per_block": frames_per_block,
-            "window": cfg.model_kwargs.local_attn_size,
-            "sink": cfg.model_kwargs.sink_size,
-            "steps": len(cfg.denoising_step_list),
-            "dtype": cfg.dtype,
-            "resolution": [cfg.height, cfg.width],
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__,
-            "switches": [name for name in SPEED_SWITCHES if cfg.get(name)],
-        },
+        "workload": workload(cfg, device),
     }
+
+
+def workload(cfg, device: torch.device) -> dict:
+    """What was measured, for the JSON line."""
+    return {
+        "model": cfg.model_name,
+        "latent_frames": cfg.num_output_frames,
+        "frames_per_block": cfg.num_frame_per_block,
+        "window": cfg.model_kwargs.local_attn_size,
+        "sink": cfg.model_kwargs.sink_size,
+        "rope": "window-relative" if cfg.model_kwargs.use_infinite_attention else "absolute",
+        "steps": len(cfg.denoising_step_list),
+        "dtype": cfg.dtype,
+        "resolution": [cfg.height, cfg.width],
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "switches": [name for name in SPEED_SWITCHES if cfg.get(name)],
+    }
+
+
+def run_job_benchmark(cfg, job: Callable, command: str) -> dict:
+    """Run `job` (a `longlive.jobs.run_*_job`) on a `benchmark_pipeline(cfg)` and report its speed and host
+    memory: `fps_job` over the samples after the first (all of them when there is one), `fps_job_all`
+    over the whole job's wall time, each sample's seconds, and peak and final host RSS."""
+    pipe = benchmark_pipeline(cfg)
+    start = time.perf_counter()
+    report = job(cfg, pipe)
+    wall_s = time.perf_counter() - start
+    done = [r for r in report.records if r.status == "ok"]
+    if not done:
+        raise ValueError(f"the job wrote no video ({'; '.join(report.failed) or 'no samples in data_path'})")
+    frames = pipe.geometry.video_frames_for_latents(cfg.num_output_frames) * cfg.num_samples  # per sample
+    steady = done[1:] or done
+    return {
+        "job": command,
+        "fps_job": round(frames * len(steady) / sum(r.timings["total_s"] for r in steady), 2),
+        "fps_job_all": round(frames * len(done) / wall_s, 2),
+        "samples": len(done),
+        "video_frames_per_sample": frames,
+        "sample_s": [r.timings["total_s"] for r in done],
+        "generate_s": [r.timings["generate_s"] for r in done],
+        "write_s": [r.timings["write_s"] for r in done],
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # KiB on Linux
+        "rss_gib_at_end": round(current_rss_bytes() / 2**30, 2),
+        "peak_vram_gib": _gib(torch.cuda.max_memory_allocated, pipe.device),
+        "workload": workload(cfg, pipe.device),
+    }
+
+
+def current_rss_bytes() -> int:
+    """This process's resident memory now (Linux /proc; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def profile_block(cfg, blocks: int = 3, rows: int = 25) -> str:

@@ -4,12 +4,13 @@
     longlive i2v --config_path configs/tiny_i2v.yaml [key=value ...]
     longlive t2v --config_path configs/tiny_t2v.yaml [key=value ...]
     longlive interactive --config_path configs/tiny_interactive.yaml [key=value ...]
-    longlive session --config_path configs/tiny_interactive.yaml --prompt "a red square" [--video V.mp4]
+    longlive session --config_path configs/tiny_interactive.yaml --prompt "a red square" [--video V] [--max-frames N]
     longlive serve --config_path configs/demo_video_conditional.yaml [--host 127.0.0.1] [--port 7860]
     torchrun --nproc_per_node=N --no-python longlive video-conditional --config_path ...   # N ranks
     longlive check-weights wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth longlive_models/models/lora.pt
     longlive compare videos/reference videos/compiled --out videos/compare
     longlive bench --config_path configs/longlive_video_conditional_inference.yaml generator_ckpt=null ...
+    longlive bench --job t2v --config_path configs/longlive_video_conditional_inference.yaml data_path=...
 
 Dotted `key=value` arguments override the config. A user's mistake (a bad key, a missing or wrong
 weights file) ends the command with one line on stderr and exit code 2; failed samples give exit code 1
@@ -25,9 +26,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from longlive import distributed
+from longlive.compile_cache import enable_compile_cache
 from longlive.config import PRESETS, ConfigError, load_config
+from longlive.datasets import check_data_path
 from longlive.jobs import (
     JobReport,
+    prepare_output_folder,
     run_image_to_video_job,
     run_interactive_job,
     run_text_to_video_job,
@@ -44,6 +48,7 @@ JOBS: dict[str, Callable] = {
 }
 # Keys a command sets whatever the config says: an image is a one-frame conditioning video.
 FORCED_OVERRIDES: dict[str, tuple[str, ...]] = {"i2v": ("num_conditioning_frames=1",)}
+# The command's bad input: one line, exit 2 (a sample's own bad input is `jobs.SAMPLE_ERRORS`: that sample fails).
 USER_ERRORS = (ConfigError, WeightsError, FileNotFoundError, VideoReadError, VideoWriterMissing)
 
 
@@ -63,12 +68,20 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         parser.add_argument("--config_path", required=True, help="YAML config (see configs/)")
         parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. num_output_frames=120")
     parsers["bench"].add_argument("--profile", action="store_true", help="also print where the time goes")
+    parsers["bench"].add_argument(
+        "--job", choices=list(JOBS), help="time this job over data_path instead (reading, writing, encoding)"
+    )
     session = parsers["session"]
     session.description = "Live session: type a prompt to switch at the next block; /pause /resume /save PATH /quit."
     session.add_argument("--prompt", help="first prompt (default: the first line typed)")
     session.add_argument("--video", help="condition on this video's first num_conditioning_frames frames")
     session.add_argument("--output", help="growing mp4 (default: output_folder/session.mp4)")
     session.add_argument("--preview", help="latest frame as a PNG (default: the output's name, .png)")
+    session.add_argument(
+        "--max-frames",
+        type=int,
+        help="end after this many latent frames, conditioning included (default: run until /quit or end of input)",
+    )
     add_serve_options(parsers["serve"])
     check = parsers["check-weights"] = argparse.ArgumentParser(
         prog="longlive check-weights", description="Tell what weights files are and whether the engine loads them."
@@ -105,9 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_weights(args.paths, args.model_name, args.use_ema)
         if args.command == "compare":
             return compare_runs(args.a, args.b, args.out)
-        cfg = load_config(args.config_path, [*args.overrides, *FORCED_OVERRIDES.get(args.command, ())])
+        forced = FORCED_OVERRIDES.get(args.job if args.command == "bench" and args.job else args.command, ())
+        if args.command == "bench" and args.job:
+            forced = (*forced, "overwrite=true")  # every sample is generated, whatever a previous run left
+        cfg = load_config(args.config_path, [*args.overrides, *forced])
+        enable_compile_cache(cfg.compile_cache_dir)  # before anything compiles
         if args.command == "bench":
-            return bench(cfg, args.profile)
+            return bench_job(cfg, args.job) if args.job else bench(cfg, args.profile)
         if args.command == "session":
             return run_session(cfg, args)
         if args.command == "serve":
@@ -123,8 +140,8 @@ def run_job(command: str, cfg) -> int:
     from longlive.pipeline import VideoConditionalPipeline, resolve_device
 
     log = logging.getLogger("longlive")
-    if cfg.data_path is None or not Path(cfg.data_path).is_file():
-        raise ConfigError(f"data_path {'is not set' if cfg.data_path is None else f'not found: {cfg.data_path}'}")
+    check_data_path(cfg.data_path)  # everything a job needs, before a model is built
+    prepare_output_folder(cfg)
     require_video_writer()
     with distributed.launch(resolve_device(cfg.device)) as world:
         pipeline = VideoConditionalPipeline.from_config(cfg, world.device)
@@ -169,7 +186,9 @@ def run_session(cfg, args: argparse.Namespace) -> int:
         if args.video:
             video = load_video(args.video, cfg.num_conditioning_frames, cfg.height, cfg.width)[None]
         pipeline = VideoConditionalPipeline.from_config(cfg)
-        session = Session(pipeline, prompt, video, seed=cfg.seed, output=output, preview=preview)
+        session = Session(
+            pipeline, prompt, video, seed=cfg.seed, output=output, preview=preview, max_frames=args.max_frames
+        )
     except (InputError, VideoReadError) as err:
         raise ConfigError(str(err)) from None
     run_terminal(session, sys.stdin)
@@ -228,6 +247,19 @@ def bench(cfg, profile: bool = False) -> int:
     print(json.dumps(run_benchmark(cfg)))
     if profile:
         print(profile_block(cfg))
+    return 0
+
+
+def bench_job(cfg, command: str) -> int:
+    """`longlive bench --job COMMAND`: the job's frames/s and host memory as one JSON line."""
+    import json
+
+    from longlive.benchmark import run_job_benchmark
+
+    if cfg.data_path is None or not Path(cfg.data_path).is_file():
+        raise ConfigError(f"data_path {'is not set' if cfg.data_path is None else f'not found: {cfg.data_path}'}")
+    require_video_writer()
+    print(json.dumps(run_job_benchmark(cfg, JOBS[command], command)))
     return 0
 
 

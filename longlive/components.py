@@ -8,23 +8,23 @@ named, each part is built at the preset's size with seeded random weights, direc
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, UMT5EncoderModel
 
-from longlive.config import PRESETS, AdapterConfig, torch_dtype
+from longlive.config import AdapterConfig, model_preset, torch_dtype
 from longlive.ffn import fuse_ffn_gelu
 from longlive.fp8 import check_fp8_support, convert_block_linears
-from longlive.lora import apply_lora
+from longlive.lora import apply_lora, lora_target_modules
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.text_encoder import PromptEncoder, byte_level_tokenizer, umt5_config
 from longlive.vae import StreamingVAE, build_vae, compile_decoder
 from longlive.vae_convs import fold_causal_convs
 from longlive.vae_norms import fuse_vae_norms
-from longlive.weights import WeightsError, load_generator, load_text_encoder, load_vae
+from longlive.weights import SAFETENSORS, WeightsError, load_generator, load_text_encoder, load_vae
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ def locate_wan_files(folder: str | Path) -> WanFiles:
     else:
         parts = ("diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth")
         files = WanFiles("Wan original", *(folder / p for p in parts), folder / "google" / "umt5-xxl")
+        if not files.generator.exists() and (folder / f"{SAFETENSORS}.index.json").is_file():
+            files = replace(files, generator=folder)  # sharded (the 14B): the loader follows the index
     for path in (files.generator, files.vae, files.text_encoder, files.tokenizer):
         if not path.exists():
             raise WeightsError(f"wan_model_dir {folder} ({files.layout} layout) lacks {path.name}: see README")
@@ -58,7 +60,7 @@ def locate_wan_files(folder: str | Path) -> WanFiles:
 
 
 def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
-    arch, dtype = PRESETS[cfg.model_name].generator, torch_dtype(cfg.dtype)
+    arch, dtype = model_preset(cfg).generator, torch_dtype(cfg.dtype)
     source = cfg.generator_ckpt or (locate_wan_files(cfg.wan_model_dir).generator if cfg.wan_model_dir else None)
     if source is None:
         logger.warning("generator: random weights (no generator_ckpt or wan_model_dir)")
@@ -73,6 +75,9 @@ def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
     if cfg.lora_ckpt:
         adapter = cfg.adapter or AdapterConfig()
         lora_dtype = torch_dtype(adapter.dtype)
+        if adapter.verbose:  # LongLive's switch: list every linear layer the LoRA adapts
+            targets = lora_target_modules(model)
+            logger.info("LoRA targets %d linear layers: %s", len(targets), ", ".join(targets))
         model = apply_lora(
             model, cfg.lora_ckpt, adapter.rank, adapter.alpha, adapter.dropout, lora_dtype, cfg.merge_lora
         )
@@ -95,7 +100,7 @@ def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
 
 
 def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
-    arch, dtype = PRESETS[cfg.model_name].vae, torch_dtype(cfg.dtype)
+    arch, dtype = model_preset(cfg).vae, torch_dtype(cfg.dtype)
     if cfg.wan_model_dir:
         path = locate_wan_files(cfg.wan_model_dir).vae
         vae = load_vae(arch, path, device, dtype)
@@ -117,7 +122,7 @@ def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
 
 
 def build_prompt_encoder(cfg: DictConfig, device: torch.device) -> PromptEncoder:
-    preset, dtype = PRESETS[cfg.model_name], torch_dtype(cfg.dtype)
+    preset, dtype = model_preset(cfg), torch_dtype(cfg.dtype)
     text_len = preset.generator.text_len
     if cfg.wan_model_dir:
         files = locate_wan_files(cfg.wan_model_dir)

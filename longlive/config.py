@@ -8,7 +8,7 @@ error names the offending key. Library code reads typed fields; it never guesses
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,12 @@ PRESETS: dict[str, ModelPreset] = {
         vae=VAEArchitecture(),
         text_encoder=TextEncoderArchitecture(),
     ),
+    # The same VAE and UMT5-XXL; Wan's config.json for the 14B text-to-video model.
+    "Wan2.1-T2V-14B": ModelPreset(
+        generator=WanArchitecture(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
+        vae=VAEArchitecture(),
+        text_encoder=TextEncoderArchitecture(),
+    ),
     # Two layers, two heads, a VAE of base width 8 and a 2-layer UMT5: the real code path on CPU in seconds.
     "tiny": ModelPreset(
         generator=WanArchitecture(dim=32, ffn_dim=64, num_heads=2, num_layers=2, freq_dim=32, text_dim=32, text_len=16),
@@ -126,6 +132,172 @@ PRESETS: dict[str, ModelPreset] = {
 }
 
 
+# The diffusers folders of the published models name the same architectures.
+PRESET_ALIASES = {f"{name}-Diffusers": name for name in ("Wan2.1-T2V-1.3B", "Wan2.1-T2V-14B")}
+
+# `architecture` keys: Wan's own config.json names and diffusers' `WanTransformer3DModel` names, each
+# -> the `WanArchitecture` field it sets (None: derived or checked, see `_architecture_fields`).
+WAN_ARCHITECTURE_KEYS = {
+    "dim": "dim",
+    "ffn_dim": "ffn_dim",
+    "num_heads": "num_heads",
+    "num_layers": "num_layers",
+    "freq_dim": "freq_dim",
+    "text_dim": "text_dim",
+    "text_len": "text_len",
+    "in_dim": "in_channels",
+    "out_dim": "out_channels",
+    "patch_size": "patch_size",
+    "eps": "eps",
+}
+DIFFUSERS_ARCHITECTURE_KEYS = {
+    "num_attention_heads": "num_heads",
+    "attention_head_dim": None,  # dim = num_attention_heads * attention_head_dim
+    "in_channels": "in_channels",
+    "out_channels": "out_channels",
+}
+# Keys of those files that describe nothing this engine builds differently; checked where they matter.
+ARCHITECTURE_METADATA_KEYS = {
+    "_class_name",
+    "_diffusers_version",
+    "model_type",  # must be t2v
+    "window_size",  # Wan's bidirectional local window, unused (-1, -1)
+    "qk_norm",  # must be on (Wan's RMS q/k norm)
+    "cross_attn_norm",  # must be on (norm3)
+    "rope_max_seq_len",
+    "image_dim",  # must be null (text-to-video)
+    "added_kv_proj_dim",  # must be null
+    "pos_embed_seq_len",  # must be null
+}
+
+
+def model_preset(cfg: InferenceConfig | DictConfig) -> ModelPreset:
+    """The shapes a config names: the preset `model_name`, with `architecture`'s generator keys over it.
+
+    A `model_name` that is no preset needs `architecture` with the generator's size (dim, ffn_dim,
+    heads, layers); its VAE and text encoder are Wan2.1's (every Wan2.1 text-to-video size shares them).
+    """
+    name = PRESET_ALIASES.get(cfg.model_name, cfg.model_name)
+    overrides = _architecture_fields(cfg.architecture)
+    if name in PRESETS:
+        base = PRESETS[name]
+    elif overrides:
+        base = PRESETS["Wan2.1-T2V-1.3B"]
+        missing = [key for key in ("dim", "ffn_dim", "num_heads", "num_layers") if key not in overrides]
+        if missing:
+            raise ConfigError(
+                f"architecture.{missing[0]} is not set: model_name '{cfg.model_name}' is not a preset, so "
+                f"architecture must give dim, ffn_dim, num_heads and num_layers"
+            )
+    else:
+        raise ConfigError(
+            f"model_name '{cfg.model_name}' is not one of {sorted([*PRESETS, *PRESET_ALIASES])}; "
+            f"for another size give its shape under 'architecture' (Wan's or diffusers' config.json keys)"
+        )
+    generator = replace(base.generator, **overrides)
+    _check_generator(generator, base)
+    return replace(base, generator=generator)
+
+
+def _architecture_fields(raw: Any) -> dict[str, Any]:
+    """`architecture` (a mapping, or the path of a Wan/diffusers config.json) as `WanArchitecture` fields."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        raw = _read_architecture_json(raw)
+    elif OmegaConf.is_config(raw):
+        raw = OmegaConf.to_container(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"architecture={raw!r} must be a mapping of config.json keys or the path of a config.json")
+    fields: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in ARCHITECTURE_METADATA_KEYS:
+            _check_metadata(key, value)
+        elif key in WAN_ARCHITECTURE_KEYS or key in DIFFUSERS_ARCHITECTURE_KEYS:
+            field_name = WAN_ARCHITECTURE_KEYS.get(key) or DIFFUSERS_ARCHITECTURE_KEYS.get(key)
+            if field_name is not None:
+                _set_field(fields, key, field_name, _architecture_value(key, value))
+        else:
+            known = sorted([*WAN_ARCHITECTURE_KEYS, *DIFFUSERS_ARCHITECTURE_KEYS, *ARCHITECTURE_METADATA_KEYS])
+            raise ConfigError(
+                f"architecture.{key} is not a Wan or diffusers transformer key (known: {', '.join(known)})"
+            )
+    if "attention_head_dim" in raw:
+        head_dim = _architecture_value("attention_head_dim", raw["attention_head_dim"])
+        heads = fields.get("num_heads")
+        if heads is None:
+            raise ConfigError("architecture.attention_head_dim needs num_attention_heads (or num_heads) beside it")
+        _set_field(fields, "attention_head_dim", "dim", heads * head_dim)
+    return fields
+
+
+def _read_architecture_json(path: str) -> Any:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"architecture: config.json not found: {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"architecture: {path} is not a readable JSON file ({err})") from None
+
+
+def _architecture_value(key: str, value: Any) -> Any:
+    if key == "eps":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+            raise ConfigError(f"architecture.eps={value!r} must be a number in (0, 1)")
+        return float(value)
+    if key == "patch_size":
+        ok = isinstance(value, list | tuple) and len(value) == 3
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+        if not ok:
+            raise ConfigError(f"architecture.patch_size={value!r} must be three positive integers (t, h, w)")
+        if value[0] != 1:
+            raise ConfigError(
+                f"architecture.patch_size={list(value)}: the temporal patch must be 1 (frames are causal)"
+            )
+        return tuple(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"architecture.{key}={value!r} must be a positive integer")
+    return value
+
+
+def _set_field(fields: dict[str, Any], key: str, field_name: str, value: Any) -> None:
+    """Set a field once: two names of it (Wan's and diffusers') must agree."""
+    if field_name in fields and fields[field_name] != value:
+        raise ConfigError(
+            f"architecture.{key}={value!r} contradicts {field_name}={fields[field_name]!r} given by another key"
+        )
+    fields[field_name] = value
+
+
+def _check_metadata(key: str, value: Any) -> None:
+    wanted = {"model_type": ("t2v",), "qk_norm": (True, "rms_norm_across_heads"), "cross_attn_norm": (True,)}
+    if key in wanted and value not in wanted[key]:
+        raise ConfigError(f"architecture.{key}={value!r}: this engine builds only {key}={wanted[key][0]!r}")
+    if key in ("image_dim", "added_kv_proj_dim", "pos_embed_seq_len") and value is not None:
+        raise ConfigError(f"architecture.{key}={value!r}: image conditioning is not built here (text-to-video only)")
+
+
+def _check_generator(arch: WanArchitecture, preset: ModelPreset) -> None:
+    """The generator fits itself, the VAE's latents and the text encoder's embeddings."""
+    if arch.dim % arch.num_heads:
+        raise ConfigError(f"architecture: dim={arch.dim} is not a multiple of num_heads={arch.num_heads}")
+    if arch.head_dim % 2 or arch.freq_dim % 2:
+        raise ConfigError(
+            f"architecture: head size dim/num_heads={arch.head_dim} and freq_dim={arch.freq_dim} must be even (rotary"
+            " and sinusoidal embeddings pair channels)"
+        )
+    z_dim = preset.vae.z_dim
+    for key, value in (("in_dim", arch.in_channels), ("out_dim", arch.out_channels)):
+        if value != z_dim:
+            raise ConfigError(f"architecture.{key}={value} must equal the VAE's latent channels ({z_dim})")
+    if arch.text_dim != preset.text_encoder.d_model:
+        raise ConfigError(
+            f"architecture.text_dim={arch.text_dim} must equal the text encoder's width ({preset.text_encoder.d_model})"
+        )
+
+
 # ----------------------------------------------------------------------------------------------
 # The config file: LongLive's keys (same names, same meaning) plus the engine's own.
 # ----------------------------------------------------------------------------------------------
@@ -139,6 +311,11 @@ class ModelKwargs:
     timestep_shift: float = 5.0
     # First latent frames kept in the cache forever (attention sinks); they count inside the window.
     sink_size: int = 3
+    # LongLive's Infinity-RoPE (Block-Relativistic RoPE): keys are cached without RoPE and every pass
+    # rotates the queries and the visible keys by their position in the window (sinks 0..S-1, then the
+    # window, then the block), not in the video, so positions stay within local_attn_size however long
+    # the video. false: absolute frame positions, which pass the trained range after 240 latent frames.
+    use_infinite_attention: bool = False
 
 
 @dataclass
@@ -157,7 +334,12 @@ class InferenceConfig:
     denoising_step_list: list[float] = field(default_factory=lambda: [1000.0, 750.0, 500.0, 250.0])
     warp_denoising_step: bool = True
     num_frame_per_block: int = 3
+    # A preset (PRESETS, or its diffusers folder's name), or any name with `architecture` below.
     model_name: str = "Wan2.1-T2V-1.3B"
+    # The generator's shape in Wan's config.json keys (dim, ffn_dim, num_heads, num_layers, freq_dim,
+    # text_dim, text_len, in_dim, out_dim, patch_size, eps) or diffusers' (num_attention_heads,
+    # attention_head_dim, in_channels, out_channels), over the preset's; or the path of such a config.json.
+    architecture: Any = None
     model_kwargs: ModelKwargs = field(default_factory=ModelKwargs)
     # --- LongLive's inference keys ---
     data_path: str | None = None
@@ -168,15 +350,24 @@ class InferenceConfig:
     use_ema: bool = False
     seed: int = 0
     num_samples: int = 1
+    # LongLive's output naming switch: true (index-named outputs) is the only one here, since resume
+    # finds outputs by index; false (prompt-named) is refused when the config loads.
     save_with_index: bool = True
+    # At a recache, keep the sink frames (true) or empty the cache and let the rerun rewrite them
+    # (false, LongLive's sink_recache_after_switch); recache_mode "longlive" only.
     global_sink: bool = True
-    # Timestep at which finished (and conditioning) frames are written into the KV cache; 0 = clean.
+    # Timestep the cache passes give the clean latents of finished (and conditioning) frames and of a
+    # recache (as LongLive: the latents are not noised; 0 = clean).
     context_noise: float = 0.0
     # Interactive job: latent frames where the next prompt starts ("40, 80" or [40, 80]); a switch takes
     # effect at the first block boundary at or after its index.
     switch_frame_indices: Any = None
     # Rewrite the cache's recent frames under the new prompt at a switch (LongLive's KV-recache).
     recache_on_switch: bool = True
+    # How: "longlive" (LongLive v1.0: the last local_attn_size frames in one pass, each seeing all the
+    # others; sinks rewritten when the rerun starts at frame 0) or "window" (ours: the window less the
+    # sinks, block-causal in the frames' original blocks; sinks never rewritten).
+    recache_mode: str = "longlive"
     generator_ckpt: str | None = None
     lora_ckpt: str | None = None
     adapter: AdapterConfig | None = None
@@ -206,6 +397,9 @@ class InferenceConfig:
     compile_vae: bool = False  # torch.compile the VAE decoder (static shapes; about 90 s on the first block)
     fp8_linears: bool = False  # the transformer blocks' linears in float8, row-wise scales (fp8.py; not exact)
     fuse_ffn_gelu: bool = False  # the FFN's GELU in its first product's epilogue on CUDA (ffn.py; bf16: not bit-exact)
+    # Folder for PyTorch's compile caches (compile_cache.py): a second job on the machine skips most of
+    # the compilation. None = PyTorch's default per-user folder under /tmp.
+    compile_cache_dir: str | None = None
     # Folder of Wan2.1-T2V-1.3B, original (LongLive's wan_models/Wan2.1-T2V-1.3B) or diffusers layout
     # (Wan2.1-T2V-1.3B-Diffusers): base generator, VAE, text encoder, tokenizer. None = random weights.
     wan_model_dir: str | None = None
@@ -225,6 +419,7 @@ SPEED_SWITCHES = (
 )
 
 DTYPES = ("float32", "bfloat16", "float16")
+RECACHE_MODES = ("longlive", "window")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,7 +458,7 @@ class Geometry:
 
 
 def derive_geometry(cfg: InferenceConfig | DictConfig) -> Geometry:
-    preset = PRESETS[cfg.model_name]
+    preset = model_preset(cfg)
     arch, vae = preset.generator, preset.vae
     _, patch_h, patch_w = arch.patch_size
     latent_h, latent_w = cfg.height // vae.spatial_stride, cfg.width // vae.spatial_stride
@@ -299,7 +494,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        layers.append((str(path), OmegaConf.load(path)))
+        layers.append((str(path), _read_yaml(path)))
     if overrides:
         layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
     for source, layer in layers:
@@ -307,6 +502,28 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    """The YAML mapping at `path`; a file that is not one (binary, broken YAML, a list) is one ConfigError."""
+    import yaml
+
+    try:
+        layer = OmegaConf.load(path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text (YAML) file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"config file {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"config file {path} must be a YAML mapping of keys, not a {type(layer).__name__}")
+    return layer
 
 
 def _merge(cfg: DictConfig, layer: DictConfig, source: str) -> DictConfig:
@@ -323,11 +540,16 @@ def _merge(cfg: DictConfig, layer: DictConfig, source: str) -> DictConfig:
 
 def validate(cfg: DictConfig) -> None:
     """Reject impossible combinations with one error naming the key."""
-    if cfg.model_name not in PRESETS:
-        raise ConfigError(f"model_name '{cfg.model_name}' is not one of {sorted(PRESETS)}")
+    preset = model_preset(cfg)
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"dtype '{cfg.dtype}' is not one of {DTYPES}")
-    preset = PRESETS[cfg.model_name]
+    _validate_adapter(cfg)
+    _require(
+        cfg.save_with_index,
+        "save_with_index",
+        "=false (LongLive's prompt-named outputs) is not supported: outputs are named "
+        "rank{rank}-{index}-{seed}_{model_type}.mp4 and results.jsonl gives each index's prompts; set it to true",
+    )
     stride = preset.vae.spatial_stride * max(preset.generator.patch_size[1:])
     for key in ("height", "width"):
         if cfg[key] <= 0 or cfg[key] % stride:
@@ -336,6 +558,12 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.num_output_frames >= 1, "num_output_frames", "must be at least 1 latent frame")
     _require(cfg.num_conditioning_frames >= 0, "num_conditioning_frames", "must be 0 or more video frames")
     _require(0 <= cfg.context_noise <= 1000, "context_noise", "must lie in [0, 1000]")
+    _require(cfg.recache_mode in RECACHE_MODES, "recache_mode", f"={cfg.recache_mode!r} is not one of {RECACHE_MODES}")
+    _require(
+        cfg.global_sink or cfg.recache_mode == "longlive",
+        "global_sink",
+        "=false rewrites the sinks at each switch, which recache_mode=window never does; use recache_mode=longlive",
+    )
     _require(len(cfg.denoising_step_list) >= 1, "denoising_step_list", "needs at least one step")
     steps = list(cfg.denoising_step_list)
     _require(all(0 < t <= 1000 for t in steps), "denoising_step_list", f"{steps}: each step must lie in (0, 1000]")
@@ -355,6 +583,17 @@ def validate(cfg: DictConfig) -> None:
         f"={cfg.num_output_frames} latent frames leaves nothing to generate after "
         f"{conditioning} conditioning latent frames (num_conditioning_frames={cfg.num_conditioning_frames})",
     )
+
+
+def _validate_adapter(cfg: DictConfig) -> None:
+    adapter = cfg.adapter
+    if adapter is None:
+        return
+    _require(adapter.type == "lora", "adapter.type", f"='{adapter.type}' is not supported: only 'lora' (LongLive's)")
+    _require(adapter.rank >= 1, "adapter.rank", f"={adapter.rank} must be at least 1")
+    _require(adapter.alpha > 0, "adapter.alpha", f"={adapter.alpha} must be positive")
+    _require(0 <= adapter.dropout < 1, "adapter.dropout", f"={adapter.dropout} must lie in [0, 1)")
+    _require(adapter.dtype in DTYPES, "adapter.dtype", f"='{adapter.dtype}' is not one of {DTYPES}")
 
 
 def _validate_window(cfg: DictConfig) -> None:

@@ -1,7 +1,9 @@
 """Job inputs in LongLive's formats: JSONL of conditioning samples (videos or images), text files of prompts.
 
 Each line is parsed when its sample is taken, so one bad line fails that sample alone, with an
-error naming the file and line.
+error naming the file and line. Sample `i` is file line `i + 1`, blank lines included (as LongLive
+counts its prompt files): a blank line is a sample with nothing to do (`BlankLine`), which a job
+records as skipped, so the indices and line numbers of every later line stay those of the file.
 """
 
 from __future__ import annotations
@@ -12,16 +14,44 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from longlive.config import ConfigError
+
 
 class SampleError(ValueError):
     """One input sample is unusable; the message names the file, the line and the problem."""
 
 
-def _read_lines(path: str | Path) -> list[str]:
-    path = Path(path)
+class BlankLine(SampleError):
+    """The sample's line is blank: nothing to generate (a job records it as skipped, not failed)."""
+
+
+def check_data_path(data_path: str | Path | None, what: str = "an input file") -> Path:
+    """`data_path` as a readable file, or one ConfigError saying what is wrong and what it should hold."""
+    if data_path is None:
+        raise ConfigError(f"data_path is not set: give {what}")
+    path = Path(data_path)
+    if path.is_dir():
+        raise ConfigError(f"data_path {path} is a directory: give {what}")
     if not path.is_file():
-        raise FileNotFoundError(f"data_path not found: {path}")
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        raise ConfigError(f"data_path not found: {path}")
+    return path
+
+
+def _read_lines(path: str | Path) -> list[str]:
+    """Every line of the file, blank ones included, so that sample i is line i + 1."""
+    path = check_data_path(path)
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"data_path {path} is not UTF-8 text (byte {err.start})") from None
+
+
+def _line(path: Path, lines: list[str], idx: int) -> tuple[str, str]:
+    """Line `idx` and its `file:line`; a blank line raises `BlankLine`."""
+    where = f"{path}:{idx + 1}"
+    if not lines[idx].strip():
+        raise BlankLine(f"{where}: blank line, nothing to generate")
+    return where, lines[idx]
 
 
 class JsonlDataset(Dataset):
@@ -44,9 +74,9 @@ class JsonlDataset(Dataset):
 
     def parse(self, idx: int) -> tuple[str, Any]:
         """Line `idx` decoded, with its `file:line` for errors."""
-        where = f"{self.data_path}:{idx + 1}"
+        where, line = _line(self.data_path, self.lines, idx)
         try:
-            return where, json.loads(self.lines[idx])
+            return where, json.loads(line)
         except json.JSONDecodeError as err:
             raise SampleError(f"{where}: not valid JSON ({err.msg})") from None
 
@@ -114,6 +144,7 @@ class TextDataset(Dataset):
     """One prompt per line, as LongLive's text-to-video job reads them."""
 
     def __init__(self, prompt_path: str | Path) -> None:
+        self.data_path = Path(prompt_path)
         self.prompts = _read_lines(prompt_path)
 
     def __len__(self) -> int:
@@ -123,4 +154,5 @@ class TextDataset(Dataset):
         return self.prompts[idx]
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        return {"idx": idx, "prompts": self.prompts[idx].strip()}
+        _, line = _line(self.data_path, self.prompts, idx)
+        return {"idx": idx, "prompts": line.strip()}

@@ -5,20 +5,24 @@ The jobs share one loop, `run_samples`:
     1. shard the sample indices over the ranks (sample i -> rank i % world_size, `longlive.distributed`)
     2. for each sample of this rank: parse its line; skip the seeds whose video already exists in
        `output_folder` under any rank's name (resume) unless `overwrite`; load its video or image;
-       stream the rollout block by block onto the CPU; write the mp4 atomically
+       stream the rollout block by block into the mp4's encoder as the blocks are made
     3. gather every rank's records; rank 0 writes `results.jsonl`, one line per sample by index
 
 A sample that cannot be used (bad line, missing or short video, empty prompt) fails alone with a
 one-line error in the log and in `results.jsonl`; every other sample still runs. A job killed half
 way leaves only finished mp4s (they are written under a temporary name, then renamed), so rerunning
 it generates exactly the samples that are missing.
+
+Memory does not grow with the video's length: each block is converted to uint8 on the device and
+queued to an encoder thread feeding ffmpeg (`video_io.FrameEncoder`), which writes it while the GPU
+makes the next blocks. Only `save_latents` keeps something per block: the latents (float32 on the
+host, height x width bytes per latent frame, 1/12 of the video's uint8 bytes), saved when the sample ends.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -33,26 +37,30 @@ from tqdm import tqdm
 from longlive import distributed
 from longlive.config import ConfigError, switch_frames
 from longlive.datasets import (
+    BlankLine,
     ImageToVideoDataset,
     InteractiveDataset,
     SampleError,
     TextDataset,
     VideoConditionalDataset,
+    check_data_path,
 )
 from longlive.distributed import World
 from longlive.pipeline import InputError, PromptSchedule, VideoConditionalPipeline, plan_blocks
 from longlive.video_io import (
+    FrameEncoder,
     VideoReadError,
+    atomic_path,
     load_image,
     load_video,
     require_video_writer,
     write_latents,
-    write_video,
 )
 
 logger = logging.getLogger(__name__)
 
-USER_ERRORS = (SampleError, VideoReadError, InputError)
+# A sample's own bad input: that sample fails alone (the command's bad input is `cli.USER_ERRORS`).
+SAMPLE_ERRORS = (SampleError, VideoReadError, InputError)
 RESULTS_FILE = "results.jsonl"
 
 
@@ -74,7 +82,7 @@ class SampleRecord:
     """One line of `results.jsonl`."""
 
     index: int
-    status: str  # ok | failed | skipped (every output already existed)
+    status: str  # ok | failed | skipped (every output already existed, or a blank line)
     inputs: dict[str, Any]  # the parsed line, or {"line": ...} when it cannot be parsed
     seeds: list[int]
     outputs: list[str] = field(default_factory=list)  # one mp4 per seed, in seed order
@@ -146,10 +154,20 @@ def _limit(cfg: DictConfig, count: int) -> int:
     return count if cfg.inference_iter < 0 else min(count, cfg.inference_iter)
 
 
-def _data_path(cfg: DictConfig, what: str) -> str:
-    if cfg.data_path is None:
-        raise ConfigError(f"data_path is not set: give {what}")
-    return cfg.data_path
+def _data_path(cfg: DictConfig, what: str) -> Path:
+    return check_data_path(cfg.data_path, what)
+
+
+def prepare_output_folder(cfg: DictConfig) -> Path:
+    """Create `output_folder` before any work, so a path that cannot be one fails at once, in one line."""
+    folder = Path(cfg.output_folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"output_folder {folder} exists and is not a folder") from None
+    except OSError as err:
+        raise ConfigError(f"output_folder {folder} cannot be created: {err.strerror or err}") from None
+    return folder
 
 
 # -- the jobs ------------------------------------------------------------------------------
@@ -222,6 +240,7 @@ def run_samples(
     written; `load` reads what the sample names (video, image) into a `Request`.
     """
     world = world or distributed.current()
+    prepare_output_folder(cfg)
     indices = distributed.shard(_limit(cfg, len(dataset)), world)
     existing = find_outputs(cfg)
     if pipeline.device.type == "cuda":
@@ -273,14 +292,14 @@ def _run_sample(
             if request.schedule is not None:
                 record.switches = _switch_records(cfg, request.schedule)
         for seed in todo:
-            tick = time.perf_counter()
-            latents, frames = generate(pipeline, request, seed, progress=world.is_main)
-            timings["generate_s"] += time.perf_counter() - tick
-            tick = time.perf_counter()
-            outputs[seed] = _write_outputs(cfg, idx, seed, latents, frames, world.rank, existing)
-            timings["write_s"] += time.perf_counter() - tick
+            path = output_path(cfg, idx, seed, world.rank)
+            outputs[seed] = write_sample(cfg, pipeline, request, path, seed, timings, progress=world.is_main)
+            _remove_stale(existing.get((idx, seed)), outputs[seed])
             logger.info("sample %d (seed %d) -> %s", idx, seed, outputs[seed])
-    except USER_ERRORS as err:
+    except BlankLine as err:
+        record.status, record.error, record.inputs = "skipped", str(err), {"line": dataset.raw(idx)}
+        logger.info("sample %d skipped: %s", idx, err)
+    except SAMPLE_ERRORS as err:
         record.status, record.error = "failed", str(err)
         record.inputs = record.inputs or {"line": dataset.raw(idx)}
         logger.error("sample %d failed: %s", idx, err)
@@ -299,59 +318,61 @@ def _switch_records(cfg: DictConfig, schedule: PromptSchedule) -> list[dict[str,
     return [{"requested": r, "frame": f} for r, f in zip(schedule.switch_frames, effective, strict=True)]
 
 
-def generate(
-    pipeline: VideoConditionalPipeline, request: Request, seed: int, progress: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stream one rollout, gathering each finished block on the CPU as it arrives (so GPU memory
-    stays flat); a tqdm bar over the blocks when `progress`. Returns latents [T, C, h, w] and frames
-    [3, 4T-3, H, W] in [-1, 1]."""
+def write_sample(
+    cfg: DictConfig,
+    pipeline: VideoConditionalPipeline,
+    request: Request,
+    path: Path,
+    seed: int,
+    timings: dict[str, float],
+    progress: bool = False,
+) -> Path:
+    """Stream one rollout into the mp4 at `path` as its blocks arrive (a tqdm bar over the blocks when
+    `progress`); adds to `timings`' generate_s (the rollout, encoding beside it) and write_s (the
+    encoder's tail and the latents after the last block).
+
+    Atomic: the mp4 is written under a temporary name and renamed when complete, after the latents (the
+    mp4 marks the seed done for resume); an error or a kill midway leaves nothing under `path`.
+    """
     video = None if request.video is None else request.video.unsqueeze(0)  # [1, 3, N, H, W]
     conditioning = pipeline.geometry.latents_for_video_frames(pipeline.conditioning_video_frames(video))
     num_blocks = len(plan_blocks(conditioning, pipeline.cfg.num_output_frames, pipeline.geometry.frames_per_block))
-    latents, frames = [], []
     if request.schedule is not None:
         stream = pipeline.stream_prompts(request.schedule, video, seed=seed)
     else:
         stream = pipeline.stream(request.prompt1, request.prompt2, video, seed=seed)
-    for result in tqdm(stream, desc=f"blocks (seed {seed})", total=num_blocks, leave=False, disable=not progress):
-        latents.append(result.latents[0].float().cpu())  # [F, C, h, w]
-        frames.append(result.frames[0].float().cpu())  # [3, n, H, W]
-    return torch.cat(latents, dim=0), torch.cat(frames, dim=1)
+    latents = []  # per block [F, C, h, w] on the host, only with save_latents
+    tick = time.perf_counter()
+    with atomic_path(path) as temporary, FrameEncoder(temporary, cfg.fps) as encoder:
+        for result in tqdm(stream, desc=f"blocks (seed {seed})", total=num_blocks, leave=False, disable=not progress):
+            encoder.put(result.frames[0])  # [3, n, H, W]
+            if cfg.save_latents:
+                latents.append(result.latents[0].float().cpu())
+        timings["generate_s"] += time.perf_counter() - tick
+        tick = time.perf_counter()
+        encoder.close()
+        if cfg.save_latents:
+            write_latents(_latents_path(path), torch.cat(latents, dim=0))
+    timings["write_s"] += time.perf_counter() - tick
+    return path
 
 
 def _latents_path(video_path: Path) -> Path:
     return video_path.with_suffix(".pt")
 
 
-def _write_outputs(
-    cfg: DictConfig,
-    idx: int,
-    seed: int,
-    latents: torch.Tensor,
-    frames: torch.Tensor,
-    rank: int,
-    existing: dict[tuple[int, int], Path],
-) -> Path:
-    """The mp4 (and latents), each atomically; the mp4 last, as it marks the seed done for resume."""
-    path = output_path(cfg, idx, seed, rank)
-    if cfg.save_latents:
-        write_latents(_latents_path(path), latents)
-    write_video(path, frames, cfg.fps)
-    stale = existing.get((idx, seed))
-    if stale is not None and stale != path:  # overwrite: the old output was another rank's name
+def _remove_stale(stale: Path | None, path: Path) -> None:
+    """With overwrite, an old output under another rank's name goes once the new one is written."""
+    if stale is not None and stale != path:
         stale.unlink(missing_ok=True)
         _latents_path(stale).unlink(missing_ok=True)
-    return path
 
 
 def write_results(path: Path, records: list[SampleRecord]) -> Path:
     """`results.jsonl`, one record per line by sample index, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    with open(temporary, "w", encoding="utf-8") as file:
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as file:
         for record in records:
             file.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
-    os.replace(temporary, path)
     return path
 
 

@@ -4,7 +4,8 @@ Tensors, per-frame timesteps, a text cross-attention cache and a KV cache in; th
 out. Parameter names are the original Wan layout (`blocks.N.self_attn.q`, `ffn.0`, `modulation`,
 `head.head`, ...), so published checkpoints load without renaming. Differences from Wan's
 bidirectional model: one timestep per latent frame (per-frame modulation), RoPE whose time position
-is the frame's absolute index, and self-attention through `KVCache`.
+is the frame's absolute index (or its position in the attention window, when the cache says so:
+`use_infinite_attention`), and self-attention through `KVCache`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longlive.attention import RotaryTable, attention, rope_angles
+from longlive.attention import FramePositions, RotaryTable, WindowRotary, attention, rope_angles, window_attention
 from longlive.config import WanArchitecture
 from longlive.kv_cache import CrossAttentionCache, KVCache, LayerKV
 
@@ -61,19 +62,27 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope: RotaryTable,
+        rope: RotaryTable | WindowRotary,
         kv_cache: LayerKV | None,
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """x [B, N, C] -> [B, N, C]; with a cache the block's K/V are stored and all visible K/V attended."""
+        """x [B, N, C] -> [B, N, C]; with a cache the block's K/V are stored and all visible K/V attended.
+
+        Absolute RoPE (`RotaryTable`) rotates the keys before they are stored; window-relative RoPE
+        (`WindowRotary`) stores them unrotated and rotates the visible ones on every pass.
+        """
         heads = (self.num_heads, -1)
-        queries = rope.apply(self.norm_q(self.q(x)).unflatten(-1, heads))  # [B, N, H, D]
-        keys = rope.apply(self.norm_k(self.k(x)).unflatten(-1, heads))
+        window = isinstance(rope, WindowRotary)
+        queries = (rope.queries if window else rope).apply(self.norm_q(self.q(x)).unflatten(-1, heads))  # [B, N, H, D]
+        keys = self.norm_k(self.k(x)).unflatten(-1, heads)
+        if not window:
+            keys = rope.apply(keys)
         values = self.v(x).unflatten(-1, heads)
         if kv_cache is not None:
             keys, values = kv_cache.write(keys, values)  # [B, M, H, D]
             mask = kv_cache.mask  # [N, M] when the pass covers several blocks, else None
-        return self.o(attention(queries, keys, values, mask).flatten(2))
+        out = window_attention(queries, keys, values, rope, mask) if window else attention(queries, keys, values, mask)
+        return self.o(out.flatten(2))
 
 
 class CrossAttention(nn.Module):
@@ -115,7 +124,7 @@ class WanBlock(nn.Module):
         self,
         x: torch.Tensor,
         time: torch.Tensor,
-        rope: RotaryTable,
+        rope: RotaryTable | WindowRotary,
         text_keys: torch.Tensor,
         text_values: torch.Tensor,
         kv_cache: LayerKV | None,
@@ -188,22 +197,26 @@ class CausalWanModel(nn.Module):
         start_frame: int = 0,
         frame_mask: torch.Tensor | None = None,
         block_sizes: list[int] | None = None,
+        frame_positions: FramePositions | None = None,
     ) -> torch.Tensor:
         """Predict the flow of a block of latent frames.
 
         latents [B, F, C, H, W]; timesteps [B, F] (one per frame, in [0, 1000]); `text` from
         `prepare_text`. With `kv_cache`, the block holds frames [start_frame, start_frame+F) and
-        attends to what the cache keeps; without it, attention spans these F frames, limited by
-        `frame_mask` [F, F] (True where a query frame may see a key frame). `block_sizes` splits a
-        cached pass into blocks that stay causal among themselves (a recache). Returns [B, F, C, H, W].
+        attends to what the cache keeps (at the RoPE positions the cache gives, if it gives any);
+        without it, attention spans these F frames, limited by `frame_mask` [F, F] (True where a query
+        frame may see a key frame), at absolute positions or at `frame_positions` (keys in frame order).
+        `block_sizes` splits a cached pass into blocks that stay causal among themselves (a `window` recache).
+        Returns [B, F, C, H, W].
         """
-        rope = self.rotary_table(latents.shape, start_frame, latents.device)
         grid = self.token_grid(latents.shape)
         mask = None if frame_mask is None else self._token_mask(frame_mask, grid[1] * grid[2], latents.device)
         layers = [None] * len(self.blocks)
         if kv_cache is not None:
             kv_cache.begin_block(start_frame, latents.shape[1], block_sizes)
             layers = kv_cache.layers()
+            frame_positions = kv_cache.frame_positions
+        rope = self.rotary_table(latents.shape, start_frame, latents.device, frame_positions)
         return self.run_blocks(latents, timesteps, text, rope, layers, mask)
 
     def token_grid(self, latent_shape: torch.Size) -> tuple[int, int, int]:
@@ -211,9 +224,17 @@ class CausalWanModel(nn.Module):
         pt, ph, pw = self.arch.patch_size
         return latent_shape[1] // pt, latent_shape[3] // ph, latent_shape[4] // pw
 
-    def rotary_table(self, latent_shape: torch.Size, start_frame: int, device: torch.device) -> RotaryTable:
-        """RoPE of a block starting at absolute frame `start_frame`, computed on `device`."""
+    def rotary_table(
+        self,
+        latent_shape: torch.Size,
+        start_frame: int,
+        device: torch.device,
+        frame_positions: FramePositions | None = None,
+    ) -> RotaryTable | WindowRotary:
+        """RoPE of a block starting at absolute frame `start_frame`, or at `frame_positions`, computed on `device`."""
         grid = self.token_grid(latent_shape)
+        if frame_positions is not None:
+            return WindowRotary.build(frame_positions, self.arch.head_dim, grid[1], grid[2], device)
         return RotaryTable(rope_angles(self.arch.head_dim, start_frame, *grid, device=device), device)
 
     def run_blocks(
@@ -221,7 +242,7 @@ class CausalWanModel(nn.Module):
         latents: torch.Tensor,
         timesteps: torch.Tensor,
         text: CrossAttentionCache,
-        rope: RotaryTable,
+        rope: RotaryTable | WindowRotary,
         layers: list[LayerKV | None],
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Block-causal rollout under a prompt schedule: the loop, written as a numbered recipe.
 
-    1. check the inputs            5. feed the conditioning blocks at `context_noise`
+    1. check the inputs            5. feed the conditioning blocks (clean, timestep `context_noise`)
     2. encode the prompts          6. at a block boundary where the prompt changes, switch the
     3. encode the conditioning        cross-attention cache and (optionally) recache the KV window
-    4. plan blocks, reset caches   7. denoise each new block, write it to the KV cache at `context_noise`
+    4. plan blocks, reset caches   7. denoise each new block, write it to the KV cache (clean, timestep
+                                      `context_noise`)
                                    8. decode each finished block and hand it back
                                       (before its cache pass, which only the next block needs)
 
@@ -13,23 +14,28 @@ recache; text-to-video has no conditioning frames, image-to-video one; an intera
 loop and the devices; the model is a network, the caches keep their own bookkeeping, and the sampler
 holds the step formulas.
 
-KV-recache at a switch (LongLive's): the frames the cache holds, sinks excepted
-(`KVCache.recache_frames`), are run again under the new prompt at `context_noise` at their original
-positions, in one pass split into their original blocks (block-causal through the cache's mask), so the
-cache keeps the visual past with the new prompt's semantics. Their clean latents are the last window of
-latents the rollout keeps on the device.
+KV-recache at a switch (`recache_mode`, the frames from `KVCache.start_recache`): the latest frames are
+run again under the new prompt, their clean latents at timestep `context_noise`, at their original
+positions, so the cache keeps the visual past with the new prompt's semantics. `longlive` (default) does
+it as LongLive v1.0: the last `local_attn_size` frames in one pass where each sees all the others, the
+sinks rewritten when the rerun starts at frame 0 (and at every switch with `global_sink: false`).
+`window` (ours) reruns the window less the sinks, split into the frames' original blocks (block-causal
+through the cache's mask). Their clean latents are the last `cache_frames` latents the rollout keeps
+on the device.
 """
 
 from __future__ import annotations
 
 import logging
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 
+from longlive.attention import rope_range_warning
 from longlive.components import build_generator, build_prompt_encoder, build_streaming_vae
 from longlive.config import ConfigError, Geometry, derive_geometry
 from longlive.kv_cache import CrossAttentionCache, KVCache
@@ -60,17 +66,24 @@ class Block:
         return self.start + self.size
 
 
-def plan_blocks(num_conditioning: int, num_output: int, frames_per_block: int) -> list[Block]:
+def iter_blocks(num_conditioning: int, num_output: int | float, frames_per_block: int) -> Iterator[Block]:
     """Split the conditioning latents, then the frames to generate, into blocks of `frames_per_block`.
 
     Each part ends with a shorter block when it is not a multiple, so the output is filled exactly.
+    `num_output` may be `math.inf` (a live session without end): the blocks then never end.
     """
-    blocks: list[Block] = []
+    index = 0
     for conditioning, start, end in ((True, 0, num_conditioning), (False, num_conditioning, num_output)):
-        for block_start in range(start, end, frames_per_block):
-            size = min(frames_per_block, end - block_start)
-            blocks.append(Block(len(blocks), block_start, size, conditioning))
-    return blocks
+        block_start = start
+        while block_start < end:
+            size = int(min(frames_per_block, end - block_start))
+            yield Block(index, block_start, size, conditioning)
+            index, block_start = index + 1, block_start + size
+
+
+def plan_blocks(num_conditioning: int, num_output: int, frames_per_block: int) -> list[Block]:
+    """Every block of a rollout of `num_output` latent frames (see `iter_blocks`)."""
+    return list(iter_blocks(num_conditioning, num_output, frames_per_block))
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,7 @@ class VideoConditionalPipeline:
             cfg.denoising_step_list, cfg.model_kwargs.timestep_shift, cfg.warp_denoising_step
         )
         self.kv_cache: KVCache | None = None
+        self._rope_warned = False
         if cfg.compile_generator:
             compile_blocks(self.generator)
         self._step = self.generator
@@ -212,8 +226,12 @@ class VideoConditionalPipeline:
         decode: bool = True,
         recache: bool | None = None,
         texts: dict[str, CrossAttentionCache] | None = None,
+        num_output_frames: int | float | None = None,
     ) -> Iterator[BlockResult]:
         """Yield each block as it finishes, under the prompt `schedule` gives its block.
+
+        The rollout ends after `num_output_frames` latent frames (default: the config's), or never with
+        `math.inf` (a live session, which stops asking); nothing kept grows with its length.
 
         `schedule` is a `PromptSchedule` (scripted) or a function asked for each block's prompt when
         the block starts (a live session). Where the prompt changes, the cross-attention cache is
@@ -229,19 +247,24 @@ class VideoConditionalPipeline:
                 self._text(prompt, texts)
         video = self._check_video(video)
         conditioning = self._encode_conditioning(video)  # 3
-        blocks = plan_blocks(conditioning.shape[1], self.cfg.num_output_frames, self.geometry.frames_per_block)
+        end = self.cfg.num_output_frames if num_output_frames is None else num_output_frames
+        blocks = iter_blocks(conditioning.shape[1], end, self.geometry.frames_per_block)
+        self.check_rope_range(end)
+        # The latest blocks, enough to cover the cache's window: where a recache finds the original blocks.
+        recent_blocks: deque[Block] = deque(maxlen=self.geometry.cache_frames + 1)
         self._reset_caches(batch_size=conditioning.shape[0])  # 4
         rng = torch.Generator(self.device).manual_seed(seed)
-        recent = conditioning[:, :0]  # the latest window of clean latents [B, <=R, C, h, w] (what a recache reruns)
+        recent = conditioning[:, :0]  # the latest clean latents [B, <=cache_frames, C, h, w] (what a recache reruns)
 
         prompt, text = None, None
         for block in blocks:
+            recent_blocks.append(block)
             switch = None
             wanted = prompt_at(block)
             if wanted != prompt:  # 6
                 text = self._text(wanted, texts)
                 if prompt is not None:
-                    switch = self._switch(block, wanted, text, recent, blocks, rng, recache)
+                    switch = self._switch(block, wanted, text, recent, recent_blocks, recache)
                 prompt = wanted
             if block.conditioning:
                 latents = conditioning[:, block.start : block.end]
@@ -253,8 +276,8 @@ class VideoConditionalPipeline:
             yield BlockResult(block, latents, frames, prompt, switch)
             # Every block's pass runs, the last one's too (when the loop asks past the end), so a
             # finished rollout leaves the cache complete.
-            self._write_context(latents, block, text, rng)  # 5, 7: into the KV cache
-            recent = torch.cat([recent, latents], dim=1)[:, -self.kv_cache.window_frames :]
+            self._write_context(latents, block, text)  # 5, 7: into the KV cache
+            recent = torch.cat([recent, latents], dim=1)[:, -self.kv_cache.cache_frames :]
 
     def __call__(
         self,
@@ -291,6 +314,18 @@ class VideoConditionalPipeline:
         for name, prompt in prompts.items():
             if prompt is not None and not prompt.strip():
                 raise InputError(f"{name} is empty")
+
+    def check_rope_range(self, num_frames: int) -> bool:
+        """Warn (once per pipeline) when `num_frames` latent frames leave the RoPE positions LongLive was
+        trained on; return whether they do. Absolute RoPE would extrapolate there silently; a rollout
+        of unbounded length calls this with the frames it has reached."""
+        message = rope_range_warning(
+            num_frames, self.cfg.model_kwargs.use_infinite_attention, self.geometry.cache_frames
+        )
+        if message is not None and not self._rope_warned:
+            logger.warning(message)
+            self._rope_warned = True
+        return message is not None
 
     def _check_video(self, video: torch.Tensor | None) -> torch.Tensor | None:
         if video is None or self.cfg.num_conditioning_frames == 0:
@@ -340,6 +375,7 @@ class VideoConditionalPipeline:
                 head_dim=g.head_dim,
                 dtype=self.generator.dtype,
                 device=self.device,
+                window_rope=self.cfg.model_kwargs.use_infinite_attention,
             )
         self.kv_cache.reset()
         self.vae.reset_decoder()
@@ -351,11 +387,12 @@ class VideoConditionalPipeline:
         block: Block,
         text: CrossAttentionCache,
         block_sizes: list[int] | None = None,
+        eager: bool = False,
     ) -> torch.Tensor:
+        """One generator pass over `block`; `eager` skips the CUDA-graph runner (a recache's one-off shapes)."""
         timesteps = torch.full(latents.shape[:2], timestep, device=self.device)
-        if block_sizes is None:
-            return self._step(latents, timesteps, text, self.kv_cache, start_frame=block.start)
-        return self._step(latents, timesteps, text, self.kv_cache, start_frame=block.start, block_sizes=block_sizes)
+        step = self.generator if eager else self._step
+        return step(latents, timesteps, text, self.kv_cache, start_frame=block.start, block_sizes=block_sizes)
 
     def _noise_like(self, block: Block, batch_size: int, rng: torch.Generator) -> torch.Tensor:
         g = self.geometry
@@ -369,24 +406,27 @@ class VideoConditionalPipeline:
         text: CrossAttentionCache,
         recent: torch.Tensor,
         blocks: Sequence[Block],
-        rng: torch.Generator,
         recache: bool,
     ) -> Switch:
         """Switch to `prompt` before `block`; with `recache`, rewrite the cache's recent frames under it."""
-        frames = self.kv_cache.recache_frames() if recache else range(0)
+        mode = self.cfg.recache_mode
+        frames = self.kv_cache.start_recache(mode, self.cfg.global_sink) if recache else range(0)
         if frames:
-            sizes = [min(b.end, frames.stop) - max(b.start, frames.start) for b in blocks]
-            sizes = [size for size in sizes if size > 0]  # the original blocks, cut to the recached frames
             span = Block(block.index, frames.start, len(frames), conditioning=False)
             latents = recent[:, recent.shape[1] - len(frames) :]
-            self._write_context(latents, span, text, rng, block_sizes=sizes)
+            sizes = None  # longlive: one pass, each frame sees all the others
+            if mode == "window":
+                sizes = [min(b.end, frames.stop) - max(b.start, frames.start) for b in blocks]
+                sizes = [size for size in sizes if size > 0]  # the original blocks, cut to the recached frames
+            # Eager: the recache's shapes vary with the switch frame; graphs are kept for the block shapes.
+            self._write_context(latents, span, text, block_sizes=sizes, eager=True)
         recached = (frames.start, frames.stop) if frames else None
         logger.info(
             "block %d: prompt switch at latent frame %d -> %r (%s)",
             block.index,
             block.start,
             prompt,
-            f"recached frames [{frames.start}, {frames.stop})" if frames else "no recache",
+            f"recached frames [{frames.start}, {frames.stop}), {mode}" if frames else "no recache",
         )
         return Switch(block.index, block.start, prompt, recached)
 
@@ -407,17 +447,16 @@ class VideoConditionalPipeline:
         latents: torch.Tensor,
         block: Block,
         text: CrossAttentionCache,
-        rng: torch.Generator,
         block_sizes: list[int] | None = None,
+        eager: bool = False,
     ) -> None:
-        """Run finished (or conditioning) latents once at `context_noise` so their K/V enter the cache.
+        """Run finished (or conditioning) latents once so their K/V enter the cache.
 
-        `block_sizes` splits a pass over several blocks (a recache), each seeing only its own past.
+        As LongLive's context pass: the clean latents themselves, with every frame's timestep set to
+        `context_noise` (no noise is added). `block_sizes` splits a pass over several blocks (a
+        `window` recache), each seeing only its own past.
         """
-        context_noise = float(self.cfg.context_noise)
-        if context_noise > 0:
-            latents = self.sampler.add_noise(latents, self._noise_like(block, latents.shape[0], rng), context_noise)
-        self._run_generator(latents, context_noise, block, text, block_sizes)
+        self._run_generator(latents, float(self.cfg.context_noise), block, text, block_sizes, eager)
 
 
 def resolve_device(name: str) -> str:

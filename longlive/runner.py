@@ -1,19 +1,22 @@
 """CUDA-graph replay of the generator's passes (the `cuda_graphs` switch).
 
 A pass launches thousands of small kernels; at the published size the CPU takes longer to issue them
-than the GPU takes to run them. Here each block shape is captured once as a CUDA graph and replayed:
-the bookkeeping (cache slots, RoPE table) stays on the host, and its results are copied into the
-graph's fixed input buffers before each replay. The KV cache is already a fixed buffer, written in
-place by the graph. One graph per (batch, frames, visible cache length): a handful per video.
+than the GPU takes to run them. Here each block shape is captured once as a CUDA graph and replayed: the
+bookkeeping (cache slots, RoPE tables: absolute, or window-relative for the queries and the visible
+keys) stays on the host, and its results are copied into the graph's fixed input buffers before each
+replay. The KV cache is already a fixed buffer, written in place by the graph. One graph per (batch,
+frames, visible cache length): a handful per video. Graphs belong to the cache object they were captured
+on (`GraphTable`), never to an address a freed cache had.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from longlive.attention import RotaryTable
+from longlive.attention import RotaryTable, WindowRotary
 from longlive.kv_cache import CrossAttentionCache, KVCache
 from longlive.model import CausalWanModel
 
@@ -23,9 +26,38 @@ class _Graph:
     graph: torch.cuda.CUDAGraph
     latents: torch.Tensor
     timesteps: torch.Tensor
-    rope: RotaryTable
+    rope: RotaryTable | WindowRotary
     token_index: torch.Tensor
     output: torch.Tensor
+
+
+class GraphTable:
+    """The captured graphs of one KV cache, by key (block shape, visible cache length).
+
+    A graph writes into the cache buffers it was captured with. The table holds that cache (a strong
+    reference), so its memory cannot be freed and handed to another cache while a graph may replay into
+    it; a different cache object (even one at the same address, `id`) drops the old graphs and the
+    reference, and its own graphs are captured anew.
+    """
+
+    def __init__(self) -> None:
+        self.kv_cache: KVCache | None = None
+        self._graphs: dict[tuple, Any] = {}
+
+    def get(self, kv_cache: KVCache, key: tuple) -> Any | None:
+        """The graph captured for `key` on this very cache object, or None."""
+        if kv_cache is not self.kv_cache:
+            self._graphs.clear()
+            self.kv_cache = kv_cache
+        return self._graphs.get(key)
+
+    def put(self, kv_cache: KVCache, key: tuple, graph: Any) -> None:
+        if kv_cache is not self.kv_cache:
+            raise RuntimeError("GraphTable.put: call get() with this cache first (the table holds one cache)")
+        self._graphs[key] = graph
+
+    def __len__(self) -> int:
+        return len(self._graphs)
 
 
 class CUDAGraphGenerator:
@@ -34,7 +66,7 @@ class CUDAGraphGenerator:
     def __init__(self, model: CausalWanModel, warmup_runs: int = 2) -> None:
         self.model = model
         self.warmup_runs = warmup_runs
-        self._graphs: dict[tuple, _Graph] = {}
+        self._graphs = GraphTable()
         self._pool = torch.cuda.graph_pool_handle()
         self._text: CrossAttentionCache | None = None  # fixed buffers every graph reads the prompt from
         self._text_source: CrossAttentionCache | None = None
@@ -51,13 +83,13 @@ class CUDAGraphGenerator:
         if block_sizes is not None and len(block_sizes) > 1:  # a masked pass (a recache) is rare: run it eagerly
             return self.model(latents, timesteps, text, kv_cache, start_frame, block_sizes=block_sizes)
         kv_cache.begin_block(start_frame, latents.shape[1])
-        rope = self.model.rotary_table(latents.shape, start_frame, latents.device)
+        rope = self.model.rotary_table(latents.shape, start_frame, latents.device, kv_cache.frame_positions)
         self._load_text(text)
-        key = (tuple(latents.shape), kv_cache.visible_tokens, id(kv_cache))
-        entry = self._graphs.get(key)
+        key = (tuple(latents.shape), kv_cache.visible_tokens)
+        entry = self._graphs.get(kv_cache, key)
         if entry is None:
             entry = self._capture(latents, timesteps, rope, kv_cache)
-            self._graphs[key] = entry
+            self._graphs.put(kv_cache, key, entry)
         else:
             self._copy_inputs(entry, latents, timesteps, rope, kv_cache)
         entry.graph.replay()
@@ -75,18 +107,17 @@ class CUDAGraphGenerator:
         self._text_source = text
 
     @staticmethod
-    def _copy_inputs(entry: _Graph, latents, timesteps, rope: RotaryTable, kv_cache: KVCache) -> None:
+    def _copy_inputs(entry: _Graph, latents, timesteps, rope: RotaryTable | WindowRotary, kv_cache: KVCache) -> None:
         entry.latents.copy_(latents)
         entry.timesteps.copy_(timesteps)
-        entry.rope.cos.copy_(rope.cos)
-        entry.rope.sin.copy_(rope.sin)
+        entry.rope.copy_(rope)  # the window-relative key table has the visible length, which is in the key
         entry.token_index.copy_(kv_cache.token_index)
 
     def _run(self, entry: _Graph, kv_cache: KVCache) -> torch.Tensor:
         layers = kv_cache.layers(token_index=entry.token_index)
         return self.model.run_blocks(entry.latents, entry.timesteps, self._text, entry.rope, layers)
 
-    def _capture(self, latents, timesteps, rope: RotaryTable, kv_cache: KVCache) -> _Graph:
+    def _capture(self, latents, timesteps, rope: RotaryTable | WindowRotary, kv_cache: KVCache) -> _Graph:
         entry = _Graph(
             graph=torch.cuda.CUDAGraph(),
             latents=latents.clone(),

@@ -6,16 +6,25 @@ and answers its per-block question "which prompt?" with the prompt typed last. T
     generation thread (`run`, or the caller of `step`)    command threads (a terminal, a UI, tests)
       the previous block's cache pass; at the boundary:     set_prompt / pause / resume / save / quit:
       pending prompt -> current; one block: denoise,        a field or an event under a lock, nothing
-      decode; frames -> growing mp4, preview PNG, list      waits for the GPU (save copies the frame list)
+      decode; frames -> encoder queue                       waits for the GPU (save finishes the current
+                                                            mp4 segment and joins the segments)
+    encoder thread: queue -> ffmpeg -> mp4 segment on disk; the block's last frame -> preview PNG
 
 So a new prompt takes effect at the next block boundary, and the GPU sets the pace. `step` runs one
 block in the caller's thread, which makes a session scriptable (tests drive it block by block).
+
+A session runs until `quit` unless `max_frames` is set, and its memory stays flat however long it runs:
+the frames live only on disk, as the mp4 segments of a `SegmentedVideo`, and `save` (or `video_bytes`,
+for a server) joins them into one mp4 of every frame so far.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,12 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 import torch
 
 from longlive.kv_cache import CrossAttentionCache
 from longlive.pipeline import Block, BlockResult, InputError, Switch, VideoConditionalPipeline
-from longlive.video_io import open_video_writer, tensor_to_uint8, write_frames, write_image
+from longlive.video_io import SegmentedVideo
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +64,12 @@ class SessionStatus:
 class Session:
     """A rollout that starts from a prompt (or a video and a prompt) and takes new prompts as it goes.
 
-    `output` grows as blocks finish (a fragmented mp4 players can open while it grows); `preview` is
-    the latest frame as a PNG. Every decoded frame is also kept in memory as uint8, for `save`.
-    Each prompt's embeddings and cross-attention cache are computed once and kept (`texts`).
-    The session ends after `num_output_frames` latent frames, or at `quit`.
+    Frames are encoded as they come into mp4 segments in `.{output's name}.segments/` beside `output`
+    (a temporary folder without `output`); `output` is written when the session ends, `save` writes
+    every frame so far at any time. `preview` is the latest frame as a PNG. Each prompt's embeddings and
+    cross-attention cache are computed once and kept (`texts`). The session ends at `quit`, or after
+    `max_frames` latent frames (conditioning included) when set; the config's `num_output_frames` is
+    for batch jobs and does not limit a session.
     """
 
     def __init__(
@@ -71,28 +81,37 @@ class Session:
         output: str | Path | None = None,
         preview: str | Path | None = None,
         recache: bool | None = None,
+        max_frames: int | None = None,
     ) -> None:
+        _check_limit(pipeline, max_frames)
         self.pipeline = pipeline
+        self.max_frames = max_frames
         self.fps_out = int(pipeline.cfg.fps)
         self.output = None if output is None else Path(output)
         self.preview = None if preview is None else Path(preview)
         self.texts: dict[str, CrossAttentionCache] = {}
-        self.switches: list[Switch] = []
-        self.latents: list[torch.Tensor] = []  # per block [F, C, h, w] on the CPU
+        self.switches: list[Switch] = []  # one per prompt switch (as many as the user types)
         self._prompt = _checked(prompt)
         self._pending: str | None = None
         self._lock = threading.Lock()
         self._running = threading.Event()
         self._running.set()
         self._quit = threading.Event()
-        self._frames: list[np.ndarray] = []  # uint8 [H, W, 3], every frame so far
+        self._frames = 0  # video frames made so far
         self._block = -1
         self._latent_frames = 0
         self._seconds = 0.0
         self._done = False
-        self._writer = None if self.output is None else open_video_writer(self.output, self.fps_out, growing=True)
+        self._closed = threading.Event()  # set once `output` is written and the segments are gone
+        if self.output is None:
+            folder = Path(tempfile.mkdtemp(prefix="longlive-session-"))
+        else:
+            folder = self.output.with_name(f".{self.output.stem}.segments")
+            shutil.rmtree(folder, ignore_errors=True)  # a previous session's leftovers
+        self.record = SegmentedVideo(folder, self.fps_out, preview=self.preview)
+        end = math.inf if max_frames is None else max_frames
         self._stream = pipeline.stream_prompts(
-            self._prompt_at, video, seed=seed, decode=True, recache=recache, texts=self.texts
+            self._prompt_at, video, seed=seed, decode=True, recache=recache, texts=self.texts, num_output_frames=end
         )
 
     # -- commands (any thread) -------------------------------------------------------------------
@@ -115,14 +134,31 @@ class Session:
         self._running.set()  # wake a paused loop so it can end
 
     def save(self, path: str | Path) -> Path:
-        """Write the frames so far to `path` (an mp4), now, from the calling thread."""
-        with self._lock:
-            frames = list(self._frames)
-        if not frames:
-            raise InputError("no frames yet: nothing to save")
-        path = write_frames(path, frames, self.fps_out)
-        logger.info("saved %d frames to %s", len(frames), path)
+        """Write every frame so far to `path` (an mp4, atomically), from the calling thread.
+
+        The current mp4 segment is finished (waiting for the blocks queued to the encoder) and the
+        segments are joined by stream copy: no re-encoding, nothing held in memory. After the end, it
+        copies `output`.
+        """
+        if self.status().done:
+            self._closed.wait()  # `close` may still be writing `output`
+            if self.output is None or not self.output.is_file():
+                raise InputError("the session is over and kept no video (it had no output)")
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.output, path)
+            return path
+        try:
+            path, frames = self.record.save(path)
+        except ValueError as err:  # nothing appended yet
+            raise InputError(str(err)) from None
+        logger.info("saved %d frames to %s", frames, path)
         return path
+
+    def video_bytes(self) -> bytes:
+        """Every frame so far as the bytes of one mp4 (what a web server sends), as `save` makes it."""
+        with tempfile.TemporaryDirectory(prefix="longlive-save-") as folder:
+            return self.save(Path(folder) / "video.mp4").read_bytes()
 
     @property
     def prompt(self) -> str:
@@ -135,7 +171,7 @@ class Session:
 
     def status(self) -> SessionStatus:
         with self._lock:
-            frames = len(self._frames)
+            frames = self._frames
             return SessionStatus(
                 block=self._block,
                 latent_frames=self._latent_frames,
@@ -157,18 +193,13 @@ class Session:
         if result is None:
             self.close()
             return None
-        frames = tensor_to_uint8(result.frames[0])  # [n, H, W, 3]
-        if self._writer is not None:
-            for frame in frames:
-                self._writer.append_data(frame)
-        if self.preview is not None and len(frames):
-            write_image(self.preview, frames[-1])
+        frames = result.frames[0]  # [3, n, H, W]
+        self.record.append(frames)  # encoded (and the preview written) in the background
         with self._lock:
-            self._frames.extend(frames)
+            self._frames += frames.shape[1]
             self._block = result.block.index
             self._latent_frames = result.block.end
             self._seconds += time.perf_counter() - tick
-        self.latents.append(result.latents[0].float().cpu())
         if result.switch is not None:
             self.switches.append(result.switch)
         return result
@@ -194,13 +225,20 @@ class Session:
         return thread
 
     def close(self) -> None:
-        """Finish the mp4 and release the rollout (idempotent; from the generation thread, or use `quit`)."""
+        """Release the rollout, write `output` and remove the segments (idempotent; from the generation
+        thread, or use `quit`)."""
         with self._lock:
+            if self._done:
+                return
             self._done = True
         self._stream.close()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        try:
+            if self.output is not None and self.record.frames:
+                path, frames = self.record.save(self.output)
+                logger.info("session video: %d frames in %s", frames, path)
+        finally:
+            self.record.remove()
+            self._closed.set()
 
     def _prompt_at(self, block: Block) -> str:
         """The pipeline's question at each block boundary: the pending prompt becomes current."""
@@ -208,6 +246,18 @@ class Session:
             if self._pending is not None:
                 self._prompt, self._pending = self._pending, None
             return self._prompt
+
+
+def _check_limit(pipeline: VideoConditionalPipeline, max_frames: int | None) -> None:
+    """Global attention caches the whole rollout: only a limited session within `num_output_frames` fits."""
+    cfg = pipeline.cfg
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"max_frames={max_frames}: give a positive number of latent frames, or none for no end")
+    if cfg.model_kwargs.local_attn_size == -1 and (max_frames is None or max_frames > cfg.num_output_frames):
+        raise InputError(
+            "global attention (model_kwargs.local_attn_size=-1) caches every frame: a session needs "
+            f"max_frames <= num_output_frames={cfg.num_output_frames}, or a local window"
+        )
 
 
 def _checked(prompt: str) -> str:
@@ -251,7 +301,9 @@ def handle_line(session: Session, line: str, out: TextIO | None = None) -> bool:
 
 
 def run_terminal(session: Session, lines: Iterable[str], out: TextIO | None = None) -> SessionStatus:
-    """Generate in this thread while another reads `lines` (stdin) as commands; a status line per block."""
+    """Generate in this thread while another reads `lines` (stdin) as commands; a status line per block.
+
+    The end of the input quits a session without `max_frames`; one with a limit runs on to it."""
     out = out or sys.stderr
 
     def read() -> None:
@@ -263,6 +315,8 @@ def run_terminal(session: Session, lines: Iterable[str], out: TextIO | None = No
                 print(f"longlive: {line.strip()} failed: {err or type(err).__name__}", file=out, flush=True)
                 if not isinstance(err, OSError):  # not the disk or the encoder: our bug, keep its traceback
                     logger.exception("session command %r failed", line.strip())
+        if session.max_frames is None:  # the input is over (Ctrl-D): nothing else could end the session
+            session.quit()
 
     threading.Thread(target=read, name="longlive-session-input", daemon=True).start()
     print(f"longlive session: {COMMANDS}", file=out, flush=True)

@@ -7,6 +7,7 @@ the prompt set to zero (the network's text embedding then sees zeros there, as i
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Protocol
 
 import torch
@@ -27,8 +28,14 @@ def clean_prompt(prompt: str) -> str:
     return re.sub(r"\s+", " ", prompt).strip()
 
 
+# Prompts whose embeddings `PromptEncoder` keeps (least recently used dropped first). An embedding is
+# [1, 512, 4096] (4 MiB in bf16), on the GPU outside low-VRAM mode: a job of 10,000 samples would
+# otherwise keep 20,000 of them. A sample or a session switch reuses its few prompts, well within 16.
+PROMPT_CACHE_SIZE = 16
+
+
 class PromptEncoder:
-    """Tokenizer + UMT5 encoder with a per-prompt cache of embeddings [1, text_len, d_model]."""
+    """Tokenizer + UMT5 encoder with a bounded cache of embeddings [1, text_len, d_model] per prompt."""
 
     def __init__(
         self,
@@ -36,19 +43,33 @@ class PromptEncoder:
         encoder: UMT5EncoderModel,
         text_len: int,
         device: torch.device | str = "cpu",
+        cache_size: int = PROMPT_CACHE_SIZE,
     ) -> None:
+        if cache_size < 1:
+            raise ValueError(f"cache_size={cache_size} must be at least 1")
         self.tokenizer = tokenizer
         self.encoder = encoder.eval().requires_grad_(False)
         self.text_len = text_len
         self.device = torch.device(device)
-        self._cache: dict[str, torch.Tensor] = {}
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @torch.no_grad()
     def encode(self, prompt: str) -> torch.Tensor:
-        """Embeddings of `prompt` [1, text_len, d_model], zero past the prompt's tokens; cached."""
-        if prompt not in self._cache:
+        """Embeddings of `prompt` [1, text_len, d_model], zero past the prompt's tokens; the last
+        `cache_size` prompts used are kept, so a prompt seen again is not encoded again."""
+        if prompt in self._cache:
+            self._cache.move_to_end(prompt)
+        else:
             self._cache[prompt] = self._encode(clean_prompt(prompt))
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         return self._cache[prompt]
+
+    @property
+    def cached_prompts(self) -> list[str]:
+        """The prompts whose embeddings are kept, least recently used first."""
+        return list(self._cache)
 
     def _encode(self, prompt: str) -> torch.Tensor:
         return embed_prompts(self.tokenizer, self.encoder, [prompt], self.text_len)

@@ -16,6 +16,7 @@ looked like and the first offending keys.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -47,7 +48,10 @@ class SafetensorsFiles(Mapping[str, torch.Tensor]):
         self._handles = {}
         self._where: dict[str, object] = {}
         for path in paths:
-            handle = safe_open(str(path), framework="pt", device="cpu")
+            try:
+                handle = safe_open(str(path), framework="pt", device="cpu")
+            except Exception as err:  # safetensors' SafetensorError, OSError
+                raise WeightsError(f"{path}: {_unreadable_safetensors(path, err)}") from None
             self._handles[path] = handle
             for key in handle.keys():
                 self._where[key] = handle
@@ -74,10 +78,37 @@ def read_checkpoint(path: str | Path) -> Mapping:
         return SafetensorsFiles(_safetensors_in(path))
     if path.suffix == ".safetensors":
         return SafetensorsFiles([path])
+    return _load_torch_file(path)
+
+
+def _load_torch_file(path: Path) -> Mapping:
+    """`torch.load` memory-mapped (zip format), or read whole (torch's legacy format, which cannot be mapped);
+    a file that is neither is one WeightsError saying what the file looks like, not what mmap needs."""
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: the file is empty (0 bytes), not a torch checkpoint")
+    with open(path, "rb") as file:
+        is_zip = file.read(4) == b"PK\x03\x04"
     try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        return torch.load(path, map_location="cpu", mmap=is_zip, weights_only=True)
     except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        raise WeightsError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from None
+        if is_zip:
+            problem = "a zip archive torch cannot read: truncated or corrupt (download it again)"
+        elif isinstance(err, pickle.UnpicklingError) and "Unsupported global" in str(err):
+            problem = "holds objects other than tensors, which are not loaded (weights_only)"
+        else:
+            problem = "not a torch checkpoint (neither torch.save's zip format nor its legacy one)"
+        raise WeightsError(f"{path}: {problem}") from None
+
+
+def _unreadable_safetensors(path: Path, err: Exception) -> str:
+    """What is wrong with a .safetensors file that safetensors refuses to open, in the user's terms."""
+    size = path.stat().st_size if path.is_file() else 0
+    if size == 0:
+        return "the file is empty (0 bytes), not a .safetensors file"
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if "not fully covered" in reason or "incomplete" in reason:
+        return f"a truncated .safetensors file ({size} bytes, fewer than its header lists; download it again)"
+    return f"not a .safetensors file (its header cannot be read: {reason})"
 
 
 def _safetensors_in(folder: Path) -> list[Path]:

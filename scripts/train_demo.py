@@ -26,8 +26,9 @@ With probability `clean_context_prob` a clip's first blocks are clean (t = 0, no
 KV cache holds them at inference (`context_noise=0`). Change clips (the world's second part changes
 colour or direction) are captioned with their change caption for the whole clip. At inference the
 conditioning frames enter the cache under prompt1 and, being the sink frames of the demo window, stay
-there through the switch (a recache keeps sinks); conditioning under prompt2 instead was measured to
-change little (the share of frames in the asked-for colour went from 0.45 to 0.47 on 6 clips).
+there through the switch (`recache_conditioning` is off: nothing reruns them); conditioning under
+prompt2 instead was measured to change little (the share of frames in the asked-for colour went from
+0.45 to 0.47 on 6 clips).
 
 The text encoder is a random-initialised UMT5 at the preset's size with the byte-level tokenizer,
 **trained jointly** with the generator (at the same learning rate): a frozen random encoder of

@@ -177,11 +177,11 @@ def test_torchrun_two_ranks_write_what_one_process_writes(tmp_path, three_sample
 
 
 def _spy(real, calls: list[int]):
-    """`generate` recording the seed of every rollout (with seed=0 and num_samples=1, the sample index)."""
+    """`write_sample` recording the seed of every rollout (with seed=0 and num_samples=1, the sample index)."""
 
-    def spy(pipeline, request, seed, progress=False):
+    def spy(cfg, pipeline, request, path, seed, *args, **kwargs):
         calls.append(seed)
-        return real(pipeline, request, seed, progress)
+        return real(cfg, pipeline, request, path, seed, *args, **kwargs)
 
     return spy
 
@@ -193,14 +193,14 @@ class Killed(BaseException):
 def test_killed_job_resumes_with_nothing_lost_or_done_twice(tmp_path, three_samples, monkeypatch):
     out = tmp_path / "out"
     args = ("video-conditional", TINY_CONFIG, f"output_folder={out}", f"data_path={three_samples}")
-    real = jobs.generate
+    real = jobs.write_sample
 
-    def dies_on_second_sample(pipeline, request, seed, progress=False):
+    def dies_on_second_sample(cfg, pipeline, request, path, seed, *args, **kwargs):
         if seed == 1:
             raise Killed
-        return real(pipeline, request, seed, progress)
+        return real(cfg, pipeline, request, path, seed, *args, **kwargs)
 
-    monkeypatch.setattr(jobs, "generate", dies_on_second_sample)
+    monkeypatch.setattr(jobs, "write_sample", dies_on_second_sample)
     with pytest.raises(Killed):
         run(*args)
     assert mp4s(out) == ["rank0-0-0_regular.mp4"]
@@ -210,7 +210,7 @@ def test_killed_job_resumes_with_nothing_lost_or_done_twice(tmp_path, three_samp
     finished = (out / "rank0-0-0_regular.mp4").stat().st_mtime_ns
 
     generated: list[int] = []
-    monkeypatch.setattr(jobs, "generate", _spy(real, generated))
+    monkeypatch.setattr(jobs, "write_sample", _spy(real, generated))
     assert run(*args) == 0
 
     assert generated == [1, 2]  # sample 0 not generated again
@@ -231,7 +231,7 @@ def test_resume_finds_other_ranks_outputs_and_overwrite_replaces_them(tmp_path, 
     out = tmp_path / "out"
     out.mkdir()
     calls: list[int] = []
-    monkeypatch.setattr(jobs, "generate", _spy(jobs.generate, calls))
+    monkeypatch.setattr(jobs, "write_sample", _spy(jobs.write_sample, calls))
     args = ("video-conditional", TINY_CONFIG, f"output_folder={out}", f"data_path={three_samples}", "inference_iter=2")
     earlier = out / "rank1-1-1_regular.mp4"
     shutil.copy(VIDEOS[1], earlier)  # what rank 1 wrote for sample 1 in a 2-rank run
@@ -264,7 +264,7 @@ def test_resume_per_seed(tmp_path, three_samples, monkeypatch):
     """num_samples=2: a sample with one of its two videos done generates only the other."""
     out = tmp_path / "out"
     calls: list[int] = []
-    monkeypatch.setattr(jobs, "generate", _spy(jobs.generate, calls))
+    monkeypatch.setattr(jobs, "write_sample", _spy(jobs.write_sample, calls))
     args = ("video-conditional", TINY_CONFIG, f"output_folder={out}", f"data_path={three_samples}")
     assert run(*args, "num_samples=2", "inference_iter=1") == 0
     assert calls == [0, 1]

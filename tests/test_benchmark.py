@@ -82,3 +82,24 @@ def test_bench_command_prints_one_json_line_and_the_profile(capsys):
 def test_profile_names_the_ops_that_took_the_time():
     table = profile_block(tiny_config("num_output_frames=6"), blocks=2, rows=5)
     assert "Name" in table and "aten::" in table
+
+
+def test_bench_job_times_the_real_job(tmp_path, capsys, monkeypatch):
+    """`longlive bench --job t2v`: the job runs (mp4s written, earlier outputs overwritten) and its JSON line
+    gives frames/s over the samples after the first and the host memory figures."""
+    from conftest import REPO
+
+    monkeypatch.delenv("RANK", raising=False)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red square\na blue circle\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["bench", "--job", "t2v", "--config_path", str(REPO / "configs" / "tiny_t2v.yaml")]
+    args += ["num_output_frames=6", f"output_folder={out}", f"data_path={prompts}"]
+    for _ in range(2):  # the second run regenerates both samples
+        assert main(args) == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert report["samples"] == 2 and report["video_frames_per_sample"] == 4 * 6 - 3
+        assert report["fps_job"] == pytest.approx(21 / report["sample_s"][1], rel=0.01)
+        assert report["peak_rss_gib"] >= report["rss_gib_at_end"] > 0
+        assert report["job"] == "t2v" and report["workload"]["latent_frames"] == 6
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["rank0-0-0_regular.mp4", "rank0-1-1_regular.mp4"]

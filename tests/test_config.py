@@ -10,7 +10,15 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
-from longlive.config import PRESETS, SPEED_SWITCHES, ConfigError, InferenceConfig, derive_geometry, load_config
+from longlive.config import (
+    PRESETS,
+    SPEED_SWITCHES,
+    ConfigError,
+    InferenceConfig,
+    derive_geometry,
+    load_config,
+    model_preset,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "tiny_video_conditional.yaml"
@@ -114,6 +122,21 @@ def test_override_beats_yaml(tmp_path):
         (["num_output_frames=5"], "num_output_frames"),
         (["denoising_step_list=[250,500,750,1000]"], "denoising_step_list"),
         (["denoising_step_list=[1000,500,750]"], "denoising_step_list"),
+        (["save_with_index=false"], "save_with_index"),  # prompt-named outputs: refused, not ignored
+        (["adapter.type=lokr"], "adapter.type"),
+        (["adapter.dtype=int8"], "adapter.dtype"),
+        (["adapter.rank=0"], "adapter.rank"),
+        (["architecture.dimm=5120"], "architecture.dimm"),  # unknown architecture key
+        (["architecture.dim=1500"], "num_heads"),  # 1500 / 12 heads
+        (["architecture.num_layers=0"], "architecture.num_layers"),
+        (["architecture.num_layers=two"], "architecture.num_layers"),
+        (["architecture.text_dim=1024"], "architecture.text_dim"),  # UMT5-XXL gives 4096
+        (["architecture.in_dim=36"], "architecture.in_dim"),  # an image-to-video model's input
+        (["architecture.model_type=i2v"], "architecture.model_type"),
+        (["architecture.patch_size=[2,2,2]"], "architecture.patch_size"),
+        (["architecture.num_attention_heads=12", "architecture.attention_head_dim=64", "architecture.dim=1536"], "dim"),
+        (["architecture.num_attention_heads=16", "architecture.num_heads=12"], "num_heads"),
+        (["model_name=my-wan", "architecture.dim=1536"], "architecture.ffn_dim"),  # no preset: the size is needed
     ],
 )
 def test_override_errors_name_the_key(overrides, key):
@@ -160,11 +183,54 @@ def test_bad_values_in_yaml_are_validated(tmp_path):
         load_config(path)
 
 
+def test_recache_mode_is_validated():
+    """LongLive's recache is the default; window mode never rewrites sinks, so global_sink=false is refused."""
+    assert load_config().recache_mode == "longlive"
+    assert load_config(overrides=["recache_mode=window"]).recache_mode == "window"
+    with pytest.raises(ConfigError, match=r"^recache_mode='dense' is not one of \('longlive', 'window'\)$"):
+        load_config(overrides=["recache_mode=dense"])
+    with pytest.raises(ConfigError, match=r"^global_sink=false .* use recache_mode=longlive$"):
+        load_config(overrides=["recache_mode=window", "global_sink=false"])
+    assert not load_config(overrides=["global_sink=false"]).global_sink
+
+
 def test_missing_config_file(tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
         load_config(missing)
     assert "nope.yaml" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a text (YAML) file"),
+        (b"seed: [1,\nnum_samples: 2\n", "not valid YAML at line"),
+        (b"- seed\n- 1\n", "must be a YAML mapping"),
+        (b"just some words\n", "unknown key 'just some words'"),
+    ],
+)
+def test_config_file_that_is_not_yaml(tmp_path, content, words):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert words in str(info.value) and str(path) in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_architecture_names_a_size_and_a_preset_alias():
+    cfg = load_config(overrides=["model_name=Wan2.1-T2V-14B-Diffusers"])
+    assert model_preset(cfg) == PRESETS["Wan2.1-T2V-14B"]
+    assert derive_geometry(cfg).num_layers == 40 and derive_geometry(cfg).head_dim == 128
+    diffusers_keys = ["architecture.num_attention_heads=40", "architecture.attention_head_dim=128"]
+    wan_keys = ["architecture.dim=5120", "architecture.ffn_dim=13824", "architecture.num_layers=40"]
+    own = load_config(overrides=["model_name=my-14b", *diffusers_keys, *wan_keys[1:]])
+    assert model_preset(own).generator == PRESETS["Wan2.1-T2V-14B"].generator
+    assert (
+        model_preset(load_config(overrides=["model_name=my-14b", *wan_keys, "architecture.num_heads=40"]))
+        == (PRESETS["Wan2.1-T2V-14B"])
+    )
 
 
 def test_config_error_is_a_value_error():

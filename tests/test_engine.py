@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
 from longlive.attention import RotaryTable, rope_angles
-from longlive.config import PRESETS
+from longlive.config import PRESETS, load_config
 from longlive.kv_cache import KVCache, frame_visibility_mask
 from longlive.model import CausalWanModel
 from longlive.pipeline import VideoConditionalPipeline, plan_blocks
@@ -222,3 +222,29 @@ def test_rotary_table_rotates_channel_pairs_as_complex_numbers():
     pairs = torch.view_as_complex(x.double().unflatten(-1, (-1, 2)).contiguous())
     turned = pairs * torch.polar(torch.ones_like(angles), angles)[:, None, :]
     torch.testing.assert_close(got.double(), torch.view_as_real(turned).flatten(-2), atol=1e-6, rtol=0)
+
+
+# Latents of the tiny random text-to-video rollout below, [frame, channels 0-2, row 0, columns 0-3].
+# Any change to these numbers changes what the engine computes and must be explained in its commit.
+PINNED_LAST_OF_FIRST_BLOCK = [
+    [0.405483, -0.981282, 2.093695, -0.507885],
+    [0.476064, 0.554086, 0.573583, 3.172815],
+    [1.078857, -0.957501, 1.034426, -1.093347],
+]
+PINNED_LAST_FRAME = [
+    [-2.004059, -2.474903, -0.519827, -1.686947],
+    [-0.040288, 1.577711, 1.011543, 1.672936],
+    [-0.449701, 0.267498, -0.454282, -0.045027],
+]
+
+
+def test_tiny_rollout_pinned():
+    """A full rollout of the tiny random model (float32, seed 0, two blocks of 3, no switch, clean context)
+    against values written down once, as diffusers' pipeline tests pin theirs: every formula on the path
+    (sampler, renoising at the next timestep, the cache pass, RoPE, the window) moves these numbers."""
+    cfg = load_config(REPO / "configs" / "tiny_t2v.yaml", ["num_output_frames=6", "context_noise=0", "seed=0"])
+    pipe = VideoConditionalPipeline.from_config(cfg)
+    latents = pipe("a red square moves right", seed=0, decode=False).latents  # [1, 6, 16, 4, 6]
+    assert latents.shape == (1, 6, 16, 4, 6)
+    pinned = torch.tensor([PINNED_LAST_OF_FIRST_BLOCK, PINNED_LAST_FRAME])
+    torch.testing.assert_close(latents[0, [2, 5], :3, 0, :4], pinned, atol=1e-4, rtol=0)

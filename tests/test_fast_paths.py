@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import gc
+import os
 import weakref
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm, WanUpsample
 from test_engine import LATENT_HW, cache_for, random_text
 
 from longlive.components import build_streaming_vae
-from longlive.config import PRESETS, ConfigError
+from longlive.config import PRESETS, ConfigError, load_config
 from longlive.ffn import GeluEpilogueFFN, fusable, fuse_ffn_gelu
 from longlive.fp8 import TARGETS, Float8Linear, convert_block_linears, quantize_rows
 from longlive.pipeline import VideoConditionalPipeline, compile_blocks
+from longlive.runner import GraphTable
 from longlive.text_encoder import byte_level_tokenizer
 from longlive.vae import StreamingVAE, build_vae, compile_decoder
 from longlive.vae_convs import fold_causal_convs
@@ -23,17 +25,22 @@ from longlive.vae_norms import fuse_vae_norms
 
 
 def _rollout(model, latents, timesteps, text, block_sizes=(3, 3, 3)):
+    """Blocks through a rolling window, then a recache as LongLive's: one unmasked pass over frames 4..8."""
     cache, outputs, start = cache_for(model, cache_frames=6, sink_frames=1), [], 0
     with torch.no_grad():
         for size in block_sizes:
             block = slice(start, start + size)
             outputs.append(model(latents[:, block], timesteps[:, block], text, cache, start))
             start += size
+        frames = cache.start_recache("longlive")
+        span = slice(frames.start, frames.stop)
+        outputs.append(model(latents[:, span], timesteps[:, span] * 0, text, cache, frames.start))
     return torch.cat(outputs, dim=1), cache
 
 
 def test_compiled_blocks_match_eager(tiny_model):
-    """compile_generator: float32 outputs and cache contents within 1e-5 of eager through a rolling window."""
+    """compile_generator: float32 outputs and cache contents within 1e-5 of eager through a rolling window
+    and a recache pass."""
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 9, tiny_model.arch.in_channels, *LATENT_HW, generator=g)
     timesteps = torch.rand(1, 9, generator=g) * 1000
@@ -54,13 +61,19 @@ def test_byte_level_tokenizer_is_deterministic():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
-@pytest.mark.parametrize("compiled", [False, True])
-def test_cuda_graphs_match_eager(compiled):
+@pytest.mark.parametrize(("compiled", "infinite"), [(False, False), (True, False), (False, True), (True, True)])
+def test_cuda_graphs_match_eager(compiled, infinite):
     """cuda_graphs: a whole video-conditional rollout (prompt switch, short blocks, rolling window) equals
-    the same pipeline without graphs (float32). Graphs of eager kernels replay them exactly (atol 1e-5);
+    the same pipeline without graphs (float32), with absolute and window-relative RoPE (whose key table
+    the graphs take as an input). Graphs of eager kernels replay them exactly (atol 1e-5);
     with compile, the graphed run may get other compiled kernels for a shape (static vs dynamic), which
     moved 3 of 5376 values by up to 2e-5 on an H100 (2026-11-23), hence atol 1e-4 there."""
-    overrides = ["device=cuda", "num_output_frames=14", f"compile_generator={str(compiled).lower()}"]
+    overrides = [
+        "device=cuda",
+        "num_output_frames=14",
+        f"compile_generator={str(compiled).lower()}",
+        f"model_kwargs.use_infinite_attention={str(infinite).lower()}",
+    ]
     video = torch.rand(1, 3, 9, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
     plain = VideoConditionalPipeline.from_config(tiny_config(*overrides))
     graphed = VideoConditionalPipeline.from_config(tiny_config(*overrides, "cuda_graphs=true"))
@@ -68,6 +81,25 @@ def test_cuda_graphs_match_eager(compiled):
         expected = plain("a red square", "a blue circle", video, seed=seed, decode=False).latents
         actual = graphed("a red square", "a blue circle", video, seed=seed, decode=False).latents
         torch.testing.assert_close(actual, expected, atol=1e-4 if compiled else 1e-5, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+@pytest.mark.parametrize("mode", ["longlive", "window"])
+def test_cuda_graphs_match_eager_through_recaches(mode):
+    """cuda_graphs with prompt switches: the recache passes run eagerly between graph replays (an early
+    switch rewriting the sinks at frame 6, a late one at 9) and the rollout equals the plain one (float32)."""
+    from longlive.pipeline import PromptSchedule
+
+    overrides = ["device=cuda", f"recache_mode={mode}"]
+    config = REPO / "configs" / "tiny_interactive.yaml"
+    plain = VideoConditionalPipeline.from_config(load_config(config, overrides))
+    graphed = VideoConditionalPipeline.from_config(load_config(config, [*overrides, "cuda_graphs=true"]))
+    schedule = PromptSchedule(("a red square", "a blue circle", "a green square"), (4, 9))
+    for seed in (0, 1):
+        expected = torch.cat([r.latents for r in plain.stream_prompts(schedule, seed=seed, decode=False)], dim=1)
+        actual = torch.cat([r.latents for r in graphed.stream_prompts(schedule, seed=seed, decode=False)], dim=1)
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
 
 
 def _stream_inputs(vae):
@@ -350,3 +382,51 @@ def test_fuse_ffn_gelu_matches_the_reference_on_cuda(tiny_model, dtype, toleranc
     fuse_ffn_gelu(tiny_model.blocks)
     fused = tiny_model.blocks[0].ffn(x).float()
     assert ((fused - reference).norm() / reference.norm()).item() <= tolerance
+
+
+def test_cuda_graphs_belong_to_their_cache_object(tiny_model):
+    """A graph replays into the cache buffers it was captured on: a new cache object never gets an old
+    cache's graph, and the old cache stays alive (its memory cannot be reused) while its graphs exist."""
+    table = GraphTable()
+    key = ((1, 3, 16, 4, 6), 6 * 24)  # block shape, visible cache tokens
+    first = cache_for(tiny_model, cache_frames=6, sink_frames=1)
+    first_alive = weakref.ref(first)
+    assert table.get(first, key) is None
+    table.put(first, key, "graph on the first cache")
+    assert table.get(first, key) == "graph on the first cache"
+
+    del first
+    gc.collect()
+    assert first_alive() is not None  # held by the table: no new cache can take its memory or its id
+
+    second = cache_for(tiny_model, cache_frames=6, sink_frames=1)
+    assert table.get(second, key) is None  # same key, another object: captured anew
+    gc.collect()
+    assert first_alive() is None and len(table) == 0  # the old graphs and the old cache are let go
+    with pytest.raises(RuntimeError, match="GraphTable.put"):
+        table.put(cache_for(tiny_model, cache_frames=6, sink_frames=1), key, "graph")
+
+
+def test_compile_cache_dir_is_populated(tmp_path, monkeypatch):
+    """compile_cache_dir: a compile through the CLI's setup writes its graphs there (a second process
+    would load them instead of compiling), and the environment points Inductor and Triton at it."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    from longlive.compile_cache import enable_compile_cache
+
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    monkeypatch.setattr(functorch_config, "enable_autograd_cache", False)
+    cfg = tiny_config(f"compile_cache_dir={tmp_path / 'cache'}")
+    folder = enable_compile_cache(cfg.compile_cache_dir)
+    assert folder == tmp_path / "cache" and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(folder)
+    assert inductor_config.fx_graph_cache and functorch_config.enable_autograd_cache
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: torch.sin(x) * 3 + x.square())
+    x = torch.randn(5, 7)
+    torch.testing.assert_close(compiled(x), torch.sin(x) * 3 + x.square())
+    assert any((folder / "fxgraph").rglob("*")), sorted(p.name for p in folder.rglob("*"))
+    assert enable_compile_cache(None) is None

@@ -104,7 +104,7 @@ def test_multi_block_pass_may_not_evict_what_it_sees(tiny_model):
     with pytest.raises(CacheInvariantError, match="do not split"):
         cache.begin_block(4, 2, [1, 2])
     cache.begin_block(2, 4, [2, 2])  # rewriting the window's frames evicts nothing
-    assert cache.recache_frames() == range(2, 6)
+    assert cache.start_recache("window") == range(2, 6)
 
 
 # -- scripted switching ------------------------------------------------------------------------------
@@ -128,12 +128,17 @@ def test_switch_frame_indices_validated():
 
 
 @pytest.mark.parametrize("context_noise", [0, 200])
+@pytest.mark.parametrize(("mode", "block_sizes"), [("window", [2, 3]), ("longlive", None)])
 @torch.no_grad()
-def test_switch_equals_manual_recache(context_noise):
-    """A scripted switch at block k == k blocks under A, a recache by hand, the rest under B."""
-    cfg = interactive_config(f"context_noise={context_noise}")
+def test_switch_equals_manual_recache(mode, block_sizes, context_noise):
+    """A scripted switch at block k == k blocks under A, a recache by hand, the rest under B.
+
+    Late switch (frame 9 > window 6): both modes rerun frames 4..8 (LongLive's pass over 3..8 drops
+    frame 3, the sink's slot being protected), `window` in their original blocks, `longlive` as one."""
+    cfg = interactive_config(f"context_noise={context_noise}", f"recache_mode={mode}")
     pipe = VideoConditionalPipeline.from_config(cfg)
-    scripted = list(pipe.stream_prompts(PromptSchedule((A, B), (7,)), seed=5, decode=False))  # 7 -> block 3, frame 9
+    snapshots = {}
+    scripted = stream_around_switch(pipe, PromptSchedule((A, B), (7,)), snapshots, "switch", seed=5)  # 7 -> frame 9
     scripted_cache = cache_state(pipe.kv_cache)
     assert [r.prompt for r in scripted] == [A, A, A, B, B]
     assert scripted[3].switch == Switch(block=3, frame=9, prompt=B, recached=(4, 9))
@@ -146,39 +151,34 @@ def test_switch_equals_manual_recache(context_noise):
     manual = []
     for block in blocks[:3]:
         manual.append(pipe._denoise_block(block, text_a, rng))
-        pipe._write_context(manual[-1], block, text_a, rng)
-    kept = torch.cat(manual, dim=1)[:, 4:9]  # the clean latents of the recached frames
-    if context_noise:
-        kept = pipe.sampler.add_noise(kept, torch.randn(kept.shape, generator=rng), context_noise)
+        pipe._write_context(manual[-1], block, text_a)
+    kept = torch.cat(manual, dim=1)[:, 4:9]  # the clean latents of the recached frames, not noised
     timesteps = torch.full((1, 5), float(context_noise))
-    model(kept, timesteps, text_b, pipe.kv_cache, start_frame=4, block_sizes=[2, 3])  # blocks [4, 6), [6, 9)
+    model(kept, timesteps, text_b, pipe.kv_cache, start_frame=4, block_sizes=block_sizes)  # [4, 6), [6, 9) or one
+    assert_same_cache(cache_state(pipe.kv_cache), snapshots["switch"]["after"])
     for block in blocks[3:]:
         manual.append(pipe._denoise_block(block, text_b, rng))
-        pipe._write_context(manual[-1], block, text_b, rng)
+        pipe._write_context(manual[-1], block, text_b)
 
     assert_same_cache(cache_state(pipe.kv_cache), scripted_cache)
     for ours, theirs in zip(scripted, manual, strict=True):
         torch.testing.assert_close(ours.latents, theirs, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("mode", ["window", "longlive"])
 @torch.no_grad()
-def test_recache_changes_cache():
-    """Right after a switch, recaching changes exactly the recached frames' slots; the sink is untouched."""
+def test_recache_changes_cache(mode):
+    """Right after a late switch, recaching changes exactly the recached frames' slots; the sink is untouched."""
     snapshots = {}
     outputs = {}
     for recache in (True, False):
-        pipe = VideoConditionalPipeline.from_config(interactive_config(f"recache_on_switch={str(recache).lower()}"))
-        switch = pipe._switch
+        cfg = interactive_config(f"recache_on_switch={str(recache).lower()}", f"recache_mode={mode}")
+        pipe = VideoConditionalPipeline.from_config(cfg)
+        outputs[recache] = [
+            r.latents for r in stream_around_switch(pipe, PromptSchedule((A, B), (9,)), snapshots, recache)
+        ]
 
-        def snapshot_after_switch(*args, pipe=pipe, switch=switch, recache=recache):
-            result = switch(*args)
-            snapshots[recache] = cache_state(pipe.kv_cache)
-            return result
-
-        pipe._switch = snapshot_after_switch
-        outputs[recache] = [r.latents for r in pipe.stream_prompts(PromptSchedule((A, B), (9,)), seed=0, decode=False)]
-
-    on, off = snapshots[True], snapshots[False]
+    on, off = snapshots[True]["after"], snapshots[False]["after"]
     assert on["slot_frames"] == off["slot_frames"] == [0, 6, 7, 8, 4, 5]  # sink | ring of 5
     tokens = 2 * 3
     for slot, frame in enumerate(on["slot_frames"]):
@@ -191,6 +191,190 @@ def test_recache_changes_cache():
         assert torch.equal(a, b) == (block < 3), f"block {block}"
 
 
+def stream_around_switch(pipe, schedule, snapshots: dict, key, seed: int = 0) -> list:
+    """Run `schedule`, keeping in `snapshots[key]` the cache just before and just after the first switch."""
+    switch = pipe._switch
+
+    def snapshot_switch(*args):
+        if key not in snapshots:
+            snapshots[key] = {"before": cache_state(pipe.kv_cache)}
+            result = switch(*args)
+            snapshots[key]["after"] = cache_state(pipe.kv_cache)
+            return result
+        return switch(*args)
+
+    pipe._switch = snapshot_switch
+    return list(pipe.stream_prompts(schedule, seed=seed, decode=False))
+
+
+# -- LongLive's recache, rebuilt from its rule ---------------------------------------------------------
+
+
+class RecordingPass:
+    """A layer view for one forward without the engine's cache: the pass attends to `prefix` K/V [B, P, H, D]
+    (cached frames it reads, not rewrites) and to its own, through `mask` [N, P + N]; it records its own K/V."""
+
+    def __init__(self, prefix: tuple[torch.Tensor, torch.Tensor] | None, mask: torch.Tensor) -> None:
+        self.prefix, self.mask = prefix, mask
+        self.keys = self.values = None
+
+    def write(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys, self.values = keys, values
+        if self.prefix is None:
+            return keys, values
+        return torch.cat([self.prefix[0], keys], dim=1), torch.cat([self.prefix[1], values], dim=1)
+
+
+def masked_forward_kv(model, latents, timestep, text, start_frame, frame_mask, prefix, frame_tokens):
+    """Each layer's K/V [B, F*T, H, D] of the frames `latents` [B, F, ...] (at absolute positions from
+    `start_frame`) in one forward where frame i sees prefix/own frame j iff `frame_mask` [F, P + F]."""
+    mask = frame_mask.repeat_interleave(frame_tokens, 0).repeat_interleave(frame_tokens, 1)
+    views = [RecordingPass(None if prefix is None else prefix[layer], mask) for layer in range(len(model.blocks))]
+    timesteps = torch.full(latents.shape[:2], float(timestep))
+    model.run_blocks(latents, timesteps, text, model.rotary_table(latents.shape, start_frame, latents.device), views)
+    return [(view.keys, view.values) for view in views]
+
+
+def frame_kv(state: dict, frame: int, frame_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K/V [layers, B, T, H, D] of `frame` in a cache snapshot."""
+    slot = state["slot_frames"].index(frame)
+    span = slice(slot * frame_tokens, (slot + 1) * frame_tokens)
+    return state["keys"][:, :, span], state["values"][:, :, span]
+
+
+@pytest.mark.parametrize("context_noise", [0, 100])
+@torch.no_grad()
+def test_context_pass_feeds_clean_latents(context_noise):
+    """LongLive's context pass: after each block (conditioning blocks included) the clean latents go in
+    with the timestep set to `context_noise`, not noised to it. After a video-conditioned rollout the
+    cache holds what one masked forward over all the clean latents at that timestep computes."""
+    pipe = VideoConditionalPipeline.from_config(tiny_config(f"context_noise={context_noise}"))
+    video = torch.rand(1, 3, 9, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 3 latent frames
+    results = list(pipe.stream(A, None, video, seed=0, decode=False))
+    clean = torch.cat([r.latents for r in results], dim=1)
+    g = pipe.geometry
+    mask = frame_visibility_mask([r.block.size for r in results], g.cache_frames, g.sink_frames)
+    text = pipe.generator.prepare_text(pipe.prompts.encode(A))
+    kv = masked_forward_kv(pipe.generator, clean, context_noise, text, 0, mask, None, g.frame_tokens)
+    state = cache_state(pipe.kv_cache)
+    assert results[0].block.conditioning and state["slot_frames"][0] == 0  # the sink: a conditioning frame
+    for f in state["slot_frames"]:
+        span = slice(f * g.frame_tokens, (f + 1) * g.frame_tokens)
+        keys, values = frame_kv(state, f, g.frame_tokens)
+        torch.testing.assert_close(keys, torch.stack([k[:, span] for k, _ in kv]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(values, torch.stack([v[:, span] for _, v in kv]), atol=1e-5, rtol=0)
+
+
+LONGLIVE_SWITCHES = {
+    # overrides on the tiny interactive config (sink 2 + window 4, blocks of 3), switch frame
+    "late": ((), 9),  # LongLive reruns [3, 9) and keeps [5, 9): frames 3, 4 fall on the protected sinks
+    "early": ((), 6),  # c == local_attn_size: reruns [0, 6), two blocks' worth; the sinks are rewritten
+    "first_block": ((), 3),  # reruns [0, 3) (window mode would rerun only frame 2)
+    "global_attention": (("model_kwargs.local_attn_size=-1",), 6),  # reruns [0, 6)
+    "global_sink_false": (("global_sink=false",), 9),  # cache zeroed, reruns [3, 9); sinks become 3, 4
+}
+
+
+@pytest.mark.parametrize("context_noise", [0, 100])
+@pytest.mark.parametrize(("overrides", "switch_frame"), LONGLIVE_SWITCHES.values(), ids=LONGLIVE_SWITCHES.keys())
+@torch.no_grad()
+def test_recache_matches_longlive_rule(overrides, switch_frame, context_noise):
+    """The cache right after a switch == LongLive's rule rebuilt by hand: it reruns the last
+    min(local_attn_size, c) frames [a, c) (all c under global attention), clean latents at timestep
+    `context_noise`, in one forward where every frame sees every other; with the sinks protected (a > 0,
+    global_sink) its first S frames are written nowhere and it sees the old sinks' K/V instead; otherwise
+    (a == 0, or global_sink false after zeroing) it writes all of [a, c), the first S as sinks."""
+    cfg = interactive_config(
+        "model_kwargs.sink_size=2", "num_output_frames=12", f"context_noise={context_noise}", *overrides
+    )
+    pipe = VideoConditionalPipeline.from_config(cfg)
+    snapshots = {}
+    results = stream_around_switch(pipe, PromptSchedule((A, B), (switch_frame,)), snapshots, "switch")
+    before, after = snapshots["switch"]["before"], snapshots["switch"]["after"]
+    clean = torch.cat([r.latents for r in results], dim=1)
+
+    local, sink, tokens = cfg.model_kwargs.local_attn_size, pipe.geometry.sink_frames, pipe.geometry.frame_tokens
+    c = switch_frame
+    a = c - (c if local == -1 else min(local, c))  # LongLive's recache_start_frame
+    protected = cfg.global_sink and a > 0  # its is_recompute: the write starts past the sinks
+    frames = c - a
+    mask = torch.ones(frames, frames, dtype=torch.bool)
+    prefix = None
+    if protected:
+        mask[:, :sink] = False  # the first S rerun frames are never written, so no one sees them
+        old = [frame_kv(before, f, tokens) for f in range(sink)]  # the sink frames' K/V as cached before the switch
+        layers = range(len(pipe.generator.blocks))
+        prefix = [(torch.cat([k[i] for k, _ in old], 1), torch.cat([v[i] for _, v in old], 1)) for i in layers]
+        mask = torch.cat([torch.ones(frames, sink, dtype=torch.bool), mask], dim=1)
+    text_b = pipe.generator.prepare_text(pipe.prompts.encode(B))
+    kv = masked_forward_kv(pipe.generator, clean[:, a:c], context_noise, text_b, a, mask, prefix, tokens)
+
+    written = range(a + sink, c) if protected else range(a, c)
+    assert [r.switch.recached for r in results if r.switch] == [(written.start, written.stop)]
+    expected = {f: frame_kv(before, f, tokens) for f in range(sink)} if protected else {}
+    for f in written:
+        span = slice((f - a) * tokens, (f - a + 1) * tokens)
+        expected[f] = (torch.stack([k[:, span] for k, _ in kv]), torch.stack([v[:, span] for _, v in kv]))
+    assert sorted(f for f in after["slot_frames"] if f >= 0) == sorted(expected)
+    for f, (keys, values) in expected.items():
+        ours = frame_kv(after, f, tokens)
+        torch.testing.assert_close(ours[0], keys, atol=1e-5, rtol=0, msg=f"keys of frame {f}")
+        torch.testing.assert_close(ours[1], values, atol=1e-5, rtol=0, msg=f"values of frame {f}")
+    if not cfg.global_sink:
+        assert after["slot_frames"][:sink] == list(range(a, a + sink))  # the new sinks
+
+
+# latents[0, :, 0, 1, 2] of the scripted run below, made by the engine before recache_mode existed
+# (commit 5c2ca09: the window rule was the only one), float32 on the CPU.
+# fmt: off
+WINDOW_RULE_LATENTS = [
+    -0.061205, 0.273189, -2.559083, -1.915719, -1.118543, -1.894751, -1.078225, 0.233108,
+    0.758950, -1.986482, -0.619378, -0.895128, -1.906605, -1.269966, -2.358614,
+]
+# fmt: on
+
+
+@torch.no_grad()
+def test_recache_mode_window_unchanged():
+    """recache_mode=window is the engine's rule from before LongLive's was reproduced: the same recached
+    frames (sinks never rerun) and the same latents. longlive differs from the first switch on (frame 6,
+    an early switch that reruns from frame 0)."""
+    latents = {}
+    for mode in ("window", "longlive"):
+        pipe = VideoConditionalPipeline.from_config(interactive_config(f"recache_mode={mode}"))
+        results = list(pipe.stream_prompts(PromptSchedule((A, B, C), (4, 9)), seed=0, decode=False))
+        latents[mode] = torch.cat([r.latents for r in results], dim=1)[0, :, 0, 1, 2]
+        recached = [r.switch.recached for r in results if r.switch]
+        assert recached == ([(1, 6), (4, 9)] if mode == "window" else [(0, 6), (4, 9)])
+    torch.testing.assert_close(latents["window"], torch.tensor(WINDOW_RULE_LATENTS), atol=1e-5, rtol=0)
+    assert torch.equal(latents["longlive"][:6], latents["window"][:6])
+    assert (latents["longlive"][6:] - latents["window"][6:]).abs().min() > 1e-4
+
+
+@pytest.mark.parametrize("mode", ["window", "longlive"])
+@torch.no_grad()
+def test_early_switch_and_the_sinks(mode):
+    """A switch at frame 3 (<= local_attn_size, right after a short conditioning): LongLive reruns frames
+    0..2 and rewrites the two sink frames; window mode reruns frame 2 only and keeps them."""
+    after = {}
+    for recache in (True, False):
+        cfg = interactive_config(
+            "model_kwargs.sink_size=2",
+            "num_output_frames=6",
+            "switch_frame_indices=3",
+            f"recache_mode={mode}",
+            f"recache_on_switch={recache}",
+        )
+        pipe = VideoConditionalPipeline.from_config(cfg)
+        snapshots = {}
+        stream_around_switch(pipe, PromptSchedule((A, B), (3,)), snapshots, "switch")
+        after[recache] = snapshots["switch"]["after"]
+    tokens = pipe.geometry.frame_tokens
+    assert after[True]["slot_frames"][:3] == [0, 1, 2]
+    changed = [not torch.equal(*(frame_kv(after[on], f, tokens)[0] for on in (True, False))) for f in range(3)]
+    assert changed == ([True, True, True] if mode == "longlive" else [False, False, True])
+
+
 @torch.no_grad()
 def test_video_conditional_recache_switch():
     """recache_conditioning recaches the conditioning window under prompt2; off (default) it does not."""
@@ -201,7 +385,8 @@ def test_video_conditional_recache_switch():
         pipe = VideoConditionalPipeline.from_config(tiny_config(f"recache_conditioning={str(recache).lower()}"))
         results[recache] = list(pipe.stream(A, B, video, seed=0, decode=False))
     assert results[False][1].switch == Switch(block=1, frame=3, prompt=B, recached=None)
-    assert results[True][1].switch == Switch(block=1, frame=3, prompt=B, recached=(1, 3))
+    # An early switch (frame 3 <= local_attn_size 6): LongLive reruns from frame 0, the sink included.
+    assert results[True][1].switch == Switch(block=1, frame=3, prompt=B, recached=(0, 3))
     assert not torch.allclose(results[True][1].latents, results[False][1].latents, atol=1e-4)
 
 
@@ -229,23 +414,27 @@ def test_interactive_job(tmp_path):
 # -- the live session ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["longlive", "window"])
 @torch.no_grad()
-def test_session_matches_scripted_run(tmp_path):
+def test_session_matches_scripted_run(tmp_path, mode):
     """Prompts typed before blocks 2 and 3 give the frames of the scripted run switching at frames 6 and 9."""
-    pipe = VideoConditionalPipeline.from_config(interactive_config())
+    pipe = VideoConditionalPipeline.from_config(interactive_config(f"recache_mode={mode}"))
     scripted = list(pipe.stream_prompts(PromptSchedule((A, B, C), (6, 9)), seed=3, decode=True))
 
-    session = Session(pipe, A, seed=3, output=tmp_path / "live.mp4", preview=tmp_path / "live.png")
+    limit = pipe.cfg.num_output_frames
+    session = Session(pipe, A, seed=3, output=tmp_path / "live.mp4", preview=tmp_path / "live.png", max_frames=limit)
     typed = {2: B, 3: C}  # block index -> the line typed before it starts
+    latents = []
     for block in range(5):
         if block in typed:
             handle_line(session, typed[block], io.StringIO())
-        assert session.step() is not None
-    assert session.step() is None  # num_output_frames reached; the mp4 is finished
+        latents.append(session.step().latents[0])
+    assert session.step() is None  # max_frames reached; the mp4 is finished
 
-    for ours, theirs in zip(session.latents, scripted, strict=True):
+    for ours, theirs in zip(latents, scripted, strict=True):
         torch.testing.assert_close(ours, theirs.latents[0], atol=0, rtol=0)
-    assert [(s.frame, s.prompt, s.recached) for s in session.switches] == [(6, B, (1, 6)), (9, C, (4, 9))]
+    first = 0 if mode == "longlive" else 1  # frame 6 <= local_attn_size: LongLive reruns from frame 0
+    assert [(s.frame, s.prompt, s.recached) for s in session.switches] == [(6, B, (first, 6)), (9, C, (4, 9))]
     assert set(session.texts) == {A, B, C}
     status = session.status()
     assert (status.block, status.latent_frames, status.frames, status.done) == (4, 15, 57, True) and status.fps > 0
@@ -311,8 +500,8 @@ def test_cli_interactive_and_session(tmp_path, monkeypatch, capsys):
     assert cli.main(["interactive", *config, f"data_path={REPO / 'example' / 'interactive_example.jsonl'}"]) == 0
     assert [len(r["switches"]) for r in read_results(out / "results.jsonl")] == [2, 2]
 
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # nothing typed: the session runs to num_output_frames
-    assert cli.main(["session", *config, "--prompt", A]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # nothing typed: the session runs to --max-frames
+    assert cli.main(["session", *config, "--prompt", A, "--max-frames", "15"]) == 0
     assert read_frames(out / "session.mp4", 57).shape[0] == 57 and (out / "session.png").is_file()
     assert "session over: block 4 | 57 frames" in capsys.readouterr().err
 

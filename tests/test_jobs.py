@@ -21,10 +21,12 @@ import torch
 from conftest import REPO, TINY_CONFIG, tiny_config
 
 import longlive.cli as cli
+from longlive.config import load_config
 from longlive.datasets import VideoConditionalDataset
+from longlive.jobs import Request
 from longlive.pipeline import VideoConditionalPipeline
 from longlive.vae import StreamingVAE
-from longlive.video_io import frames_to_tensor, load_video, read_frames, write_video
+from longlive.video_io import VideoReadError, frames_to_tensor, load_image, load_video, read_frames, write_video
 
 T2V_CONFIG = REPO / "configs" / "tiny_t2v.yaml"
 EXAMPLE_JSONL = REPO / "example" / "video_conditional_example.jsonl"
@@ -114,6 +116,27 @@ def test_seeds_follow_sample_index_and_num_samples(tmp_path):
     first, second = (read_mp4(out / f"rank0-0-{seed}_regular.mp4").astype(int) for seed in (5, 6))
     cond = 4 * 3 - 3  # 9 conditioning frames -> 3 latents -> the first 9 decoded frames
     assert np.abs(first[cond:] - second[cond:]).max() > 0  # the two seeds give different continuations
+
+
+def test_seeds_differ_across_samples_and_repeats(tmp_path):
+    """Two samples of the same prompt, two repeats each: seed + idx * num_samples + j, four different videos,
+    each the rollout of its recorded seed (and only that seed)."""
+    prompts = write_jsonl(tmp_path / "prompts.txt", ["a red square moves right"] * 2)
+    out = tmp_path / "out"
+    overrides = (f"output_folder={out}", f"data_path={prompts}", "seed=5", "num_samples=2", "save_latents=true")
+    assert run_job("t2v", T2V_CONFIG, *overrides) == 0
+    records = read_results(out)
+    assert [r["seeds"] for r in records] == [[5, 6], [7, 8]]
+    latents = {seed: torch.load(out / f"rank0-{r['index']}-{seed}_regular.pt") for r in records for seed in r["seeds"]}
+    for a, b in [(5, 6), (5, 7), (6, 7), (7, 8), (6, 8), (5, 8)]:  # same prompt: only the seed tells them apart
+        assert (latents[a] - latents[b]).abs().max() > 0.1, (a, b)
+
+    pipe = VideoConditionalPipeline.from_config(load_config(T2V_CONFIG, [f"num_output_frames={T}", "seed=5"]))
+    for seed in (6, 7):  # the second repeat of sample 0, the first of sample 1
+        request = Request("a red square moves right")  # as the t2v job builds it
+        blocks = pipe.stream(request.prompt1, request.prompt2, None, seed=seed)
+        expected = torch.cat([block.latents[0].float() for block in blocks])  # [T, C, h, w], as saved
+        torch.testing.assert_close(latents[seed], expected, atol=0, rtol=0)
 
 
 def test_video_conditional_script_subprocess(tmp_path):
@@ -208,6 +231,26 @@ def test_corrupt_video_error_is_one_line(tmp_path):
     assert "\n" not in str(info.value), str(info.value)[:300]
 
 
+def test_unreadable_video_prints_only_our_line(tmp_path, capfd):
+    """decord and ffmpeg write to fd 2 from C; none of it reaches the terminal, only our error (and the
+    video is read again fine afterwards, so the descriptor is restored)."""
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(EXAMPLE_VIDEO.read_bytes()[:3000])
+    with pytest.raises(VideoReadError, match="cannot read video .*truncated.mp4"):
+        read_frames(truncated, 9)
+    assert capfd.readouterr().err == ""
+    assert read_frames(EXAMPLE_VIDEO, 9).shape[0] == 9
+    print("stderr works", file=sys.stderr)
+    assert capfd.readouterr().err == "stderr works\n"
+
+
+def test_a_directory_is_not_reported_as_missing(tmp_path):
+    with pytest.raises(VideoReadError, match="is a directory, not a video file"):
+        read_frames(tmp_path, 9)
+    with pytest.raises(VideoReadError, match="is a directory, not an image file"):
+        load_image(tmp_path, HEIGHT, WIDTH)
+
+
 def test_video_at_tiny_resolution_reads_back(tmp_path):
     """A job's own 32x48 output, fed back in as a conditioning video."""
     path = write_video(tmp_path / "tiny.mp4", moving_square(9, HEIGHT, WIDTH), fps=16)
@@ -228,8 +271,13 @@ def _no_model(cls, *args, **kwargs):
         (TINY_CONFIG, "no_such_key=1", ("no_such_key", "unknown key")),
         (REPO / "configs" / "does_not_exist.yaml", None, ("config file not found", "does_not_exist.yaml")),
         (TINY_CONFIG, "num_output_frames=abc", ("num_output_frames", "wrong type")),
+        (REPO / "example" / "demo" / "output_strip.png", None, ("output_strip.png", "not a text (YAML) file")),
+        (EXAMPLE_JSONL, None, ("video_conditional_example.jsonl", "not valid YAML")),
+        (TINY_CONFIG, f"data_path={REPO / 'example'}", ("data_path", "is a directory")),
+        (TINY_CONFIG, f"output_folder={EXAMPLE_JSONL}/out", ("output_folder", "cannot be created")),
+        (TINY_CONFIG, f"output_folder={EXAMPLE_JSONL}", ("output_folder", "not a folder")),
     ],
-    ids=["unknown-key", "missing-file", "wrong-type"],
+    ids=["unknown-key", "missing-file", "wrong-type", "binary", "not-yaml", "data-dir", "out-under-file", "out-file"],
 )
 def test_config_errors_exit_2_with_one_line(monkeypatch, capsys, config, override, words):
     monkeypatch.setattr(VideoConditionalPipeline, "from_config", classmethod(_no_model))
@@ -278,20 +326,40 @@ def test_unset_data_path_is_a_config_error(capsys):
 
 
 def test_t2v_job_writes_one_video_per_prompt(tmp_path):
+    """Sample i is file line i + 1: the blank line 2 is recorded as skipped, and line 3 stays sample 2."""
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red square moves right\n\na blue circle bounces\n", encoding="utf-8")  # blank lines skipped
+    prompts.write_text("a red square moves right\n\na blue circle bounces\n", encoding="utf-8")
     out = tmp_path / "out"
     assert run_job("t2v", T2V_CONFIG, f"output_folder={out}", f"data_path={prompts}") == 0
     names = sorted(p.name for p in out.glob("*.mp4"))
-    assert names == ["rank0-0-0_regular.mp4", "rank0-1-1_regular.mp4"]
+    assert names == ["rank0-0-0_regular.mp4", "rank0-2-2_regular.mp4"]
     for name in names:
         assert read_mp4(out / name).shape == (4 * T - 3, HEIGHT, WIDTH, 3)
     records = read_results(out)
     assert [r["inputs"] for r in records] == [
         {"prompts": "a red square moves right"},
+        {"line": ""},
         {"prompts": "a blue circle bounces"},
     ]
-    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert [r["status"] for r in records] == ["ok", "skipped", "ok"]
+    assert records[1]["error"] == f"{prompts}:2: blank line, nothing to generate"
+
+
+def test_blank_jsonl_line_keeps_line_numbers_and_indices(tmp_path, caplog):
+    """A blank line is skipped visibly; the bad line after it is named by its own file line, and the
+    sample after that keeps its index (and so its seed and output name)."""
+    data = write_jsonl(
+        tmp_path / "data.jsonl", [sample_line(EXAMPLE_VIDEO), "", "{not json", sample_line(EXAMPLE_VIDEO)]
+    )
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        code = run_job("video-conditional", TINY_CONFIG, f"output_folder={out}", f"data_path={data}")
+    assert code == 1  # line 3 fails
+    records = read_results(out)
+    assert [(r["index"], r["status"]) for r in records] == [(0, "ok"), (1, "skipped"), (2, "failed"), (3, "ok")]
+    assert records[2]["error"].startswith(f"{data}:3: not valid JSON")
+    assert records[3]["seeds"] == [3] and records[3]["outputs"] == [str(out / "rank0-3-3_regular.mp4")]
+    assert f"sample 1 skipped: {data}:2: blank line" in caplog.text
 
 
 # -- the pipeline directly -------------------------------------------------------------------------

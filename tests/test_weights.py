@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,20 @@ def write_original(model, path: Path) -> Path:
     return path
 
 
+def write_sharded(model, folder: Path, shards: int = 2) -> Path:
+    """Wan's original names in `diffusion_pytorch_model-0000i-of-0000n.safetensors` files plus their index."""
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    keys, weight_map = list(state), {}
+    for i in range(shards):
+        name = f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = keys[i::shards]
+        save_file({k: state[k] for k in part}, str(folder / name))
+        weight_map.update(dict.fromkeys(part, name))
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
 def write_diffusers(model, folder: Path) -> Path:
     (folder / "transformer").mkdir(parents=True)
     converted = convert_wan_transformer_to_diffusers(dict(model.state_dict()))
@@ -174,6 +189,51 @@ def test_lora_loads_and_merges(tmp_path, wrapped):
     torch.testing.assert_close(generator_output(merged), expected, atol=1e-5, rtol=0)
 
 
+def _lora_by_hand(
+    base: dict[str, torch.Tensor], lora: dict[str, torch.Tensor], scale: float
+) -> dict[str, torch.Tensor]:
+    """W + scale * B @ A for every adapted linear, from the files' tensors alone (no peft, no config code)."""
+    merged = dict(base)
+    for key, a in lora.items():
+        if ".lora_A." in key:
+            target = key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+            b = lora[key.replace(".lora_A.", ".lora_B.")]
+            merged[target] = base[target] + scale * (b.double() @ a.double()).float()
+    return merged
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_lora_scale_alpha_not_rank(tmp_path, caplog, merge):
+    """alpha != rank through the jobs' config path (`lora_ckpt`, `adapter`): each linear is W + (alpha/rank) B A."""
+    from longlive.components import build_generator
+
+    rank, alpha = 4, 10.0  # scale 2.5: neither 1 (alpha == rank) nor rank/alpha
+    base = write_original(tiny_generator(0), tmp_path / "dit.safetensors")
+    lora, _ = random_lora_file(tmp_path, rank=rank, wrapped=True)
+    cfg = tiny_config(
+        f"generator_ckpt={base}",
+        f"lora_ckpt={lora}",
+        f"adapter.rank={rank}",
+        f"adapter.alpha={alpha}",
+        "adapter.dtype=float32",
+        f"merge_lora={str(merge).lower()}",
+    )
+    with caplog.at_level(logging.INFO, logger="longlive.components"):
+        model = build_generator(cfg, CPU)
+    assert "LoRA targets" not in caplog.text  # adapter.verbose is off
+    base_state = {k: v.clone() for k, v in tiny_generator(0).state_dict().items()}
+    expected = _lora_by_hand(base_state, torch.load(lora)["generator_lora"], alpha / rank)
+    adapted = [k for k in expected if not torch.equal(expected[k], base_state[k])]
+    assert len(adapted) == len(lora_target_modules(tiny_generator(0))) > 0
+    if merge:
+        state = model.state_dict()
+        for key in expected:
+            torch.testing.assert_close(state[key], expected[key], atol=1e-6, rtol=1e-6)
+    reference = tiny_generator(0)
+    reference.load_state_dict(expected)
+    torch.testing.assert_close(generator_output(model), generator_output(reference), atol=1e-5, rtol=1e-5)
+
+
 def tiny_vae(seed: int = 0):
     torch.manual_seed(seed)
     return build_vae(TINY.vae).eval()
@@ -235,13 +295,16 @@ def test_text_encoder_layouts_give_the_same_embeddings(tmp_path):
     assert wan.encoder.embed_tokens.weight is wan.shared.weight
 
 
-@pytest.mark.parametrize("layout", ["original", "diffusers"])
+@pytest.mark.parametrize("layout", ["original", "original-sharded", "diffusers"])
 def test_pipeline_loads_a_wan_model_dir(tmp_path, layout):
     folder = tmp_path / layout
     folder.mkdir()
     source = tiny_generator(3)
-    if layout == "original":
-        write_original(source, folder / "diffusion_pytorch_model.safetensors")
+    if layout in ("original", "original-sharded"):
+        if layout == "original":
+            write_original(source, folder / "diffusion_pytorch_model.safetensors")
+        else:  # as the 14B folder holds its weights: shards and their index
+            write_sharded(source, folder)
         write_original_vae(tiny_vae(), folder / "Wan2.1_VAE.pth")
         write_wan_t5(tiny_text_encoder(), folder / "models_t5_umt5-xxl-enc-bf16.pth", 2)
         byte_level_tokenizer().save_pretrained(folder / "google" / "umt5-xxl")
@@ -302,7 +365,7 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path):
 def test_not_a_checkpoint_and_missing_files(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match=r"junk.pt: not a readable torch checkpoint"):
+    with pytest.raises(WeightsError, match=r"junk.pt: not a torch checkpoint"):
         load_generator(TINY.generator, junk, CPU, torch.float32)
     with pytest.raises(WeightsError, match="weights not found"):
         load_generator(TINY.generator, tmp_path / "nope.safetensors", CPU, torch.float32)
@@ -315,6 +378,37 @@ def test_cli_reports_bad_weights_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("longlive: error: wan_model_dir") and "diffusion_pytorch_model" in err[0]
+
+
+def _bad_weights_files(tmp_path: Path) -> dict[str, str]:
+    """Broken files a user may hold, each -> the words its one-line verdict must contain."""
+    good_st = write_original(tiny_generator(0), tmp_path / "good.safetensors").read_bytes()
+    torch.save({"generator": {"x": torch.zeros(64, 64)}}, tmp_path / "good.pt")
+    good_pt = (tmp_path / "good.pt").read_bytes()
+    files = {
+        "empty.safetensors": (b"", "the file is empty"),
+        "text.safetensors": (b"hello, these are not weights\n", "not a .safetensors file"),
+        "random.safetensors": (bytes(range(256)) * 8, "not a .safetensors file"),
+        "truncated.safetensors": (good_st[: len(good_st) // 2], "a truncated .safetensors file"),
+        "empty.pt": (b"", "the file is empty"),
+        "text.pt": (b"hello\n", "not a torch checkpoint"),
+        "truncated.pt": (good_pt[: len(good_pt) // 2], "truncated or corrupt"),
+    }
+    for name, (content, _) in files.items():
+        (tmp_path / name).write_bytes(content)
+    return {str(tmp_path / name): words for name, (_, words) in files.items()}
+
+
+def test_check_weights_names_each_bad_file_in_one_line(tmp_path, capsys):
+    files = _bad_weights_files(tmp_path)
+    code = main(["check-weights", *files])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert code == 1 and captured.err == ""  # no traceback
+    assert len(lines) == len(files)
+    for line, (path, words) in zip(lines, files.items(), strict=True):
+        assert line.startswith(f"{path}: ") and "NOT loadable" in line and words in line, line
+        assert "mmap" not in line and "zipfile" not in line and "SafetensorError" not in line
 
 
 def test_check_weights_describes_each_file(tmp_path, capsys):
@@ -333,3 +427,58 @@ def test_check_weights_describes_each_file(tmp_path, capsys):
     assert code == 0
     assert lines[0].endswith("loadable") and "generator, LongLive .pt ['generator'] layout" in lines[0]
     assert "vae, Wan original layout" in lines[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Architectures named by the config, not by a preset.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_adapter_verbose_lists_the_lora_targets(tmp_path, caplog):
+    from longlive.components import build_generator
+
+    lora, _ = random_lora_file(tmp_path, rank=4, wrapped=True)
+    with caplog.at_level(logging.INFO, logger="longlive.components"):
+        build_generator(tiny_config(f"lora_ckpt={lora}", "adapter.rank=4", "adapter.verbose=true"), CPU)
+    targets = lora_target_modules(tiny_generator(0))
+    assert f"LoRA targets {len(targets)} linear layers: {', '.join(targets)}" in caplog.text
+
+
+def test_wan_14b_preset_has_the_published_size():
+    """Wan2.1-T2V-14B's config.json (dim 5120, 40 heads, 40 layers, ffn 13824): about 14.3B parameters."""
+    with torch.device("meta"):
+        model = CausalWanModel(PRESETS["Wan2.1-T2V-14B"].generator)
+    assert 14.0e9 < sum(p.numel() for p in model.parameters()) < 14.5e9
+    assert model.state_dict()["blocks.39.ffn.0.weight"].shape == (13824, 5120)
+
+
+@pytest.mark.parametrize("layout", ["original", "diffusers"])
+def test_config_defined_architecture_loads_a_checkpoint(tmp_path, layout):
+    """A size no preset has, set in the config with Wan's or diffusers' own keys, builds and loads a
+    checkpoint written in the published key layout."""
+    from longlive.components import build_generator
+    from longlive.config import WanArchitecture
+
+    # Wan2.1's text encoder and timestep embedding (text_dim 4096, freq_dim 256), a transformer of its own.
+    arch = WanArchitecture(dim=48, ffn_dim=80, num_heads=3, num_layers=3)
+    torch.manual_seed(3)
+    source = CausalWanModel(arch)
+    init_random_weights(source)
+    if layout == "original":
+        path = write_original(source, tmp_path / "dit.safetensors")
+        shape = {"dim": 48, "ffn_dim": 80, "num_heads": 3, "num_layers": 3, "model_type": "t2v"}
+    else:
+        path = write_diffusers(source, tmp_path)
+        shape = {"num_attention_heads": 3, "attention_head_dim": 16, "ffn_dim": 80, "num_layers": 3}
+    config_json = tmp_path / "config.json"
+    config_json.write_text(json.dumps(shape))
+    for architecture in (f"architecture={config_json}", "architecture=" + json.dumps(shape).replace('"', "")):
+        cfg = tiny_config("model_name=my-causal-wan", f"generator_ckpt={path}", architecture)
+        loaded = build_generator(cfg, CPU)
+        assert loaded.arch == arch
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in source.state_dict().items())
+
+    two_layers = "architecture=" + json.dumps({**shape, "num_layers": 2}).replace('"', "")  # the file has 3
+    wrong = tiny_config("model_name=my-causal-wan", f"generator_ckpt={path}", two_layers)
+    with pytest.raises(WeightsError, match=r"unexpected keys: blocks\.2\."):
+        build_generator(wrong, CPU)
