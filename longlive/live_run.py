@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from longlive.config import derive_geometry
 from longlive.pipeline import BlockResult, InputError, VideoConditionalPipeline
 from longlive.session import Session
 from longlive.video_io import VideoReadError, frames_to_tensor, read_frames, tensor_to_uint8
@@ -36,9 +35,6 @@ from longlive.video_io import VideoReadError, frames_to_tensor, read_frames, ten
 logger = logging.getLogger(__name__)
 
 FRAME_HEADER = struct.Struct("<II")  # video frame index, block index; the JPEG follows
-# "No limit" on a sliding window: the session runs until `stop`, at most an hour of video, because the
-# pipeline plans its blocks up front (a day's plan takes about a second, holding the GIL).
-NO_LIMIT_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -111,26 +107,28 @@ class RunRequest:
     video_kind: str = ""
 
 
-def session_config(
-    cfg: DictConfig, length: int | None, conditioning_latents: int = 0, image: bool = False
-) -> DictConfig:
-    """The config with this session's length (`num_output_frames`), checked against the cache's geometry;
-    an `image` conditions as one frame (what `longlive i2v` sets), whatever the server's video setting."""
-    if length is None:
-        if cfg.model_kwargs.local_attn_size == -1:
+def check_length(cfg: DictConfig, length: int | None, conditioning_latents: int = 0) -> None:
+    """A session's length (latent frames, conditioning included; None: no end) against the cache's geometry.
+
+    `Session` refuses the same global-attention cases; this says it in the page's words (length, no limit)."""
+    if cfg.model_kwargs.local_attn_size == -1:
+        if length is None:
             raise ServeError("no limit needs a sliding window (local_attn_size); global attention caches all frames")
-        most = NO_LIMIT_SECONDS * cfg.fps // derive_geometry(cfg).vae_temporal_stride
-        length = max(cfg.num_output_frames, most)
-    if length <= conditioning_latents:
+        if length > cfg.num_output_frames:
+            raise ServeError(
+                f"length {length} exceeds num_output_frames={cfg.num_output_frames}, the global-attention cache's "
+                "size (restart the server with a larger num_output_frames)"
+            )
+    if length is not None and length <= conditioning_latents:
         raise ServeError(
             f"length {length} latent frames leaves nothing to generate after {conditioning_latents} conditioning ones"
         )
-    if cfg.model_kwargs.local_attn_size == -1 and length > cfg.num_output_frames:
-        raise ServeError(
-            f"length {length} exceeds num_output_frames={cfg.num_output_frames}, the global-attention cache's size "
-            "(restart the server with a larger num_output_frames)"
-        )
-    out = OmegaConf.merge(cfg, {"num_output_frames": length, **({"num_conditioning_frames": 1} if image else {})})
+
+
+def image_config(cfg: DictConfig) -> DictConfig:
+    """The config an uploaded image conditions under: one frame (what `longlive i2v` forces), whatever the
+    server's `num_conditioning_frames` is for videos."""
+    out = OmegaConf.merge(cfg, {"num_conditioning_frames": 1})
     OmegaConf.set_readonly(out, True)
     return out
 
@@ -146,7 +144,6 @@ class LiveRun:
         self,
         pipeline: VideoConditionalPipeline,
         request: RunRequest,
-        session_cfg: DictConfig,
         settings: ServeSettings,
         output: Path,
         on_frame: Callable[[bytes], None],
@@ -157,9 +154,13 @@ class LiveRun:
         self.on_frame, self.on_change = on_frame, on_change
         self.device = pipeline.device
         self.fps = int(pipeline.cfg.fps)
-        self.length = int(session_cfg.num_output_frames)
-        self._pipeline, self._session_cfg = pipeline, session_cfg
-        self.session = Session(pipeline, request.prompt, request.video, seed=request.seed, output=output)
+        self._pipeline = pipeline
+        # None: no end. The session plans its blocks as it goes and keeps its frames on disk (mp4 segments).
+        self.session = Session(
+            pipeline, request.prompt, request.video, seed=request.seed, output=output, max_frames=request.length
+        )
+        image = request.video is not None and request.video.shape[2] == 1
+        self._image_cfg = image_config(pipeline.cfg) if image else None
         self._lock = threading.Lock()
         self._running = threading.Event()
         self._running.set()
@@ -229,7 +230,7 @@ class LiveRun:
                 "block": self.block,
                 "frames": self.frames,
                 "latent_frames": self.latent_frames,
-                "length": None if self.request.length is None else self.length,
+                "length": self.request.length,
                 "fps": self.fps,
                 "generation_fps": round(self.frames / self._generate_s, 2) if self._generate_s > 0 else 0.0,
                 "latency_s": None if self.latency_s is None else round(self.latency_s, 3),
@@ -286,19 +287,11 @@ class LiveRun:
                 tick = time.perf_counter()
                 if self._stop.is_set() or not self._keep_pace():
                     break
-                # The pipeline reads num_output_frames when the rollout starts: the server owns it and runs
-                # one session at a time, so the session's length is its config while it steps.
-                self._pipeline.cfg, base = self._session_cfg, self._pipeline.cfg
-                try:
-                    started = time.perf_counter()
-                    result = self.session.step()
-                finally:
-                    self._pipeline.cfg = base
-                if result is None:
+                started = time.perf_counter()
+                result = self._step()
+                if result is None:  # the session reached its length
                     break
                 self._record(result, time.perf_counter() - started)
-                if self.latent_frames >= self.length:
-                    break
         except InputError as err:  # the session's input: one line
             logger.warning("session failed: %s", err)
             self.error = str(err)
@@ -312,6 +305,19 @@ class LiveRun:
             self._encode.put(None)  # blocks only if the encoder is behind, and the rollout is over
             self.on_change()
             logger.info("session over: %d frames, %d blocks", self.frames, self.block + 1)
+
+    def _step(self) -> BlockResult | None:
+        """One block of the session. An uploaded image conditions as one frame, but the pipeline takes
+        `num_conditioning_frames` only from its config, and reads it only in the rollout's first block
+        (where it checks and encodes the conditioning video): for that one step the pipeline's config is
+        the image's. The server runs one session at a time, so nothing else reads it meanwhile."""
+        if self._image_cfg is None or self.block >= 0:
+            return self.session.step()
+        self._pipeline.cfg, base = self._image_cfg, self._pipeline.cfg
+        try:
+            return self.session.step()
+        finally:
+            self._pipeline.cfg = base
 
     def _keep_pace(self) -> bool:
         """With `pace`, wait while the video is more than `lead_seconds` ahead of real time; False at stop."""

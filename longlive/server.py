@@ -55,9 +55,9 @@ from longlive.live_run import (
     RunRequest,
     ServeError,
     ServeSettings,
+    check_length,
     decode_upload,
     first_line,
-    session_config,
 )
 from longlive.pipeline import InputError, VideoConditionalPipeline
 
@@ -145,16 +145,13 @@ class LiveServer:
             if video is not None:
                 used = self.pipeline.conditioning_video_frames(video)
                 conditioning = derive_geometry(self.base_cfg).latents_for_video_frames(used)
-            image = video is not None and video.shape[2] == 1
-            session_cfg = session_config(self.base_cfg, length, conditioning, image)
+            check_length(self.base_cfg, length, conditioning)
             if self.run is not None:
                 self.run.stop()
                 self.run.join()  # the old rollout ends at its next block boundary; its mp4 is then closed
             request = RunRequest(prompt, seed, length, video, kind)
             output = self.settings.work_dir / "session.mp4"
-            self.run = LiveRun(
-                self.pipeline, request, session_cfg, self.settings, output, self.push_frame, self.changed
-            )
+            self.run = LiveRun(self.pipeline, request, self.settings, output, self.push_frame, self.changed)
             self.owner = client
             self.upload = None
             self.run.start()
@@ -408,6 +405,8 @@ def build_app(server: LiveServer):
         run = server.run
         if run is None:
             raise ServeError("no session yet", 404)
+        # The session joins its mp4 segments into a file (stream copy) and the file is streamed from disk:
+        # memory stays flat however long the session ran (`Session.video_bytes` would hold the whole mp4).
         path = settings.work_dir / f"download-{secrets.token_hex(8)}.mp4"
         try:
             await run_in_threadpool(run.save_video, path)

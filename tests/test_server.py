@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("starlette", reason="longlive serve needs the serve extra: pip install -e '.[serve]'")
@@ -117,7 +118,9 @@ def test_start_stream_switch_and_download(serve, tmp_path):
     )
     # Typed during block 1, it lands where the next block the pipeline asks for starts: block 2 or 3.
     assert switch["block"] in (2, 3) and switch["frame"] == 3 * switch["block"] and switch["prompt"] == B
-    assert switch["recached"] == [switch["frame"] - 5, switch["frame"]]  # tiny_interactive: sink 1, window 5
+    # tiny_interactive (sink 1, local_attn_size 6), LongLive's recache: at frame 6 the early switch reruns
+    # [0, 6), sink included; at 9 the late one the latest 5 frames, [4, 9).
+    assert switch["recached"] == {6: [0, 6], 9: [4, 9]}[switch["frame"]]
     assert switch["video_frame"] == 9 + 12 * (switch["block"] - 1)  # the frames of the blocks before it
     assert sorted(streamed) == list(range(57))  # every frame, in order, nothing dropped for a fast reader
 
@@ -133,8 +136,17 @@ def test_start_stream_switch_and_download(serve, tmp_path):
     assert not list((server.settings.work_dir).glob("download-*")), "the download's temp file stays"
 
 
-def test_timeline_replays_as_interactive_job(serve, tmp_path):
-    """The downloaded timeline is a line of interactive_inference.py's JSONL; its overrides replay the session."""
+def test_timeline_replays_as_interactive_job(serve, tmp_path, monkeypatch):
+    """The downloaded timeline is a line of interactive_inference.py's JSONL; its overrides replay the session:
+    the job makes the session's latents again (compared as latents: the session's mp4 segments and the job's
+    mp4 are encoded with different settings)."""
+    made = []  # the session's latents, block by block, seen where the server records a block
+    record_block = live_run.LiveRun._record
+    monkeypatch.setattr(
+        live_run.LiveRun,
+        "_record",
+        lambda run, result, s: (made.append(result.latents[0]), record_block(run, result, s)),
+    )
     server, client = serve()
     client.post("/api/start", json={"prompt": A, "seed": 5, "length": 12}, headers=ME)
     wait_for(client, lambda s: session_of(s).get("block", -1) >= 0)
@@ -154,7 +166,7 @@ def test_timeline_replays_as_interactive_job(serve, tmp_path):
     assert "interactive_inference.py" in record["replay"] and f"switch_frame_indices=[{switch}]" in record["replay"]
     (tmp_path / "timeline.jsonl").write_text(line)
 
-    def replay(frame: int) -> np.ndarray:
+    def replay(frame: int) -> torch.Tensor:
         out = tmp_path / f"replay{frame}"
         overrides = [
             f"data_path={tmp_path / 'timeline.jsonl'}",
@@ -162,18 +174,21 @@ def test_timeline_replays_as_interactive_job(serve, tmp_path):
             f"num_output_frames={record['num_output_frames']}",
             f"seed={record['seed']}",
             f"output_folder={out}",
+            "save_latents=true",
         ]
         cfg = load_config(CONFIG, overrides)
         # Random weights are seeded by `seed` too (published weights are not): the replay's model is the server's.
-        same_weights = VideoConditionalPipeline.from_config(load_config(CONFIG, overrides[:-2]))
+        same_weights = VideoConditionalPipeline.from_config(load_config(CONFIG, overrides[:-3]))
         report = run_interactive_job(cfg, same_weights, World())
         assert report.written, report.failed
-        return read_frames(report.written[0]).astype(float)
+        return torch.load(Path(report.written[0]).with_suffix(".pt"), weights_only=True)
 
-    ours = read_frames(live).astype(float)
-    exact, wrong = np.abs(replay(switch) - ours), np.abs(replay(switch + 3) - ours)  # the switch a block late
-    assert exact.max() <= 2, exact.max()  # the same frames through the same encoder
-    assert wrong.mean() > 10 * max(exact.mean(), 0.1), (wrong.mean(), exact.mean())
+    ours = torch.cat(made)  # [12, C, h, w]
+    assert read_frames(live).shape[0] == 4 * 12 - 3  # the download has every frame
+    torch.testing.assert_close(replay(switch), ours, rtol=0, atol=1e-5)
+    late = replay(switch + 3)  # the switch a block late: the same latents before the switch, others from it
+    torch.testing.assert_close(late[:switch], ours[:switch], rtol=0, atol=1e-5)
+    assert (late[switch:] - ours[switch:]).abs().mean() > 0.1
 
 
 def test_pause_resume_stop_and_download_so_far(serve, tmp_path):
@@ -197,6 +212,18 @@ def test_pause_resume_stop_and_download_so_far(serve, tmp_path):
     state = session_of(wait_for(client, lambda s: session_of(s)["done"]))
     assert state["latent_frames"] < 30 and not state["error"]
     assert client.post("/api/pause", headers=ME).status_code == 409  # nothing runs any more
+
+
+def test_no_limit_runs_past_the_config_length(serve):
+    """No limit is no end: the session plans its blocks as it goes, past the config's num_output_frames (the
+    batch jobs' length), until stopped."""
+    server, client = serve()
+    client.post("/api/start", json={"prompt": A, "length": None}, headers=ME)
+    limit = server.base_cfg.num_output_frames
+    state = session_of(wait_for(client, lambda s: session_of(s).get("latent_frames", 0) > limit + 3))
+    assert state["length"] is None and not state["done"] and server.run.session.max_frames is None
+    client.post("/api/stop", headers=ME)
+    assert session_of(wait_for(client, lambda s: session_of(s)["done"]))["error"] is None
 
 
 def test_busy_page_watches_and_takes_over(serve):
@@ -310,6 +337,7 @@ def test_uploads_decoded_by_content_and_limited(serve, tmp_path):
     assert state["conditioning"] == "PNG image 40x30" and state["frames"] == 1 + 4 * 5  # 1 latent from the image
     first = session_of(client.get("/api/state").json())
     assert first["error"] is None
+    assert server.pipeline.cfg is server.base_cfg  # the image's config lasted only its first block
     json_line = json.loads(client.get("/api/timeline.jsonl").text)
     assert json_line["conditioned_on_upload"] is True
 
