@@ -4,7 +4,8 @@
     longlive i2v --config_path configs/tiny_i2v.yaml [key=value ...]
     longlive t2v --config_path configs/tiny_t2v.yaml [key=value ...]
     longlive interactive --config_path configs/tiny_interactive.yaml [key=value ...]
-    longlive session --config_path configs/tiny_interactive.yaml --prompt "a red square" [--max-frames N]
+    longlive session --config_path configs/tiny_interactive.yaml --prompt "a red square" [--video V] [--max-frames N]
+    longlive serve --config_path configs/demo_video_conditional.yaml [--host 127.0.0.1] [--port 7860]
     torchrun --nproc_per_node=N --no-python longlive video-conditional --config_path ...   # N ranks
     longlive check-weights wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth longlive_models/models/lora.pt
     longlive compare videos/reference videos/compiled --out videos/compare
@@ -64,7 +65,7 @@ def setup_logging() -> None:
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
     """One parser per command (options and `key=value` overrides may be interleaved)."""
     parsers = {}
-    for name in (*JOBS, "bench", "session"):
+    for name in (*JOBS, "bench", "session", "serve"):
         parser = parsers[name] = argparse.ArgumentParser(prog=f"longlive {name}")
         parser.add_argument("--config_path", required=True, help="YAML config (see configs/)")
         parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. num_output_frames=120")
@@ -83,6 +84,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         type=int,
         help="end after this many latent frames, conditioning included (default: run until /quit or end of input)",
     )
+    add_serve_options(parsers["serve"])
     check = parsers["check-weights"] = argparse.ArgumentParser(
         prog="longlive check-weights", description="Tell what weights files are and whether the engine loads them."
     )
@@ -127,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return bench_job(cfg, args.job) if args.job else bench(cfg, args.profile)
         if args.command == "session":
             return run_session(cfg, args)
+        if args.command == "serve":
+            return run_serve(cfg, args)
         return run_job(args.command, cfg)
     except USER_ERRORS as err:
         print(f"longlive: error: {err}", file=sys.stderr)
@@ -219,6 +223,40 @@ def _lead_session(cfg, args: argparse.Namespace, device, group) -> int:
     if status.block < 0:  # stopped before the first block: release the ranks waiting for its prompt
         parallel.agree(None, pipeline.group)
     logging.getLogger("longlive").info("session video in %s, latest frame in %s", output, preview)
+    return 0
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.description = "A web page that steers one live session (see README, 'longlive serve')."
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind; off loopback a token is required")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--token", help="the token pages must give (default: generated when off loopback)")
+    parser.add_argument("--max_upload_mb", type=int, default=64, help="largest conditioning upload")
+    parser.add_argument(
+        "--no_pace", action="store_true", help="generate as fast as the device can (no real-time pacing)"
+    )
+
+
+def run_serve(cfg, args: argparse.Namespace) -> int:
+    """`longlive serve`: build the pipeline once, then serve the page until interrupted."""
+    try:
+        from longlive.server import ServeSettings, serve
+    except ImportError as err:
+        raise ConfigError(
+            f"longlive serve needs the serve extra ({err.name} is missing): pip install -e '.[serve]'"
+        ) from None
+    from longlive.pipeline import VideoConditionalPipeline
+
+    require_video_writer()
+    settings = ServeSettings(
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        max_upload_bytes=args.max_upload_mb << 20,
+        pace=not args.no_pace,
+        work_dir=Path(cfg.output_folder) / "serve",
+    )
+    serve(VideoConditionalPipeline.from_config(cfg), settings, args.config_path)
     return 0
 
 
