@@ -508,3 +508,22 @@ def test_cli_interactive_and_session(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert cli.main(["session", *config, "--prompt", " "]) == 2
     assert capsys.readouterr().err.strip().endswith("longlive: error: the prompt is empty")
+
+
+def test_session_keeps_the_latest_prompts_only(tmp_path):
+    """A long session under many prompts keeps the cross-attention caches of the latest few (each is
+    tens of MB on the GPU at the published size): memory does not grow with the number of prompts, and a
+    prompt typed again after it was dropped still works."""
+    from longlive.session import RecentTexts
+
+    pipe = VideoConditionalPipeline.from_config(load_config(TINY_INTERACTIVE, []))
+    session = Session(pipe, "prompt 0", seed=0, output=tmp_path / "live.mp4")
+    assert isinstance(session.texts, RecentTexts)
+    session.texts.limit = 3
+    for i in range(1, 8):
+        session.set_prompt(f"prompt {i}")
+        session.step()
+    assert list(session.texts) == ["prompt 5", "prompt 6", "prompt 7"]  # the latest three, newest last
+    session.set_prompt("prompt 0")  # dropped long ago: encoded again
+    assert session.step().prompt == "prompt 0" and "prompt 0" in session.texts and len(session.texts) == 3
+    session.close()
