@@ -164,10 +164,12 @@ def longlive_side(ll, ours: VideoConditionalPipeline, cfg, context_noise: float)
     arch, g = ours.generator.arch, ours.geometry
     device, dtype = ours.device, ours.generator.dtype
     local, sink = cfg.model_kwargs.local_attn_size, cfg.model_kwargs.sink_size
-    model = ll.model(
-        text_len=arch.text_len, dim=arch.dim, ffn_dim=arch.ffn_dim, freq_dim=arch.freq_dim, text_dim=arch.text_dim,
-        num_heads=arch.num_heads, num_layers=arch.num_layers, local_attn_size=local, sink_size=sink,
-    ).eval()  # fmt: skip
+    with torch.device(device):  # its random init on the GPU at the published size (seconds, not a minute)
+        model = ll.model(
+            text_len=arch.text_len, dim=arch.dim, ffn_dim=arch.ffn_dim, freq_dim=arch.freq_dim,
+            text_dim=arch.text_dim, num_heads=arch.num_heads, num_layers=arch.num_layers, local_attn_size=local,
+            sink_size=sink,
+        ).eval()  # fmt: skip
     model.load_state_dict(ours.generator.state_dict(), strict=True)
     model.to(device=device, dtype=dtype)
     model.local_attn_size = local
