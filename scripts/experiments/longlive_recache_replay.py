@@ -36,6 +36,10 @@ within 1e-7); `--mode window` differs, as before. Cosine 1.0000000 everywhere:
     local_attn_size=-1, switch at 6        (0, 6)       6.0e-07   8.9e-08   8.3e-07   1.4e-07
     global_sink=false, switch at 9         (3, 9)       7.2e-07   9.5e-08   9.5e-07   1.5e-07
 
+Published size in bfloat16 on the CPU at 32x48 pixels (`--size published --dtype bfloat16 height=32 width=48`,
+a smoke run of that path): no switch after 15 frames, K/V rel 1.1e-02 cos 0.99994, next block rel 1.3e-02 cos
+0.99992; a switch at 15 the same (also with `--infinite`): the switches add nothing over bf16's own noise.
+
 Ours with window RoPE against LongLive's absolute-RoPE model differs by 4.0 in K (rel 0.42) and 4.4e-02 in
 the next block, so the replay tells the two apart.
 """
