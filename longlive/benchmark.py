@@ -24,9 +24,10 @@ from contextlib import contextmanager
 
 import torch
 
-from longlive.config import SPEED_SWITCHES, model_preset
+from longlive.config import SPEED_SWITCHES
 from longlive.parallel import StreamGroup
 from longlive.pipeline import VideoConditionalPipeline
+from longlive.presets import model_preset
 
 
 class RandomPrompts:

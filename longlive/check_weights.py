@@ -13,9 +13,9 @@ import torch
 from peft import get_peft_model, get_peft_model_state_dict
 from transformers import UMT5EncoderModel
 
-from longlive.config import PRESETS
 from longlive.lora import lora_config, lora_rank, read_lora
 from longlive.model import CausalWanModel
+from longlive.presets import PRESETS
 from longlive.text_encoder import umt5_config
 from longlive.vae import build_vae
 from longlive.weights import (

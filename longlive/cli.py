@@ -28,7 +28,7 @@ from pathlib import Path
 
 from longlive import distributed, parallel
 from longlive.compile_cache import enable_compile_cache
-from longlive.config import PRESETS, ConfigError, load_config
+from longlive.config import ConfigError, load_config
 from longlive.datasets import check_data_path
 from longlive.jobs import (
     JobReport,
@@ -39,6 +39,7 @@ from longlive.jobs import (
     run_video_conditional_job,
 )
 from longlive.parallel import follow_session, stream_group
+from longlive.presets import PRESETS
 from longlive.video_io import VideoReadError, VideoWriterMissing, require_video_writer
 from longlive.weights import WeightsError
 

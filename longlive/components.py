@@ -15,11 +15,12 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, UMT5EncoderModel
 
-from longlive.config import AdapterConfig, model_preset, torch_dtype
+from longlive.config import AdapterConfig, torch_dtype
 from longlive.ffn import fuse_ffn_gelu
 from longlive.fp8 import check_fp8_support, convert_block_linears
 from longlive.lora import apply_lora, lora_target_modules
 from longlive.model import CausalWanModel, init_random_weights
+from longlive.presets import model_preset
 from longlive.text_encoder import PromptEncoder, byte_level_tokenizer, umt5_config
 from longlive.vae import StreamingVAE, build_vae, compile_decoder
 from longlive.vae_convs import fold_causal_convs

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from longlive.attention import FramePositions, RotaryTable, WindowRotary, attention, rope_angles, window_attention
-from longlive.config import WanArchitecture
 from longlive.kv_cache import CrossAttentionCache, KVCache, LayerKV
+from longlive.presets import WanArchitecture
 
 
 class TokenExchange(Protocol):

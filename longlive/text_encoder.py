@@ -14,7 +14,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-from longlive.config import TextEncoderArchitecture
+from longlive.presets import TextEncoderArchitecture
 
 
 class PromptSource(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKLWan
 
-from longlive.config import VAEArchitecture
+from longlive.presets import VAEArchitecture
 
 
 def build_vae(

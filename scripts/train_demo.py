@@ -59,10 +59,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
 
-from longlive.config import PRESETS, ModelPreset
 from longlive.demo_world import DemoWorld, foreground_mask
 from longlive.kv_cache import frame_visibility_mask
 from longlive.model import CausalWanModel, init_random_weights
+from longlive.presets import PRESETS, ModelPreset
 from longlive.sampler import NUM_TRAIN_TIMESTEPS, shifted_sigmas
 from longlive.text_encoder import byte_level_tokenizer, embed_prompts, umt5_config
 from longlive.vae import StreamingVAE, build_vae

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from longlive.config import PRESETS, WanArchitecture, load_config
+from longlive.config import load_config
 from longlive.model import CausalWanModel, init_random_weights
+from longlive.presets import PRESETS, WanArchitecture
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "tiny_video_conditional.yaml"

@@ -10,15 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
-from longlive.config import (
-    PRESETS,
-    SPEED_SWITCHES,
-    ConfigError,
-    InferenceConfig,
-    derive_geometry,
-    load_config,
-    model_preset,
-)
+from longlive.config import SPEED_SWITCHES, ConfigError, InferenceConfig, derive_geometry, load_config
+from longlive.presets import PRESETS, model_preset
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "tiny_video_conditional.yaml"

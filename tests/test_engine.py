@@ -10,10 +10,11 @@ from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffu
 
 import longlive.pipeline as pipeline_module
 from longlive.attention import RotaryTable, rope_angles
-from longlive.config import PRESETS, load_config
+from longlive.config import load_config
 from longlive.kv_cache import KVCache, frame_visibility_mask
 from longlive.model import CausalWanModel
 from longlive.pipeline import PromptSchedule, VideoConditionalPipeline, plan_blocks
+from longlive.presets import PRESETS
 from longlive.vae import StreamingVAE, build_vae
 
 LATENT_HW = (4, 6)  # tiny latent frame: 2x3 tokens after the (1, 2, 2) patch

@@ -13,10 +13,11 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, Wa
 from test_engine import LATENT_HW, cache_for, random_text
 
 from longlive.components import build_streaming_vae
-from longlive.config import PRESETS, ConfigError, load_config
+from longlive.config import ConfigError, load_config
 from longlive.ffn import GeluEpilogueFFN, fusable, fuse_ffn_gelu
 from longlive.fp8 import TARGETS, Float8Linear, convert_block_linears, quantize_rows
 from longlive.pipeline import VideoConditionalPipeline, compile_blocks
+from longlive.presets import PRESETS
 from longlive.runner import CUDAGraphGenerator, GraphTable, _Graph
 from longlive.text_encoder import byte_level_tokenizer
 from longlive.vae import StreamingVAE, build_vae, compile_decoder

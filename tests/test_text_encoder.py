@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import UMT5EncoderModel
 
-from longlive.config import PRESETS
+from longlive.presets import PRESETS
 from longlive.text_encoder import PromptEncoder, byte_level_tokenizer, umt5_config
 
 TINY = PRESETS["tiny"]

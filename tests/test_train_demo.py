@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from longlive.components import locate_wan_files
-from longlive.config import PRESETS
 from longlive.kv_cache import frame_visibility_mask
 from longlive.pipeline import VideoConditionalPipeline
+from longlive.presets import PRESETS
 from tests.conftest import REPO, tiny_config
 
 spec = importlib.util.spec_from_file_location("train_demo", REPO / "scripts" / "train_demo.py")

@@ -16,10 +16,10 @@ from transformers import UMT5EncoderModel
 
 from longlive.check_weights import check_file
 from longlive.cli import main
-from longlive.config import PRESETS
 from longlive.lora import apply_lora, lora_config, lora_target_modules
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.pipeline import VideoConditionalPipeline
+from longlive.presets import PRESETS
 from longlive.text_encoder import byte_level_tokenizer, umt5_config
 from longlive.vae import build_vae
 from longlive.weights import WeightsError, load_generator, load_text_encoder, load_vae, wan_t5_to_transformers_name
@@ -457,7 +457,7 @@ def test_config_defined_architecture_loads_a_checkpoint(tmp_path, layout):
     """A size no preset has, set in the config with Wan's or diffusers' own keys, builds and loads a
     checkpoint written in the published key layout."""
     from longlive.components import build_generator
-    from longlive.config import WanArchitecture
+    from longlive.presets import WanArchitecture
 
     # Wan2.1's text encoder and timestep embedding (text_dim 4096, freq_dim 256), a transformer of its own.
     arch = WanArchitecture(dim=48, ffn_dim=80, num_heads=3, num_layers=3)

@@ -27,10 +27,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from longlive.attention import RotaryTable
-from longlive.config import PRESETS
 from longlive.ffn import fuse_ffn_gelu
 from longlive.kv_cache import KVCache
 from longlive.model import CausalWanModel, init_random_weights
+from longlive.presets import PRESETS
 
 FRAMES, CACHE_FRAMES, SINK_FRAMES, LATENT_HW = 3, 12, 3, (60, 104)
 

@@ -23,7 +23,8 @@ from torch._dynamo.utils import counters
 from torch.profiler import ProfilerActivity, profile
 
 from longlive.components import build_streaming_vae
-from longlive.config import PRESETS, load_config
+from longlive.config import load_config
+from longlive.presets import PRESETS
 from longlive.vae_convs import FoldedCausalConv3d, fold_weight
 
 CONFIG = "configs/longlive_video_conditional_inference.yaml"

@@ -62,8 +62,9 @@ import torch
 import torch.nn.functional as F
 
 from longlive.benchmark import RandomPrompts
-from longlive.config import load_config, model_preset
+from longlive.config import load_config
 from longlive.pipeline import VideoConditionalPipeline, plan_blocks
+from longlive.presets import model_preset
 
 REPO = Path(__file__).resolve().parents[2]
 # Per size: config, overrides, and the cases (overrides, switch frame; None: no switch, the noise baseline).
