@@ -77,6 +77,8 @@ class TextEncoderArchitecture:
 
 @dataclass(frozen=True)
 class ModelPreset:
+    """The three networks a model name builds: generator, VAE and text encoder."""
+
     generator: WanArchitecture
     vae: VAEArchitecture
     text_encoder: TextEncoderArchitecture
