@@ -186,4 +186,5 @@ def test_one_process_commands_refuse_a_group(monkeypatch, capsys):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert cli.main(["serve", "--config_path", t2v]) == 2
-    assert capsys.readouterr().err.strip().endswith("longlive serve runs in one process, not 2 ranks: run it without torchrun")
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("longlive serve runs in one process, not 2 ranks: run it without torchrun")
