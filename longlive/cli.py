@@ -126,16 +126,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             forced = (*forced, "overwrite=true")  # every sample is generated, whatever a previous run left
         cfg = load_config(args.config_path, [*args.overrides, *forced])
         enable_compile_cache(cfg.compile_cache_dir)  # before anything compiles
+        if args.command == "bench" and args.job:
+            require_one_process(cfg, "longlive bench --job")
+            return bench_job(cfg, args.job)
         if args.command == "bench":
-            return bench_job(cfg, args.job) if args.job else bench(cfg, args.profile)
+            return bench(cfg, args.profile)
         if args.command == "session":
             return run_session(cfg, args)
         if args.command == "serve":
+            require_one_process(cfg, "longlive serve")
             return run_serve(cfg, args)
         return run_job(args.command, cfg)
     except USER_ERRORS as err:
         print(f"longlive: error: {err}", file=sys.stderr)
         return 2
+
+
+def require_one_process(cfg, command: str) -> None:
+    """`command` runs one stream in one process: refuse torchrun and `parallel.sequence` rather than ignore them
+    (the server would bind its port once per rank; `bench --job` builds no process group)."""
+    if cfg.parallel.sequence > 1:
+        raise ConfigError(
+            f"{command} runs in one process: parallel.sequence={cfg.parallel.sequence} is for the jobs, "
+            "longlive bench and longlive session under torchrun; set parallel.sequence=1"
+        )
+    world = distributed.detect()
+    if world.world_size > 1:
+        raise ConfigError(f"{command} runs in one process, not {world.world_size} ranks: run it without torchrun")
 
 
 def run_job(command: str, cfg) -> int:

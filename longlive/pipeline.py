@@ -357,10 +357,11 @@ class VideoConditionalPipeline:
             if prompt is not None and not prompt.strip():
                 raise InputError(f"{name} is empty")
 
-    def check_rope_range(self, num_frames: int) -> bool:
+    def check_rope_range(self, num_frames: int | float) -> bool:
         """Warn (once per pipeline) when `num_frames` latent frames leave the RoPE positions LongLive was
-        trained on; return whether they do. Absolute RoPE would extrapolate there silently; a rollout
-        of unbounded length calls this with the frames it has reached."""
+        trained on; return whether they do. Absolute RoPE would extrapolate there silently. Each rollout
+        calls this as it starts, with its length: `math.inf` for a session without end, which warns then
+        (once per pipeline, so a server's later sessions do not repeat it)."""
         message = rope_range_warning(
             num_frames, self.cfg.model_kwargs.use_infinite_attention, self.geometry.cache_frames
         )

@@ -108,7 +108,7 @@ class Session:
         recache: bool | None = None,
         max_frames: int | None = None,
     ) -> None:
-        _check_limit(pipeline, max_frames)
+        _check_limit(pipeline, max_frames, video)
         self.pipeline = pipeline
         self.max_frames = max_frames
         self.fps_out = int(pipeline.cfg.fps)
@@ -273,11 +273,18 @@ class Session:
             return self._prompt
 
 
-def _check_limit(pipeline: VideoConditionalPipeline, max_frames: int | None) -> None:
-    """Global attention caches the whole rollout: only a limited session within `num_output_frames` fits."""
+def _check_limit(pipeline: VideoConditionalPipeline, max_frames: int | None, video: torch.Tensor | None) -> None:
+    """Global attention caches the whole rollout: only a limited session within `num_output_frames` fits.
+    A limit must leave frames to generate after the conditioning (whose blocks are fed whatever the limit)."""
     cfg = pipeline.cfg
     if max_frames is not None and max_frames < 1:
         raise InputError(f"max_frames={max_frames}: give a positive number of latent frames, or none for no end")
+    conditioning = pipeline.geometry.latents_for_video_frames(pipeline.conditioning_video_frames(video))
+    if max_frames is not None and max_frames <= conditioning:
+        raise InputError(
+            f"max_frames={max_frames} latent frames leaves nothing to generate after the video's "
+            f"{conditioning} conditioning latent frames"
+        )
     if cfg.model_kwargs.local_attn_size == -1 and (max_frames is None or max_frames > cfg.num_output_frames):
         raise InputError(
             "global attention (model_kwargs.local_attn_size=-1) caches every frame: a session needs "

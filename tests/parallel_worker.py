@@ -46,24 +46,34 @@ def rollout(out: Path, overrides: list[str]) -> None:
         torch.save(record, out / f"rank{world.rank}.pt")
 
 
+SESSION_LIMIT = 5  # latent frames of the second session: blocks of 3 and 2
+
+
 def session(out: Path, overrides: list[str]) -> None:
     """A live session steered block by block: two blocks, a new prompt, one more block, then quit with
-    blocks left (the other ranks must stop too). The decoding rank saves its latents; the others follow."""
+    blocks left (the other ranks must stop too); then a session with `max_frames` run to its end. The
+    decoding rank saves its latents; the others follow."""
     cfg = load_config(CONFIG, overrides)
     with distributed.launch("cpu") as world:
         group = parallel.stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
         pipe = VideoConditionalPipeline.from_config(cfg, world.device, group=group)
         if not pipe.decodes:
             parallel.follow_session(pipe, None, cfg.seed)
+            parallel.follow_session(pipe, None, cfg.seed, SESSION_LIMIT)
             return
         live = Session(pipe, PROMPTS[0], seed=cfg.seed)
         results = [live.step(), live.step()]
         live.set_prompt(PROMPTS[1])
         results.append(live.step())
         live.close()
+        # Then a session with a limit that is no block boundary, run to its end: both ranks stop there.
+        limited = Session(pipe, PROMPTS[1], seed=cfg.seed, max_frames=SESSION_LIMIT)
+        ends = []
+        while (result := limited.step()) is not None:
+            ends.append(result.block.end)
         out.mkdir(parents=True, exist_ok=True)
         latents = torch.cat([result.latents[0].float().cpu() for result in results])  # [F, C, h, w]
-        record = {"latents": latents, "switches": [s.recached for s in live.switches]}
+        record = {"latents": latents, "switches": [s.recached for s in live.switches], "limited_ends": ends}
         torch.save(record, out / "session.pt")
 
 

@@ -287,3 +287,23 @@ def test_speed_switches_are_the_configs_switches_in_the_readmes_order():
     readme = (REPO / "README.md").read_text()
     table = readme[readme.index("| switch | what it does |") :].split("\n\n")[0]
     assert re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE) == list(SPEED_SWITCHES)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    """Each config in configs/ validates as it is (a key renamed or a rule added elsewhere breaks none)."""
+    cfg = load_config(path)
+    assert derive_geometry(cfg).frames_per_block == cfg.num_frame_per_block
+
+
+def test_readme_layout_names_every_module():
+    """The README's layout table names every module of the package (a new module comes with its row)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Layout") :].split("\n## ")[0]
+    rows = " ".join(line for line in table.splitlines() if line.startswith("| `"))
+    missing = [
+        path.name
+        for path in sorted((REPO / "longlive").glob("*.py"))
+        if path.name != "__init__.py" and f"`longlive/{path.name}`" not in rows and f"`{path.name}`" not in rows
+    ]
+    assert missing == [], f"modules without a row in README's Layout: {missing}"

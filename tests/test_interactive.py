@@ -527,3 +527,34 @@ def test_session_keeps_the_latest_prompts_only(tmp_path):
     session.set_prompt("prompt 0")  # dropped long ago: encoded again
     assert session.step().prompt == "prompt 0" and "prompt 0" in session.texts and len(session.texts) == 3
     session.close()
+
+
+def test_session_limit_and_rope_warning(caplog):
+    """A limit must leave frames to generate after the conditioning video; an endless session with
+    absolute RoPE warns once as it starts (not again for the next session on the pipeline), a short one
+    never, and window-relative RoPE never."""
+    import logging
+
+    pipe = VideoConditionalPipeline.from_config(interactive_config("num_conditioning_frames=5"))
+    video = torch.zeros(1, 3, 5, pipe.cfg.height, pipe.cfg.width)  # 5 video frames -> 2 latent frames
+    with pytest.raises(InputError, match=r"^max_frames=2 latent frames leaves nothing to generate .* 2 conditioning"):
+        Session(pipe, A, video, max_frames=2)
+
+    def warnings() -> list[str]:
+        return [r.message for r in caplog.records if "use_infinite_attention" in r.message]
+
+    with caplog.at_level(logging.WARNING, logger="longlive.pipeline"):
+        limited = Session(pipe, A, max_frames=6)
+        limited.step()
+        limited.close()
+        assert warnings() == []
+        for _ in range(2):  # a server's sessions share one pipeline
+            endless = Session(pipe, A)
+            endless.step()
+            endless.close()
+        assert len(warnings()) == 1 and warnings()[0].startswith("an endless rollout's latent frames")
+        infinite = VideoConditionalPipeline.from_config(interactive_config("model_kwargs.use_infinite_attention=true"))
+        endless = Session(infinite, A)
+        endless.step()
+        endless.close()
+        assert len(warnings()) == 1

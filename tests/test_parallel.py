@@ -115,7 +115,8 @@ def test_one_rank_per_stream_is_todays_path():
 
 def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys):
     """A live session: the decoding rank's prompts reach the other rank at each boundary, and a quit with
-    blocks left ends both (the job would hang otherwise, and torchrun's timeout fail the test)."""
+    blocks left ends both, as does the end of a session's `max_frames` (the job would hang otherwise, and
+    torchrun's timeout fail the test)."""
     one, two = tmp_path / "one", tmp_path / "two"
     saved = {key: os.environ.pop(key) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if key in os.environ}
     try:
@@ -129,6 +130,7 @@ def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys):
     reference, run = torch.load(one / "session.pt"), torch.load(two / "session.pt")
     assert reference["switches"] == run["switches"] == [(0, 6)]  # the new prompt recached [0, 6) (LongLive)
     assert reference["latents"].shape[0] == 9  # three blocks of three, then quit
+    assert reference["limited_ends"] == run["limited_ends"] == [3, 5]  # max_frames=5 ends both ranks there
     torch.testing.assert_close(run["latents"], reference["latents"], rtol=1e-5, atol=1e-5)
 
 
@@ -167,3 +169,22 @@ def test_decode_alongside_the_next_block_matches_decode_in_line():
     for (_, a), (_, b) in zip(in_line, alongside, strict=True):
         assert torch.equal(a, b)
     assert torch.equal(latents, latents2) and torch.equal(frames, frames2)
+
+
+def test_one_process_commands_refuse_a_group(monkeypatch, capsys):
+    """`longlive serve` and `longlive bench --job` run one stream in one process: parallel.sequence > 1 and
+    torchrun are refused with one line before anything is built (not ignored, not one server per rank)."""
+    t2v = str(CONFIG.with_name("tiny_t2v.yaml"))
+    for command in (["serve"], ["bench", "--job", "t2v"]):
+        name = " ".join(command[:1] + command[1:2])
+        assert cli.main([*command, "--config_path", t2v, "parallel.sequence=2"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f"longlive: error: longlive {name} runs in one process: parallel.sequence=2 is for the jobs, "
+            "longlive bench and longlive session under torchrun; set parallel.sequence=1"
+        )
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(["serve", "--config_path", t2v]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("longlive serve runs in one process, not 2 ranks: run it without torchrun")
