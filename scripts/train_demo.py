@@ -30,6 +30,13 @@ there through the switch (`recache_conditioning` is off: nothing reruns them); c
 prompt2 instead was measured to change little (the share of frames in the asked-for colour went from
 0.45 to 0.47 on 6 clips).
 
+Long clips (issue 19): `--clip_latent_frames N` trains the generator stage on clips of N latent frames
+(`num_latent_frames` stays the VAE and decoder stages' length). Past `local_attn_size` the same
+`frame_visibility_mask` rolls the window (sinks kept), so one forward shows every block exactly what the
+KV cache shows it when rolling out that far; `--infinite_attention` gives the frames the window-relative
+RoPE positions of `model_kwargs.use_infinite_attention` (read from a `KVCache`, see `window_positions`)
+instead of absolute ones. Train with the mode the config infers with.
+
 The text encoder is a random-initialised UMT5 at the preset's size with the byte-level tokenizer,
 **trained jointly** with the generator (at the same learning rate): a frozen random encoder of
 byte tokens mixes every character into every position, so "red" and "blue" differ only by a few random
@@ -60,7 +67,8 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
 
 from longlive.demo_world import DemoWorld, foreground_mask
-from longlive.kv_cache import frame_visibility_mask
+from longlive.attention import FramePositions
+from longlive.kv_cache import KVCache, frame_visibility_mask
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.presets import PRESETS, ModelPreset
 from longlive.sampler import NUM_TRAIN_TIMESTEPS, shifted_sigmas
@@ -93,6 +101,10 @@ class TrainConfig:
     change_prob: float = 0.5  # share of clips whose second part changes (captioned with prompt2)
     change_latent_frame: int = 3  # the change starts at this latent frame (video frame 4k-3 = 9)
     clean_context_prob: float = 0.5
+    # --stage generator on long clips (issue 19): latent frames per generator clip (default num_latent_frames);
+    # past local_attn_size the mask rolls the window as the KV cache does, so training sees long rollouts.
+    clip_latent_frames: int | None = None
+    infinite_attention: bool = False  # window-relative RoPE positions, as model_kwargs.use_infinite_attention
     vae_steps: int = 6000
     vae_batch_size: int = 128  # the VAE's chunk loop is launch-bound on a GPU: large batches cost little more
     foreground_weight: float = 9.0  # the shape's pixels weigh 10x in the VAE loss (see vae_loss)
@@ -120,6 +132,11 @@ class TrainConfig:
     @property
     def num_video_frames(self) -> int:
         return 4 * (self.num_latent_frames - 1) + 1
+
+    @property
+    def generator_latent_frames(self) -> int:
+        """Latent frames of a generator training clip: `clip_latent_frames`, else `num_latent_frames`."""
+        return self.clip_latent_frames or self.num_latent_frames
 
     @property
     def vae_video_frames(self) -> int:
@@ -260,14 +277,59 @@ def encode_text(
     return embed_prompts(tokenizer, text_encoder, list(captions), text_len)
 
 
+def block_sizes(cfg: TrainConfig, num_frames: int) -> list[int]:
+    """`num_frames` latent frames cut into blocks of `frames_per_block` (the last one shorter)."""
+    sizes = [cfg.frames_per_block] * (num_frames // cfg.frames_per_block)
+    return sizes + ([num_frames % cfg.frames_per_block] if num_frames % cfg.frames_per_block else [])
+
+
 def block_mask(cfg: TrainConfig, num_frames: int) -> torch.Tensor:
     """The inference visibility [F, F] for `num_frames` latent frames rolled out in blocks."""
-    sizes = [cfg.frames_per_block] * (num_frames // cfg.frames_per_block)
-    if num_frames % cfg.frames_per_block:
-        sizes.append(num_frames % cfg.frames_per_block)
+    sizes = block_sizes(cfg, num_frames)
     if cfg.local_attn_size == -1:
         return frame_visibility_mask(sizes, num_frames, 0)
     return frame_visibility_mask(sizes, cfg.local_attn_size, cfg.sink_size)
+
+
+def window_positions(cfg: TrainConfig, num_frames: int) -> FramePositions:
+    """The window-relative RoPE positions [`use_infinite_attention`] each block of a rollout of `num_frames`
+    latent frames has at inference, for one full-sequence forward under `block_mask`.
+
+    Read from the engine's own `KVCache` bookkeeping (a one-token cache, begun block by block as the
+    pipeline does), so the rule is the engine's: keys are listed in frame order, a frame the cache no
+    longer holds gets position 0, where the mask hides it anyway.
+    """
+    if cfg.local_attn_size == -1:
+        raise SystemExit("--infinite_attention needs a rolling window: set --local_attn_size (not -1)")
+    cache = KVCache(
+        num_layers=1,
+        batch_size=1,
+        frame_tokens=1,
+        cache_frames=cfg.local_attn_size,
+        sink_frames=cfg.sink_size,
+        num_heads=1,
+        head_dim=1,
+        dtype=torch.float32,
+        device="cpu",
+        window_rope=True,
+    )
+    sizes, queries, keys, start = block_sizes(cfg, num_frames), [], [], 0
+    for size in sizes:
+        cache.begin_block(start, size)
+        held = dict(zip(cache.slot_frames, cache.frame_positions.keys[0], strict=False))  # frame -> position
+        queries += cache.frame_positions.queries
+        keys.append([held.get(frame, 0) for frame in range(num_frames)])
+        start += size
+    return FramePositions(queries, keys, sizes)
+
+
+def attention_layout(cfg: TrainConfig, num_frames: int) -> dict:
+    """The generator's attention arguments for a training clip: the inference mask, and under
+    `infinite_attention` the positions the KV cache gives (absolute positions otherwise, as at inference)."""
+    layout: dict = {"frame_mask": block_mask(cfg, num_frames)}
+    if cfg.infinite_attention:
+        layout["frame_positions"] = window_positions(cfg, num_frames)
+    return layout
 
 
 def sample_timesteps(cfg: TrainConfig, batch: int, frames: int, generator: torch.Generator) -> torch.Tensor:
@@ -300,7 +362,7 @@ def diffusion_forcing_loss(
     sigma = (timesteps / NUM_TRAIN_TIMESTEPS).view(batch, frames, 1, 1, 1)
     noisy = (1 - sigma) * latents + sigma * noise
     text = generator.prepare_text(text_embeddings)
-    flow = generator(noisy, timesteps, text, frame_mask=block_mask(cfg, frames))  # [B, F, C, h, w]
+    flow = generator(noisy, timesteps, text, **attention_layout(cfg, frames))  # [B, F, C, h, w]
     per_frame = (flow - (noise - latents)).pow(2).mean(dim=(2, 3, 4))  # [B, F]
     weight = (timesteps > 0).float()
     return (per_frame * weight).sum() / weight.sum().clamp(min=1)
@@ -475,6 +537,8 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # the fp32 VAE encodes
+    if cfg.clip_latent_frames is not None and cfg.clip_latent_frames < 1:
+        raise SystemExit(f"--clip_latent_frames {cfg.clip_latent_frames}: a generator clip needs at least 1 latent frame")
     if cfg.resume and cfg.stage != "generator":
         raise SystemExit(f"--resume continues the generator: it needs --stage generator, not --stage {cfg.stage}")
     logger.info("training the %s demo model on %s: %s", cfg.model_name, device, cfg)
@@ -509,7 +573,8 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         previous = len(log.get("generator_runs", [])) + ("generator" in log) if cfg.resume else 0
         start = time.perf_counter()
         # A resumed run draws fresh clips: stream 2 first, then 3, 4, ...
-        bank = latent_bank(models.vae, world(cfg, stream=2 + previous), cfg.bank_clips, cfg, device)
+        clips = world(cfg, stream=2 + previous, num_frames=4 * cfg.generator_latent_frames - 3)
+        bank = latent_bank(models.vae, clips, cfg.bank_clips, cfg, device)
         encode_seconds = time.perf_counter() - start
         logger.info("encoded %d clips in %.1fs", cfg.bank_clips, encode_seconds)
         order = bank_batches(*bank, cfg.batch_size, cfg.seed + previous)
@@ -556,9 +621,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         default = field.default
         if field.type == "bool":
             parser.add_argument(f"--{field.name}", action="store_true", default=default)
-        elif field.name in ("max_steps", "max_seconds"):
-            kind = int if field.name == "max_steps" else float
-            parser.add_argument(f"--{field.name}", type=kind, default=None, help="cap each stage")
+        elif field.name in ("max_steps", "max_seconds", "clip_latent_frames"):
+            kind = float if field.name == "max_seconds" else int
+            parser.add_argument(f"--{field.name}", type=kind, default=None)
         elif field.name == "stage":
             parser.add_argument("--stage", choices=("all", "vae", "generator", "decoder"), default="all")
         else:

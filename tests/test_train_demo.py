@@ -4,6 +4,7 @@ through the engine's normal loaders and generates."""
 from __future__ import annotations
 
 import importlib.util
+import copy
 import itertools
 import json
 import math
@@ -145,6 +146,11 @@ def test_command_line_reads_every_setting():
     cfg = train_demo.parse_args(["--max_steps", "5", "--device", "cpu", "--freeze_text_encoder"])
     assert cfg.max_steps == 5 and cfg.device == "cpu" and cfg.freeze_text_encoder
     assert cfg.steps(cfg.generator_steps) == 5 and train_demo.TrainConfig().steps(100) == 100
+    assert cfg.clip_latent_frames is None and cfg.generator_latent_frames == cfg.num_latent_frames == 12
+    cfg = train_demo.parse_args(["--clip_latent_frames", "36", "--infinite_attention"])
+    assert cfg.generator_latent_frames == 36 and cfg.infinite_attention and cfg.num_video_frames == 45
+    with pytest.raises(SystemExit, match="--clip_latent_frames 0"):
+        train_demo.run(train_demo.parse_args(["--clip_latent_frames", "0"]))
 
 
 def test_demo_preset_fits_the_size_budget():
@@ -208,8 +214,11 @@ def test_the_command_runs_end_to_end(tmp_path):
     assert log["generator"]["encode_seconds"] > 0
 
     train_demo.main(args + ["--stage", "decoder", "--max_seconds", "0"])  # a second decoder run is kept too
-    train_demo.main(args + ["--stage", "generator", "--max_seconds", "0"])  # afresh: replaces both generator runs
+    long_clips = ["--clip_latent_frames", "7", "--infinite_attention"]  # issue 19's stage, recorded in the log
+    train_demo.main(args + ["--stage", "generator", "--max_seconds", "0", *long_clips])  # afresh: replaces both runs
     log = json.loads((out / "train_log.json").read_text())
+    assert log["generator"]["config"]["clip_latent_frames"] == 7 and log["generator"]["config"]["infinite_attention"]
+    assert log["commands"][-1]["command"].endswith("--clip_latent_frames 7 --infinite_attention")
     assert len(log["decoder_runs"]) == 1 and "generator_runs" not in log
     assert [c["stage"] for c in log["commands"]] == ["vae", "decoder", "decoder", "generator"]
 
@@ -244,3 +253,60 @@ def test_bank_batches_cover_each_clip_once_per_epoch():
     assert len(set(seen)) == 9
     assert all(caps == [str(int(x)) for x in lat.flatten()] for lat, caps in epoch)
     assert next(batches)[0].shape == (3, 1, 1, 1, 1)  # the next epoch, in a new order
+
+
+@pytest.mark.parametrize("infinite", [False, True])
+@torch.no_grad()
+def test_long_clip_forward_is_the_rollout_past_the_window(tmp_path, tiny_model, infinite):
+    """Issue 19: a clip three windows long, trained in one forward under `attention_layout`, gives every
+    block what the KV cache gives it when rolling out past the window (absolute or window-relative RoPE)."""
+    from test_engine import LATENT_HW, cache_for, random_text
+
+    cfg = tiny_train_config(tmp_path, clip_latent_frames=18, infinite_attention=infinite)
+    frames = cfg.generator_latent_frames
+    layout = train_demo.attention_layout(cfg, frames)
+    assert torch.equal(layout["frame_mask"], frame_visibility_mask([3] * 6, cfg.local_attn_size, cfg.sink_size))
+    assert ("frame_positions" in layout) == infinite
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, frames, tiny_model.arch.in_channels, *LATENT_HW, generator=g)
+    timesteps = torch.rand(1, frames, generator=g) * 1000
+    text = tiny_model.prepare_text(random_text(tiny_model.arch))
+    full = tiny_model(latents, timesteps, text, **layout)
+    cache = cache_for(tiny_model, cfg.local_attn_size, cfg.sink_size)
+    cache.window_rope = infinite
+    rolled = [
+        tiny_model(latents[:, s : s + 3], timesteps[:, s : s + 3], text, cache, s) for s in range(0, frames, 3)
+    ]
+    torch.testing.assert_close(torch.cat(rolled, dim=1), full, atol=1e-5, rtol=0)
+    if infinite:  # past the window the positions differ from absolute ones, so the check above can fail
+        assert not torch.allclose(tiny_model(latents, timesteps, text, frame_mask=layout["frame_mask"]), full)
+
+
+@pytest.mark.parametrize("infinite", [False, True])
+def test_long_clip_stage_trains_with_the_inference_mask(trained, tmp_path, monkeypatch, infinite):
+    """`clip_latent_frames` past the window: a couple of steps on long clips, every forward under the
+    engine's sink + rolling-window mask (and its window positions under `infinite_attention`)."""
+    models, _, _, _ = trained
+    cfg = tiny_train_config(tmp_path, clip_latent_frames=12, infinite_attention=infinite, generator_steps=2)
+    videos, captions = train_demo.world(cfg, stream=2, num_frames=4 * cfg.generator_latent_frames - 3).batch(0, 2)
+    batch = train_demo.encode_latents(models.vae, videos), captions
+    assert batch[0].shape[1] == 12
+    seen, forward = [], type(models.generator).forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(models.generator), "forward", spy)
+    generator = copy.deepcopy(models.generator)
+    losses = train_demo.train_generator(
+        dataclass_replace(models, generator=generator), cfg, itertools.repeat(batch), torch.device("cpu")
+    )
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    expected = frame_visibility_mask([3] * 4, cfg.local_attn_size, cfg.sink_size)
+    assert len(seen) == 2 and all(torch.equal(kw["frame_mask"], expected) for kw in seen)
+    assert not expected[-1, cfg.sink_size : 12 - (cfg.local_attn_size - cfg.sink_size)].any()  # the window rolled
+    positions = [kw.get("frame_positions") for kw in seen]
+    assert all((p == train_demo.window_positions(cfg, 12)) if infinite else p is None for p in positions)
+    if infinite:
+        assert max(positions[0].queries) == cfg.local_attn_size - 1  # window-relative, not frame 11
