@@ -66,8 +66,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
 
-from longlive.demo_world import DemoWorld, foreground_mask
 from longlive.attention import FramePositions
+from longlive.demo_world import DemoWorld, foreground_mask
 from longlive.kv_cache import KVCache, frame_visibility_mask
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.presets import PRESETS, ModelPreset
@@ -538,7 +538,7 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # the fp32 VAE encodes
     if cfg.clip_latent_frames is not None and cfg.clip_latent_frames < 1:
-        raise SystemExit(f"--clip_latent_frames {cfg.clip_latent_frames}: a generator clip needs at least 1 latent frame")
+        raise SystemExit(f"--clip_latent_frames {cfg.clip_latent_frames}: a clip needs at least 1 latent frame")
     if cfg.resume and cfg.stage != "generator":
         raise SystemExit(f"--resume continues the generator: it needs --stage generator, not --stage {cfg.stage}")
     logger.info("training the %s demo model on %s: %s", cfg.model_name, device, cfg)

@@ -3,8 +3,8 @@ through the engine's normal loaders and generates."""
 
 from __future__ import annotations
 
-import importlib.util
 import copy
+import importlib.util
 import itertools
 import json
 import math
@@ -274,9 +274,7 @@ def test_long_clip_forward_is_the_rollout_past_the_window(tmp_path, tiny_model, 
     full = tiny_model(latents, timesteps, text, **layout)
     cache = cache_for(tiny_model, cfg.local_attn_size, cfg.sink_size)
     cache.window_rope = infinite
-    rolled = [
-        tiny_model(latents[:, s : s + 3], timesteps[:, s : s + 3], text, cache, s) for s in range(0, frames, 3)
-    ]
+    rolled = [tiny_model(latents[:, s : s + 3], timesteps[:, s : s + 3], text, cache, s) for s in range(0, frames, 3)]
     torch.testing.assert_close(torch.cat(rolled, dim=1), full, atol=1e-5, rtol=0)
     if infinite:  # past the window the positions differ from absolute ones, so the check above can fail
         assert not torch.allclose(tiny_model(latents, timesteps, text, frame_mask=layout["frame_mask"]), full)
