@@ -38,6 +38,7 @@ class Report:
     velocity: tuple[float, float]  # (vy, vx) px/frame, least squares over the measured generated frames
     true_velocity: tuple[float, float]  # the same, of the truth
     colours: list[str | None]  # dominant colour of each generated frame
+    window_errors: list[float]  # px: mean centroid distance per PATH_FRAMES generated frames, over them all
 
     def along(self, direction: tuple[int, int]) -> float:
         """Velocity along a unit `direction` (dy, dx)."""
@@ -84,11 +85,13 @@ def measure(
     video = truth[None, :, :first] if conditioning else None
     frames = pipe(prompt1, prompt2, video, seed=seed).frames[0][:, first:]
     generated, expected = foreground_centroid(frames), foreground_centroid(truth[:, first:])
+    distance = (generated - expected).norm(dim=1)  # [N]: NaN where the shape was not found
     return Report(
-        path_error=float((generated[:PATH_FRAMES] - expected[:PATH_FRAMES]).norm(dim=1).nanmean()),
+        path_error=float(distance[:PATH_FRAMES].nanmean()),
         velocity=velocity(generated[:velocity_frames]),
         true_velocity=velocity(expected[:velocity_frames]),
         colours=dominant_colours(frames),
+        window_errors=[float(window.nanmean()) for window in distance.split(PATH_FRAMES)],
     )
 
 
@@ -97,9 +100,11 @@ def evaluate(pipe: VideoConditionalPipeline, num_clips: int = 12, seed: int = 0)
     frame, each run with and without its conditioning frames. Per kind and mode, means of: `path_error`
     (px), `velocity_error` (px/frame, first PATH_FRAMES generated frames, so few bounces fall inside),
     `colour_first_block` (share of the first PATH_FRAMES generated frames in the expected colour) and
-    `colour_later` (the same over the rest: the drift)."""
+    `colour_later` (the same over the rest: the drift); and `path_error_per_window`, the path error of each
+    PATH_FRAMES generated frames in turn (a long rollout, `num_output_frames`, shows where it breaks)."""
     rng = np.random.default_rng(seed)
     rows: dict[str, list[list[float]]] = {}
+    windows: dict[str, list[list[float]]] = {}
     cfg = pipe.cfg
     for i in range(num_clips):
         kind = ("continue", "colour", "direction")[i % 3]
@@ -117,9 +122,12 @@ def evaluate(pipe: VideoConditionalPipeline, num_clips: int = 12, seed: int = 0)
                 report.colour_share(colour),
                 report.colour_share(colour, PATH_FRAMES, None),
             ]
-            rows.setdefault(f"{kind}/{'conditioned' if conditioning else 'unconditioned'}", []).append(row)
+            key = f"{kind}/{'conditioned' if conditioning else 'unconditioned'}"
+            rows.setdefault(key, []).append(row)
+            windows.setdefault(key, []).append(report.window_errors)
     names = ("path_error", "velocity_error", "colour_first_block", "colour_later")
     return {
         key: {name: round(float(v), 3) for name, v in zip(names, np.nanmean(values, axis=0), strict=True)}
+        | {"path_error_per_window": [round(float(v), 2) for v in np.nanmean(windows[key], axis=0)]}
         for key, values in rows.items()
     }

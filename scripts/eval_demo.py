@@ -2,10 +2,13 @@
 
     python scripts/eval_demo.py --config_path configs/demo_video_conditional.yaml --clips 18
     python scripts/eval_demo.py --config_path configs/demo_video_conditional.yaml wan_model_dir=/tmp/demo
+    python scripts/eval_demo.py --clips 12 --latent_frames 100     # long rollouts: where does it break?
 
 For each kind of clip (continued, changing colour, changing direction at the first generated frame) and
 with and without the conditioning frames: the mean path error (px), velocity error (px/frame), and the
-share of frames in the expected colour in the first generated block and after it. Run it before and
+share of frames in the expected colour in the first generated block and after it, and the path error
+of every 12 generated frames in turn (`path_error_per_window`; `--latent_frames` makes the rollouts
+longer than the config's `num_output_frames`, conditioning included). Run it before and
 after more training (`scripts/train_demo.py --resume`) to see what the training bought.
 """
 
@@ -26,12 +29,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config_path", default="configs/demo_video_conditional.yaml")
     parser.add_argument("--clips", type=int, default=18, help="random clips (a third of each kind)")
     parser.add_argument("--seed", type=int, default=0, help="which random clips")
+    parser.add_argument(
+        "--latent_frames", type=int, default=None, help="latent frames per rollout (default: num_output_frames)"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. wan_model_dir=/tmp/demo")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config_path, args.overrides)
+    overrides = args.overrides + ([] if args.latent_frames is None else [f"num_output_frames={args.latent_frames}"])
+    cfg = load_config(args.config_path, overrides)
     start = time.perf_counter()
     report = evaluate(VideoConditionalPipeline.from_config(cfg), args.clips, args.seed)
-    report["settings"] = {"config": args.config_path, "overrides": args.overrides, "clips": args.clips}
+    report["settings"] = {"config": args.config_path, "overrides": overrides, "clips": args.clips}
     report["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(report, indent=1))
 

@@ -11,6 +11,8 @@ nearest the shape's mean colour. Frames are 64x64; shapes here are 14 px wide an
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
 import math
 
 import numpy as np
@@ -167,6 +169,29 @@ def test_evaluate_reports_every_kind_with_and_without_conditioning(pipe):
     kinds = [f"{k}/{m}" for k in ("continue", "colour", "direction") for m in ("conditioned", "unconditioned")]
     assert sorted(report) == sorted(kinds)
     for values in report.values():
-        assert set(values) == {"path_error", "velocity_error", "colour_first_block", "colour_later"}
+        assert set(values) == {
+            "path_error",
+            "velocity_error",
+            "colour_first_block",
+            "colour_later",
+            "path_error_per_window",
+        }
+        # 12 latent frames = 45 video frames, 9 of them conditioning: 36 generated, 3 windows of PATH_FRAMES
+        assert len(values["path_error_per_window"]) == 3
+        assert values["path_error_per_window"][0] == pytest.approx(values["path_error"], abs=0.01)
         assert 0 <= values["colour_first_block"] <= 1 and values["path_error"] >= 0
     assert report["continue/conditioned"]["path_error"] < report["continue/unconditioned"]["path_error"]
+
+
+def test_eval_script_reports_the_error_per_window_of_a_long_rollout(capsys):
+    """`scripts/eval_demo.py --latent_frames`: rollouts past the config's length, the error per window."""
+    spec = importlib.util.spec_from_file_location("eval_demo", REPO / "scripts" / "eval_demo.py")
+    eval_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_demo)
+    model = f"wan_model_dir={REPO / 'demo_model'}"
+    eval_demo.main(["--config_path", str(DEMO_CONFIG), "--clips", "1", "--latent_frames", "18", model])
+    report = json.loads(capsys.readouterr().out)
+    assert report["settings"]["overrides"] == [model, "num_output_frames=18"]
+    windows = report["continue/conditioned"]["path_error_per_window"]
+    assert len(windows) == -(-(4 * 18 - 3 - 9) // PATH_FRAMES) == 5  # 60 generated frames
+    assert all(w >= 0 for w in windows)
