@@ -38,7 +38,7 @@ from longlive.jobs import (
     run_text_to_video_job,
     run_video_conditional_job,
 )
-from longlive.parallel import follow_session, stream_group
+from longlive.parallel import StreamGroup, follow_session, stream_group
 from longlive.presets import PRESETS
 from longlive.video_io import VideoReadError, VideoWriterMissing, require_video_writer
 from longlive.weights import WeightsError
@@ -189,18 +189,23 @@ def compare_runs(a: str, b: str, out: str) -> int:
     return 0
 
 
+def _one_stream_group(cfg, world: distributed.World, command: str) -> StreamGroup:
+    """The ranks of a command that runs exactly one stream: all of them, `parallel.sequence` of them."""
+    if world.world_size != cfg.parallel.sequence:
+        raise ConfigError(
+            f"{command} runs one stream: start it on parallel.sequence={cfg.parallel.sequence} ranks, "
+            f"not {world.world_size}"
+        )
+    return stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
+
+
 def run_session(cfg, args: argparse.Namespace) -> int:
     """`longlive session`: one live rollout on this machine's device (or over `parallel.sequence` ranks under
     torchrun), steered from stdin."""
     from longlive.pipeline import VideoConditionalPipeline, resolve_device
 
     with distributed.launch(resolve_device(cfg.device)) as world:
-        if world.world_size != cfg.parallel.sequence:
-            raise ConfigError(
-                f"a session is one stream: run it on parallel.sequence={cfg.parallel.sequence} ranks, "
-                f"not {world.world_size}"
-            )
-        group = stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
+        group = _one_stream_group(cfg, world, "a session")
         if not group.decodes:  # the decoding rank takes the commands and writes; this rank follows its prompts
             pipeline = VideoConditionalPipeline.from_config(cfg, world.device, group=group)
             follow_session(pipeline, _session_video(cfg, args), cfg.seed, args.max_frames)
@@ -296,12 +301,7 @@ def bench(cfg, profile: bool = False) -> int:
     from longlive.pipeline import resolve_device
 
     with distributed.launch(resolve_device(cfg.device)) as world:
-        if world.world_size != cfg.parallel.sequence:
-            raise ConfigError(
-                f"longlive bench times one stream: run it on parallel.sequence={cfg.parallel.sequence} ranks, "
-                f"not {world.world_size}"
-            )
-        group = stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
+        group = _one_stream_group(cfg, world, "longlive bench")
         result = run_benchmark(cfg, pipe=benchmark_pipeline(cfg, world.device, group))
         if world.is_main:
             print(json.dumps(result))

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_CONFIG, free_port, tiny_config
+from conftest import REPO, TINY_CONFIG, tiny_config, torchrun
 from PIL import Image
 
 import longlive.cli as cli
@@ -132,23 +129,15 @@ def test_torchrun_two_ranks_write_what_one_process_writes(tmp_path, three_sample
     overrides = [f"data_path={three_samples}", "save_latents=true"]
     assert run("video-conditional", TINY_CONFIG, f"output_folder={one}", *overrides) == 0
 
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env |= {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
+    proc = torchrun(
+        2,
         "video_conditional_inference.py",
         "--config_path",
         str(TINY_CONFIG),
         f"num_output_frames={T}",
         f"output_folder={two}",
         *overrides,
-    ]
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    )
     assert "[rank0]" in proc.stderr and "[rank1]" in proc.stderr  # logs prefixed by rank
 
     # samples 0 and 2 on rank 0, sample 1 on rank 1: each exactly once, the uneven tail kept

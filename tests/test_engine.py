@@ -40,6 +40,19 @@ def cache_for(model: CausalWanModel, cache_frames: int, sink_frames: int) -> KVC
     )
 
 
+def cached_rollout(model: CausalWanModel, latents, timesteps, text, cache: KVCache, block_sizes) -> torch.Tensor:
+    """The blocks of `block_sizes` run one after another through `cache`, outputs joined [B, F, C, h, w].
+    Each block first gets a pass with other inputs, as a denoising step would make: the real pass must
+    overwrite what it wrote."""
+    outputs, start = [], 0
+    for size in block_sizes:
+        block = slice(start, start + size)
+        model(torch.randn_like(latents[:, block]), timesteps[:, block] * 0.5, text, cache, start)
+        outputs.append(model(latents[:, block], timesteps[:, block], text, cache, start))
+        start += size
+    return torch.cat(outputs, dim=1)
+
+
 @pytest.mark.parametrize(
     ("block_sizes", "cache_frames", "sink_frames"),
     [
@@ -60,15 +73,9 @@ def test_rollout_matches_full_sequence(tiny_model, block_sizes, cache_frames, si
     mask = frame_visibility_mask(block_sizes, cache_frames, sink_frames)
     full = tiny_model(latents, timesteps, text, frame_mask=mask)
 
-    cache = cache_for(tiny_model, cache_frames, sink_frames)
-    outputs, start = [], 0
-    for size in block_sizes:
-        block = slice(start, start + size)
-        # A first pass with other inputs, as a denoising step would make: the real pass must overwrite it.
-        tiny_model(torch.randn_like(latents[:, block]), timesteps[:, block] * 0.5, text, cache, start)
-        outputs.append(tiny_model(latents[:, block], timesteps[:, block], text, cache, start))
-        start += size
-    rolled = torch.cat(outputs, dim=1)
+    rolled = cached_rollout(
+        tiny_model, latents, timesteps, text, cache_for(tiny_model, cache_frames, sink_frames), block_sizes
+    )
 
     assert full.shape == latents.shape
     torch.testing.assert_close(rolled, full, atol=1e-5, rtol=0)

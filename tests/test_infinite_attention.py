@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import REPO, tiny_config
 from omegaconf import OmegaConf
-from test_engine import LATENT_HW, cache_for, random_text
+from test_engine import LATENT_HW, cache_for, cached_rollout, random_text
 
 from longlive.attention import FramePositions, RotaryTable, rope_angles, rope_range_warning
 from longlive.config import load_config
@@ -148,18 +148,12 @@ def test_infinite_attention_matches_rule(tiny_model, block_sizes, cache_frames, 
     for window_rope in (True, False):
         cache = cache_for(tiny_model, cache_frames, sink_frames)
         cache.window_rope = window_rope
-        outputs, start = [], 0
-        for size in block_sizes:
-            block = slice(start, start + size)
-            # A first pass with other inputs, as a denoising step would make: the real pass must overwrite it.
-            tiny_model(torch.randn_like(latents[:, block]), timesteps[:, block] * 0.5, text, cache, start)
-            outputs.append(tiny_model(latents[:, block], timesteps[:, block], text, cache, start))
-            start += size
-        rolled[window_rope] = outputs
-    torch.testing.assert_close(torch.cat(rolled[True], dim=1), full, atol=1e-5, rtol=0)
+        rolled[window_rope] = cached_rollout(tiny_model, latents, timesteps, text, cache, block_sizes)
+    torch.testing.assert_close(rolled[True], full, atol=1e-5, rtol=0)
 
     end = 0
-    for size, window, absolute in zip(block_sizes, rolled[True], rolled[False], strict=True):
+    per_block = (rolled[mode].split(block_sizes, dim=1) for mode in (True, False))
+    for size, window, absolute in zip(block_sizes, *per_block, strict=True):
         end += size
         same = torch.allclose(window, absolute, atol=1e-5, rtol=0)
         assert same == (end <= cache_frames), f"block ending at frame {end} (cache {cache_frames})"
