@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 
 from longlive.kv_cache import CrossAttentionCache
 from longlive.pipeline import Block, BlockResult, InputError, Switch, VideoConditionalPipeline
+from longlive.text_encoder import RecentlyUsed
 from longlive.video_io import SegmentedVideo
 
 logger = logging.getLogger(__name__)
@@ -62,37 +62,13 @@ class SessionStatus:
         )
 
 
-class RecentTexts(OrderedDict):
-    """The cross-attention caches of a session's latest prompts, newest last.
-
-    A live session can see thousands of prompts and each cache is per layer K/V over the whole text length
-    (about 94 MB at the 1.3B size, on the GPU), so only the `limit` most recently used are kept; a prompt
-    typed again after it was dropped is encoded again (the text encoder keeps its own small cache).
-    """
-
-    def __init__(self, limit: int = 8) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def __getitem__(self, prompt: str) -> CrossAttentionCache:
-        value = super().__getitem__(prompt)
-        self.move_to_end(prompt)
-        return value
-
-    def __setitem__(self, prompt: str, value: CrossAttentionCache) -> None:
-        super().__setitem__(prompt, value)
-        self.move_to_end(prompt)
-        while len(self) > self.limit:
-            self.popitem(last=False)
-
-
 class Session:
     """A rollout that starts from a prompt (or a video and a prompt) and takes new prompts as it goes.
 
     Frames are encoded as they come into mp4 segments in `.{output's name}.segments/` beside `output`
     (a temporary folder without `output`); `output` is written when the session ends, `save` writes
     every frame so far at any time. `preview` is the latest frame as a PNG. Each prompt's cross-attention
-    cache is computed once and kept while it is among the latest few (`texts`, a `RecentTexts`). The
+    cache is computed once and kept while it is among the latest few (`texts`, a `RecentlyUsed`). The
     session ends at `quit`, or after `max_frames` latent frames (conditioning included) when set; the
     config's `num_output_frames` is for batch jobs and does not limit a session.
     """
@@ -114,7 +90,9 @@ class Session:
         self.fps_out = int(pipeline.cfg.fps)
         self.output = None if output is None else Path(output)
         self.preview = None if preview is None else Path(preview)
-        self.texts = RecentTexts()  # bounded: a session may run for hours under many prompts
+        # Bounded: a session may run for hours under many prompts, and each cache is per layer K/V over the
+        # whole text length (about 94 MB at the 1.3B size, on the GPU); a prompt typed again is encoded again.
+        self.texts: RecentlyUsed[CrossAttentionCache] = RecentlyUsed(limit=8)
         self.switches: list[Switch] = []  # one per prompt switch (as many as the user types)
         self._prompt = _checked(prompt)
         self._pending: str | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -34,6 +34,29 @@ def clean_prompt(prompt: str) -> str:
 PROMPT_CACHE_SIZE = 16
 
 
+V = TypeVar("V")
+
+
+class RecentlyUsed(OrderedDict, Generic[V]):
+    """Values by prompt, the `limit` most recently used only (least recent first): the per-prompt caches
+    of long jobs and live sessions, which would otherwise grow with every distinct prompt."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __getitem__(self, prompt: str) -> V:
+        value = super().__getitem__(prompt)
+        self.move_to_end(prompt)
+        return value
+
+    def __setitem__(self, prompt: str, value: V) -> None:
+        super().__setitem__(prompt, value)
+        self.move_to_end(prompt)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
 class PromptEncoder:
     """Tokenizer + UMT5 encoder with a bounded cache of embeddings [1, text_len, d_model] per prompt."""
 
@@ -52,18 +75,14 @@ class PromptEncoder:
         self.text_len = text_len
         self.device = torch.device(device)
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache: RecentlyUsed[torch.Tensor] = RecentlyUsed(cache_size)
 
     @torch.no_grad()
     def encode(self, prompt: str) -> torch.Tensor:
         """Embeddings of `prompt` [1, text_len, d_model], zero past the prompt's tokens; the last
         `cache_size` prompts used are kept, so a prompt seen again is not encoded again."""
-        if prompt in self._cache:
-            self._cache.move_to_end(prompt)
-        else:
+        if prompt not in self._cache:
             self._cache[prompt] = self._encode(clean_prompt(prompt))
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
         return self._cache[prompt]
 
     @property

@@ -514,11 +514,11 @@ def test_session_keeps_the_latest_prompts_only(tmp_path):
     """A long session under many prompts keeps the cross-attention caches of the latest few (each is
     tens of MB on the GPU at the published size): memory does not grow with the number of prompts, and a
     prompt typed again after it was dropped still works."""
-    from longlive.session import RecentTexts
+    from longlive.text_encoder import RecentlyUsed
 
     pipe = VideoConditionalPipeline.from_config(load_config(TINY_INTERACTIVE, []))
     session = Session(pipe, "prompt 0", seed=0, output=tmp_path / "live.mp4")
-    assert isinstance(session.texts, RecentTexts)
+    assert isinstance(session.texts, RecentlyUsed)
     session.texts.limit = 3
     for i in range(1, 8):
         session.set_prompt(f"prompt {i}")
