@@ -28,6 +28,7 @@ from longlive.config import SPEED_SWITCHES
 from longlive.parallel import StreamGroup
 from longlive.pipeline import VideoConditionalPipeline
 from longlive.presets import model_preset
+from longlive.startup import PHASES, log_compile_summary, seconds_since_process_start
 
 
 class RandomPrompts:
@@ -169,8 +170,13 @@ def workload(cfg, device: torch.device) -> dict:
 def run_job_benchmark(cfg, job: Callable, command: str) -> dict:
     """Run `job` (a `longlive.jobs.run_*_job`) on a `benchmark_pipeline(cfg)` and report its speed and host
     memory: `fps_job` over the samples after the first (all of them when there is one), `fps_job_all`
-    over the whole job's wall time, each sample's seconds, and peak and final host RSS."""
-    pipe = benchmark_pipeline(cfg)
+    over the whole job's wall time, each sample's seconds, its first block's delay and its frames/s over
+    its second half (the steady rate of a one-sample job), peak and final host RSS, and the startup
+    phases (`startup_report`)."""
+    before_build_s = seconds_since_process_start()
+    PHASES.reset()  # this job's phases only (a process that ran something before)
+    with PHASES.phase("pipeline: build"):
+        pipe = benchmark_pipeline(cfg)
     start = time.perf_counter()
     report = job(cfg, pipe)
     wall_s = time.perf_counter() - start
@@ -188,10 +194,26 @@ def run_job_benchmark(cfg, job: Callable, command: str) -> dict:
         "sample_s": [r.timings["total_s"] for r in done],
         "generate_s": [r.timings["generate_s"] for r in done],
         "write_s": [r.timings["write_s"] for r in done],
+        "first_block_s": [r.timings["first_block_s"] for r in done],
+        "second_half_fps": [round(r.timings["second_half_fps"], 2) for r in done],
+        "startup": startup_report(before_build_s, done[0].timings["first_block_s"]),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # KiB on Linux
         "rss_gib_at_end": round(current_rss_bytes() / 2**30, 2),
         "peak_vram_gib": _gib(torch.cuda.max_memory_allocated, pipe.device),
         "workload": workload(cfg, pipe.device),
+    }
+
+
+def startup_report(before_build_s: float | None, first_block_s: float) -> dict:
+    """Where the process's time went before its video streamed (`longlive.startup`): the interpreter and
+    imports before the build (`process_before_build_s`), each build phase, the CUDA graphs' warm-up and
+    capture over the whole job, what compiling cost (Dynamo tracing apart from its backend), and the
+    first sample's delay to its first block."""
+    return {
+        "process_before_build_s": None if before_build_s is None else round(before_build_s, 3),
+        **PHASES.summary(),
+        **log_compile_summary(),
+        "first_sample_first_block_s": first_block_s,
     }
 
 

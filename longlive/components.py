@@ -19,8 +19,9 @@ from longlive.config import AdapterConfig, torch_dtype
 from longlive.ffn import fuse_ffn_gelu
 from longlive.fp8 import check_fp8_support, convert_block_linears
 from longlive.lora import apply_lora, lora_target_modules
-from longlive.model import CausalWanModel, init_random_weights
+from longlive.model import CausalWanModel, random_model
 from longlive.presets import model_preset
+from longlive.startup import PHASES
 from longlive.text_encoder import PromptEncoder, byte_level_tokenizer, umt5_config
 from longlive.vae import StreamingVAE, build_vae, compile_decoder
 from longlive.vae_convs import fold_causal_convs
@@ -65,14 +66,18 @@ def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
     source = cfg.generator_ckpt or (locate_wan_files(cfg.wan_model_dir).generator if cfg.wan_model_dir else None)
     if source is None:
         logger.warning("generator: random weights (no generator_ckpt or wan_model_dir)")
-        torch.manual_seed(cfg.seed)
-        with device:
-            model = CausalWanModel(arch)
-            init_random_weights(model)
-        model = model.to(dtype)
+        with PHASES.phase("generator: random weights", device):
+            model = random_model(arch, device, dtype, cfg.seed)
     else:
-        model = load_generator(arch, source, device, dtype, use_ema=cfg.use_ema)
+        with PHASES.phase("generator: load", device):
+            model = load_generator(arch, source, device, dtype, use_ema=cfg.use_ema)
         logger.info("generator: %s%s", source, " (EMA)" if cfg.use_ema else "")
+    with PHASES.phase("generator: adapt", device):
+        return _adapt_generator(cfg, model, device, dtype).eval().requires_grad_(False)
+
+
+def _adapt_generator(cfg: DictConfig, model: CausalWanModel, device: torch.device, dtype: torch.dtype) -> CausalWanModel:
+    """The config's changes to a built generator: LoRA, float8 linears, the fused FFN GELU."""
     if cfg.lora_ckpt:
         adapter = cfg.adapter or AdapterConfig()
         lora_dtype = torch_dtype(adapter.dtype)
@@ -97,21 +102,23 @@ def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
             )
         else:
             logger.info("generator: %d FFNs with the GELU in their first product", fused)
-    return model.eval().requires_grad_(False)
+    return model
 
 
 def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
     arch, dtype = model_preset(cfg).vae, torch_dtype(cfg.dtype)
     if cfg.wan_model_dir:
         path = locate_wan_files(cfg.wan_model_dir).vae
-        vae = load_vae(arch, path, device, dtype)
+        with PHASES.phase("VAE: load", device):
+            vae = load_vae(arch, path, device, dtype)
         logger.info("VAE: %s", path)
     else:
         logger.warning("VAE: random weights (no wan_model_dir)")
-        torch.manual_seed(cfg.seed)
-        with device:
-            vae = build_vae(arch)
-        vae = vae.to(dtype)
+        with PHASES.phase("VAE: random weights", device):
+            torch.manual_seed(cfg.seed)
+            with device:
+                vae = build_vae(arch)
+            vae = vae.to(dtype)
     if cfg.fold_vae_convs:
         logger.info("VAE: %d causal convolutions folded into 2D ones", fold_causal_convs(vae))
     if cfg.fuse_vae_norms:
@@ -127,13 +134,16 @@ def build_prompt_encoder(cfg: DictConfig, device: torch.device) -> PromptEncoder
     text_len = preset.generator.text_len
     if cfg.wan_model_dir:
         files = locate_wan_files(cfg.wan_model_dir)
-        encoder = load_text_encoder(preset.text_encoder, files.text_encoder, device, dtype)
+        with PHASES.phase("text encoder: load", device):
+            encoder = load_text_encoder(preset.text_encoder, files.text_encoder, device, dtype)
         tokenizer = AutoTokenizer.from_pretrained(files.tokenizer, local_files_only=True)
         logger.info("text encoder: %s, tokenizer: %s", files.text_encoder, files.tokenizer)
     else:
         logger.warning("text encoder: random weights, byte-level tokenizer (no wan_model_dir)")
-        torch.manual_seed(cfg.seed)
-        with device:
-            encoder = UMT5EncoderModel(umt5_config(preset.text_encoder))
-        encoder, tokenizer = encoder.to(dtype), byte_level_tokenizer()
+        with PHASES.phase("text encoder: random weights", device):
+            torch.manual_seed(cfg.seed)
+            with device:
+                encoder = UMT5EncoderModel(umt5_config(preset.text_encoder))
+            encoder = encoder.to(dtype)
+        tokenizer = byte_level_tokenizer()
     return PromptEncoder(tokenizer, encoder, text_len, device)

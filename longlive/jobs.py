@@ -54,6 +54,7 @@ from longlive.pipeline import (
     decode_alongside,
     plan_blocks,
 )
+from longlive.startup import log_first_sample
 from longlive.video_io import (
     FrameEncoder,
     VideoReadError,
@@ -96,7 +97,8 @@ class SampleRecord:
     latents: list[str] = field(default_factory=list)  # with save_latents
     error: str | None = None
     rank: int = 0
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: load, generate, write, total
+    # seconds (load, generate, write, total, first_block) and the steady rate (second_half_fps, frames/s)
+    timings: dict[str, float] = field(default_factory=dict)
     # Interactive: each switch as asked (`requested`) and where it took effect (`frame`, a block boundary).
     switches: list[dict[str, int | None]] = field(default_factory=list)
 
@@ -259,6 +261,8 @@ def run_samples(
     records = []
     for idx in tqdm(indices, desc=f"samples (rank {world.rank})", unit="sample", disable=not world.is_main):
         records.append(_run_sample(cfg, pipeline, dataset, load, idx, world, existing))
+        if len(records) == 1:
+            log_first_sample()  # what the new process's compiling and graph capture cost
 
     gathered = distributed.gather((pipeline.decodes, records), world)
     records = sorted((r for writes, part in gathered if writes for r in part), key=lambda r: r.index)
@@ -361,18 +365,48 @@ def write_sample(
         timings["generate_s"] += time.perf_counter() - tick
         return None
     latents = []  # per block [F, C, h, w] on the host, only with save_latents
+    arrivals = BlockArrivals(tick)
     with atomic_path(path) as temporary, FrameEncoder(temporary, cfg.fps) as encoder:
         for result in blocks:
             encoder.put(result.frames[0])  # [3, n, H, W]
+            arrivals.add(result.frames.shape[2])
             if cfg.save_latents:
                 latents.append(result.latents[0].float().cpu())
         timings["generate_s"] += time.perf_counter() - tick
+        timings.setdefault("first_block_s", arrivals.first_block_s)
+        timings.setdefault("second_half_fps", arrivals.second_half_fps)
         tick = time.perf_counter()
         encoder.close()
         if cfg.save_latents:
             write_latents(_latents_path(path), torch.cat(latents, dim=0))
     timings["write_s"] += time.perf_counter() - tick
     return path
+
+
+class BlockArrivals:
+    """When each block of a rollout reached the encoder, for two figures per sample: the first block's
+    delay (in a new process: compiling, CUDA-graph capture) and frames/s over the second half of the
+    blocks (the steady rate, startup excluded, encoder back-pressure included). One float pair per block."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.times: list[float] = []
+        self.frames: list[int] = []
+
+    def add(self, frames: int) -> None:
+        self.times.append(time.perf_counter())
+        self.frames.append(frames)
+
+    @property
+    def first_block_s(self) -> float:
+        return self.times[0] - self.start if self.times else 0.0
+
+    @property
+    def second_half_fps(self) -> float:
+        """Frames of the blocks after the middle one over the time since the middle one (0 under 2 blocks)."""
+        middle = (len(self.times) - 1) // 2
+        seconds = self.times[-1] - self.times[middle] if self.times else 0.0
+        return sum(self.frames[middle + 1 :]) / seconds if seconds > 0 else 0.0
 
 
 def sample_stream(

@@ -312,14 +312,45 @@ class CausalWanModel(nn.Module):
 def init_random_weights(model: CausalWanModel, generator: torch.Generator | None = None) -> None:
     """Random weights for tiny test models and speed runs, scaled so every path carries signal.
 
-    (Wan's own init zeroes the head, which would make an untrained model output exactly zero.)
+    (Wan's own init zeroes the head, which would make an untrained model output exactly zero.) Values are
+    drawn in float32 whatever the parameters' dtype, so a model built in bfloat16 gets exactly the weights
+    of one initialised in float32 and cast (`random_model` relies on it).
     """
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.ndim == 1 and "norm" in name:
                 param.fill_(1.0)
-            elif param.ndim == 1:
-                param.normal_(0.0, 0.02, generator=generator)
-            else:
-                fan_in = param[0].numel() if "modulation" not in name else param.shape[-1]
-                param.normal_(0.0, fan_in**-0.5, generator=generator)
+                continue
+            fan_in = param[0].numel() if "modulation" not in name else param.shape[-1]
+            std = 0.02 if param.ndim == 1 else fan_in**-0.5
+            if param.dtype == torch.float32:
+                param.normal_(0.0, std, generator=generator)
+            else:  # one parameter at a time in float32: a few MB, never a float32 copy of the model
+                draw = torch.empty(param.shape, device=param.device).normal_(0.0, std, generator=generator)
+                param.copy_(draw)
+
+
+def random_model(arch: WanArchitecture, device: torch.device, dtype: torch.dtype, seed: int) -> CausalWanModel:
+    """A generator with `init_random_weights` (seeded by `seed` alone), built straight on `device` in `dtype`.
+
+    Built on the meta device, then given storage and initialised once: the PyTorch layers' own init, which
+    `init_random_weights` overwrites anyway, never runs, and no float32 copy of the model exists. It equals
+    building in float32, `init_random_weights` with a generator seeded by `seed`, and casting (the
+    reference, in the tests). At the published size this took 23 s on one CPU core before (BENCHMARKS.md).
+    """
+    with torch.device("meta"):
+        model = CausalWanModel(arch)
+    model = model.to(dtype=dtype).to_empty(device=device)
+    left = [name for name, tensor in _module_tensors(model) if tensor.is_meta]
+    if left:  # a tensor held outside parameters and buffers would have no values: a bug of the model
+        raise RuntimeError(f"random_model: tensors left on the meta device: {', '.join(left)}")
+    init_random_weights(model, torch.Generator(device).manual_seed(seed))
+    return model
+
+
+def _module_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor the model's modules hold: parameters, buffers and plain tensor attributes."""
+    found = [(name, tensor) for name, tensor in model.state_dict(keep_vars=True).items()]
+    for prefix, module in model.named_modules():
+        found += [(f"{prefix}.{key}", v) for key, v in vars(module).items() if isinstance(v, torch.Tensor)]
+    return found

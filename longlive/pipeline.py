@@ -44,6 +44,7 @@ from longlive.kv_cache import CrossAttentionCache, KVCache
 from longlive.model import CausalWanModel
 from longlive.parallel import StreamGroup
 from longlive.runner import CUDAGraphGenerator, eager_pass
+from longlive.startup import PHASES
 from longlive.sampler import FlowMatchSampler
 from longlive.text_encoder import PromptSource
 from longlive.vae import StreamingVAE
@@ -201,6 +202,8 @@ class VideoConditionalPipeline:
         stream over several ranks (`longlive.parallel.stream_group`).
         """
         device = torch.device(device or resolve_device(cfg.device))
+        with PHASES.phase("device: init", device):  # CUDA's context, apart from the first component's build
+            torch.empty(0, device=device)
         generator = build_generator(cfg, device)
         vae = build_streaming_vae(cfg, device)
         # Low-VRAM mode: the text encoder (UMT5-XXL, 11 GB in bf16) stays on the CPU; only the

@@ -20,6 +20,7 @@ import torch
 from longlive.attention import RotaryTable, WindowRotary
 from longlive.kv_cache import CrossAttentionCache, KVCache
 from longlive.model import CausalWanModel
+from longlive.startup import PHASES
 
 
 @dataclass
@@ -132,14 +133,16 @@ class CUDAGraphGenerator:
         )
         # Warm up on a side stream (lazy initialisation, autotuning, compilation), as capture requires.
         # These runs write the block's own cache slots with its real inputs, so they leave nothing stale.
+        # Timed apart (`startup.PHASES`): the first warm-up of a shape compiles, when compile_generator is on.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with PHASES.phase("CUDA graphs: warm-up", latents.device, log=False), torch.cuda.stream(side):
             for _ in range(self.warmup_runs):
                 self._run(entry, kv_cache)
         torch.cuda.current_stream().wait_stream(side)
-        with torch.cuda.graph(entry.graph, pool=self._pool):
-            entry.output = self._run(entry, kv_cache)
+        with PHASES.phase("CUDA graphs: capture", latents.device, log=False):
+            with torch.cuda.graph(entry.graph, pool=self._pool):
+                entry.output = self._run(entry, kv_cache)
         return entry
 
 

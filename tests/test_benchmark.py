@@ -84,9 +84,12 @@ def test_profile_names_the_ops_that_took_the_time():
     assert "Name" in table and "aten::" in table
 
 
-def test_bench_job_times_the_real_job(tmp_path, capsys, monkeypatch):
+def test_bench_job_times_the_real_job(tmp_path, capsys, monkeypatch, caplog):
     """`longlive bench --job t2v`: the job runs (mp4s written, earlier outputs overwritten) and its JSON line
-    gives frames/s over the samples after the first and the host memory figures."""
+    gives frames/s over the samples after the first, the host memory figures and the startup phases (also
+    logged at INFO), a compiled decoder's regions among them."""
+    import logging
+
     from conftest import REPO
 
     monkeypatch.delenv("RANK", raising=False)
@@ -94,12 +97,23 @@ def test_bench_job_times_the_real_job(tmp_path, capsys, monkeypatch):
     prompts.write_text("a red square\na blue circle\n", encoding="utf-8")
     out = tmp_path / "out"
     args = ["bench", "--job", "t2v", "--config_path", str(REPO / "configs" / "tiny_t2v.yaml")]
-    args += ["num_output_frames=6", f"output_folder={out}", f"data_path={prompts}"]
+    args += ["num_output_frames=6", f"output_folder={out}", f"data_path={prompts}", "compile_vae=true"]
     for _ in range(2):  # the second run regenerates both samples
-        assert main(args) == 0
+        with caplog.at_level(logging.INFO, logger="longlive"):
+            assert main(args) == 0
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert report["samples"] == 2 and report["video_frames_per_sample"] == 4 * 6 - 3
         assert report["fps_job"] == pytest.approx(21 / report["sample_s"][1], rel=0.01)
         assert report["peak_rss_gib"] >= report["rss_gib_at_end"] > 0
         assert report["job"] == "t2v" and report["workload"]["latent_frames"] == 6
+        assert all(0 < first <= s for first, s in zip(report["first_block_s"], report["sample_s"], strict=True))
+        assert all(fps > 0 for fps in report["second_half_fps"])  # 2 blocks of 3 latent frames each
+        startup = report["startup"]
+        phases = ("device_init_s", "generator_random_weights_s", "generator_adapt_s", "vae_random_weights_s")
+        assert all(startup[key] >= 0 for key in phases)
+        assert startup["pipeline_build_s"] >= sum(startup[key] for key in phases)
+        assert startup["first_sample_first_block_s"] == report["first_block_s"][0]
+        assert startup["compiled_graphs"] > 0 and startup["compile_s"] >= startup["compile_backend_s"] > 0
+        assert startup["compile_dynamo_s"] == pytest.approx(startup["compile_s"] - startup["compile_backend_s"], abs=0.002)
+    assert "startup: generator: random weights" in caplog.text and "startup: compile" in caplog.text
     assert sorted(p.name for p in out.glob("*.mp4")) == ["rank0-0-0_regular.mp4", "rank0-1-1_regular.mp4"]

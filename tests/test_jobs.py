@@ -99,9 +99,11 @@ def test_video_conditional_job_writes_one_mp4_per_line(tmp_path):
         assert record["outputs"] == [str(out / f"rank0-{idx}-{idx}_regular.mp4")]
         assert record["latents"] == []  # save_latents is off
         timings = record["timings"]
-        assert set(timings) == {"load_s", "generate_s", "write_s", "total_s"}
+        assert set(timings) == {"load_s", "generate_s", "write_s", "total_s", "first_block_s", "second_half_fps"}
         assert all(value >= 0 for value in timings.values())
         assert timings["generate_s"] > 0 and timings["total_s"] >= timings["generate_s"]
+        assert 0 < timings["first_block_s"] <= timings["generate_s"]
+        assert timings["second_half_fps"] > 0  # the tiny rollout has several blocks
 
 
 def test_seeds_follow_sample_index_and_num_samples(tmp_path):
