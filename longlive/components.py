@@ -76,7 +76,9 @@ def build_generator(cfg: DictConfig, device: torch.device) -> CausalWanModel:
         return _adapt_generator(cfg, model, device, dtype).eval().requires_grad_(False)
 
 
-def _adapt_generator(cfg: DictConfig, model: CausalWanModel, device: torch.device, dtype: torch.dtype) -> CausalWanModel:
+def _adapt_generator(
+    cfg: DictConfig, model: CausalWanModel, device: torch.device, dtype: torch.dtype
+) -> CausalWanModel:
     """The config's changes to a built generator: LoRA, float8 linears, the fused FFN GELU."""
     if cfg.lora_ckpt:
         adapter = cfg.adapter or AdapterConfig()
@@ -119,14 +121,15 @@ def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
             with device:
                 vae = build_vae(arch)
             vae = vae.to(dtype)
-    if cfg.fold_vae_convs:
-        logger.info("VAE: %d causal convolutions folded into 2D ones", fold_causal_convs(vae))
-    if cfg.fuse_vae_norms:
-        logger.info("VAE: %d RMS norms fused", fuse_vae_norms(vae))
-    if cfg.compile_vae:
-        compile_decoder(vae)
-        logger.info("VAE: decoder compiled on first use (static shapes)")
-    return StreamingVAE(vae)
+    with PHASES.phase("VAE: adapt", device):
+        if cfg.fold_vae_convs:
+            logger.info("VAE: %d causal convolutions folded into 2D ones", fold_causal_convs(vae))
+        if cfg.fuse_vae_norms:
+            logger.info("VAE: %d RMS norms fused", fuse_vae_norms(vae))
+        if cfg.compile_vae:
+            compile_decoder(vae)
+            logger.info("VAE: decoder compiled on first use (static shapes)")
+        return StreamingVAE(vae)
 
 
 def build_prompt_encoder(cfg: DictConfig, device: torch.device) -> PromptEncoder:

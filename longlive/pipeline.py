@@ -44,8 +44,8 @@ from longlive.kv_cache import CrossAttentionCache, KVCache
 from longlive.model import CausalWanModel
 from longlive.parallel import StreamGroup
 from longlive.runner import CUDAGraphGenerator, eager_pass
-from longlive.startup import PHASES
 from longlive.sampler import FlowMatchSampler
+from longlive.startup import PHASES
 from longlive.text_encoder import PromptSource
 from longlive.vae import StreamingVAE
 
@@ -211,7 +211,8 @@ class VideoConditionalPipeline:
         low_vram = resolve_low_vram(cfg.low_vram, device)
         if prompts is None:
             prompts = build_prompt_encoder(cfg, torch.device("cpu") if low_vram else device)
-        return cls(cfg, generator, vae, prompts, device, group)
+        with PHASES.phase("pipeline: setup", device):  # the compile wrappers, the CUDA-graph runner
+            return cls(cfg, generator, vae, prompts, device, group)
 
     # -- the recipe --------------------------------------------------------------------------------
 

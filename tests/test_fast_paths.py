@@ -414,16 +414,18 @@ def test_compile_cache_dir_is_populated(tmp_path, monkeypatch):
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
 
-    from longlive.compile_cache import enable_compile_cache
+    from longlive.compile_cache import PGO_JOB_ID, enable_compile_cache
 
     for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
         monkeypatch.delenv(name, raising=False)  # restored after the test
     monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
     monkeypatch.setattr(functorch_config, "enable_autograd_cache", False)
+    monkeypatch.setattr(torch.compiler.config, "job_id", None)  # process-wide: restored for the other tests
     cfg = tiny_config(f"compile_cache_dir={tmp_path / 'cache'}")
     folder = enable_compile_cache(cfg.compile_cache_dir)
     assert folder == tmp_path / "cache" and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(folder)
     assert inductor_config.fx_graph_cache and functorch_config.enable_autograd_cache
+    assert torch.compiler.config.job_id == PGO_JOB_ID
 
     torch._dynamo.reset()
     compiled = torch.compile(lambda x: torch.sin(x) * 3 + x.square())

@@ -64,3 +64,44 @@ def test_phase_times_add_up_and_name_repeats():
     assert list(summary)[0] == "cuda_graphs_capture_s"  # in the order the phases first ran
     phases.reset()
     assert phases.summary() == {}
+
+
+def test_compile_cache_keeps_the_dynamic_shape_profile(tmp_path, monkeypatch):
+    """With compile_cache_dir, a first run compiles twice (the first size, then dynamic); a second one (a new
+    process, as Dynamo sees it after a reset: its profile is read again from the folder) compiles once,
+    dynamic at once. Without a job name, as PyTorch leaves it, twice again."""
+    import torch._inductor.config as inductor_config
+
+    from longlive.compile_cache import enable_compile_cache
+
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test, as are the configs below
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", inductor_config.fx_graph_cache)
+    monkeypatch.setattr(torch.compiler.config, "job_id", None)
+
+    def graphs_for_a_growing_cache() -> int:
+        """A fresh Dynamo compiles one function for a cache of 3, 6 and 9 frames: the graphs it made."""
+        torch._dynamo.reset()
+        made = []
+
+        def count(graph, inputs):
+            made.append(graph)
+            return graph.forward
+
+        attend = torch.compile(_attend, backend=count)
+        for frames in (3, 6, 9):
+            attend(torch.ones(frames, 4))
+        return len(made)
+
+    try:
+        assert graphs_for_a_growing_cache() == 2  # no profile kept: the first size, then dynamic
+        assert graphs_for_a_growing_cache() == 2
+        enable_compile_cache(tmp_path / "cache")
+        assert [graphs_for_a_growing_cache(), graphs_for_a_growing_cache()] == [2, 1]
+        assert any((tmp_path / "cache" / "dynamo").glob("code_state_*"))
+    finally:
+        torch._dynamo.reset()
+
+
+def _attend(cache: torch.Tensor) -> torch.Tensor:
+    return (cache.sin() * 2).sum()
