@@ -300,15 +300,17 @@ def test_rotary_table_rotates_channel_pairs_as_complex_numbers():
 
 # Latents of the tiny random text-to-video rollout below, [frame, channels 0-2, row 0, columns 0-3].
 # Any change to these numbers changes what the engine computes and must be explained in its commit.
+# Re-pinned when random generators came to be drawn from a generator seeded by `seed` alone (`random_model`,
+# issue 16): the engine is unchanged (the old weights still give the old numbers), the tiny weights moved.
 PINNED_LAST_OF_FIRST_BLOCK = [
-    [0.405483, -0.981282, 2.093695, -0.507885],
-    [0.476064, 0.554086, 0.573583, 3.172815],
-    [1.078857, -0.957501, 1.034426, -1.093347],
+    [0.343633, -0.346827, 1.816005, 1.243298],
+    [1.321801, -0.195088, 0.160736, 2.216207],
+    [1.567672, -0.254897, 1.537575, 0.079340],
 ]
 PINNED_LAST_FRAME = [
-    [-2.004059, -2.474903, -0.519827, -1.686947],
-    [-0.040288, 1.577711, 1.011543, 1.672936],
-    [-0.449701, 0.267498, -0.454282, -0.045027],
+    [-0.523385, -0.613482, 0.124970, 0.104634],
+    [-1.452652, 0.178326, -0.022745, -0.754492],
+    [0.666490, 0.575320, -0.696886, 0.537994],
 ]
 
 
