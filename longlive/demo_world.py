@@ -334,3 +334,22 @@ def dominant_colours(frames: torch.Tensor, threshold: float = 0.25) -> list[str 
             continue
         out.append(names[int((palette - pixels.mean(1)).pow(2).sum(1).argmin())])
     return out
+
+
+def blob_sizes(mask: torch.Tensor, min_pixels: int = 4) -> list[int]:
+    """Pixel counts of the 4-connected blobs of a boolean mask [H, W] with at least `min_pixels` each,
+    largest first: one entry where a frame shows one shape, more where it split or a second one appeared."""
+    todo = {(int(y), int(x)) for y, x in mask.nonzero().tolist()}
+    sizes = []
+    while todo:
+        stack, size = [todo.pop()], 0
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for neighbour in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+                if neighbour in todo:
+                    todo.remove(neighbour)
+                    stack.append(neighbour)
+        if size >= min_pixels:
+            sizes.append(size)
+    return sorted(sizes, reverse=True)

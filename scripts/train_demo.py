@@ -301,9 +301,7 @@ def encode_latents(vae, videos: torch.Tensor) -> torch.Tensor:
     return streaming.encode(videos)
 
 
-def latent_bank(
-    vae, clips: DemoWorld, size: int, cfg: TrainConfig, device: torch.device
-) -> tuple[torch.Tensor, list]:
+def latent_bank(vae, clips: DemoWorld, size: int, cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, list]:
     """The first `size` clips of `clips` encoded once: latents [size, F, C, h, w] on `device`, and captions
     (strings, or `Captions` for a `switch_world`).
 
