@@ -438,8 +438,9 @@ class PromptSwitch:
 
     @classmethod
     def of(cls, cfg: TrainConfig, second: torch.Tensor, captions: Sequence[Captions]) -> PromptSwitch:
+        rule = {change: recache_span(cfg, change) for change in {c.change for c in captions}}  # one per frame
         # A clip without a change (one prompt, `change` its length) switches nothing: no recache either.
-        spans = [recache_span(cfg, c.change) if c.prompt2 != c.prompt1 else range(c.change, c.change) for c in captions]
+        spans = [rule[c.change] if c.prompt2 != c.prompt1 else range(c.change, c.change) for c in captions]
         return cls(
             second,
             torch.tensor([span.start for span in spans]),
