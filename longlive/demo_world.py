@@ -14,7 +14,7 @@ Positions and velocities are (y, x) in pixels and pixels per frame; y grows down
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -232,7 +232,9 @@ class DemoWorld:
     """Endless (video, caption) pairs, item i a pure function of (seed, i).
 
     With probability `change_prob` a clip changes at video frame `change_frame` and its caption is the
-    change caption (what prompt2 says for the whole clip); otherwise it is the plain caption.
+    change caption (what prompt2 says for the whole clip); otherwise it is the plain caption. With
+    `change_frames`, each change clip draws its change frame from them instead (a prompt switch anywhere
+    in the clip; `clip` gives both prompts and the frame).
     """
 
     def __init__(
@@ -243,14 +245,19 @@ class DemoWorld:
         width: int = 64,
         change_prob: float = 0.0,
         change_frame: int = 9,
+        change_frames: Sequence[int] | None = None,
     ) -> None:
         self.seed, self.num_frames, self.height, self.width = seed, num_frames, height, width
         self.change_prob, self.change_frame = change_prob, change_frame
+        self.change_frames = None if change_frames is None else tuple(change_frames)
 
     def clip(self, index: int) -> Clip:
         rng = np.random.default_rng([self.seed, index])
         changes = rng.random() < self.change_prob
-        return make_clip(rng, self.num_frames, self.height, self.width, self.change_frame if changes else None)
+        frame = self.change_frame
+        if changes and self.change_frames is not None:
+            frame = int(rng.choice(self.change_frames))
+        return make_clip(rng, self.num_frames, self.height, self.width, frame if changes else None)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         clip = self.clip(index)
@@ -327,3 +334,22 @@ def dominant_colours(frames: torch.Tensor, threshold: float = 0.25) -> list[str 
             continue
         out.append(names[int((palette - pixels.mean(1)).pow(2).sum(1).argmin())])
     return out
+
+
+def blob_sizes(mask: torch.Tensor, min_pixels: int = 4) -> list[int]:
+    """Pixel counts of the 4-connected blobs of a boolean mask [H, W] with at least `min_pixels` each,
+    largest first: one entry where a frame shows one shape, more where it split or a second one appeared."""
+    todo = {(int(y), int(x)) for y, x in mask.nonzero().tolist()}
+    sizes = []
+    while todo:
+        stack, size = [todo.pop()], 0
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for neighbour in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+                if neighbour in todo:
+                    todo.remove(neighbour)
+                    stack.append(neighbour)
+        if size >= min_pixels:
+            sizes.append(size)
+    return sorted(sizes, reverse=True)

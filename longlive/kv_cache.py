@@ -338,7 +338,9 @@ def frame_visibility_mask(block_sizes: Sequence[int], cache_frames: int, sink_fr
 class CrossAttentionCache:
     """Text keys and values of one prompt for every layer, each [B, L, H, D].
 
-    Computed once per prompt; switching prompts means building a new one.
+    Computed once per prompt; switching prompts means building a new one. Training a prompt switch in one
+    forward gives each latent frame its own prompt instead: keys and values [B*F, L, H, D] (frame f of
+    clip b at row b*F + f), which the model recognises by that batch size (scripts/train_demo.py).
     """
 
     keys: list[torch.Tensor]

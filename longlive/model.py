@@ -162,8 +162,12 @@ class WanBlock(nn.Module):
         h = self.self_attn(h, rope, kv_cache, mask)
         x = x + h.unflatten(1, x.shape[1:3]).float() * gate_sa
 
-        h = self.norm3(x).to(dtype).flatten(1, 2)
-        x = x + self.cross_attn(h, text_keys, text_values).unflatten(1, x.shape[1:3]).float()
+        h = self.norm3(x).to(dtype)  # [B, F, T, C]
+        # Per-frame text (training a prompt switch, `CrossAttentionCache`): keys [B*F, L, H, D], and each
+        # frame's tokens attend to their own frame's prompt; otherwise all B*F*T tokens share one prompt.
+        per_frame = text_keys.shape[0] != x.shape[0] and text_keys.shape[0] == x.shape[0] * x.shape[1]
+        h = h.flatten(0, 1) if per_frame else h.flatten(1, 2)  # [B*F, T, C] or [B, F*T, C]
+        x = x + self.cross_attn(h, text_keys, text_values).view(x.shape).float()
 
         h = (self.norm2(x) * (1 + scale_ff) + shift_ff).to(dtype)
         return x + self.ffn(h).float() * gate_ff

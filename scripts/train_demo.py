@@ -37,6 +37,14 @@ KV cache shows it when rolling out that far; `--infinite_attention` gives the fr
 RoPE positions of `model_kwargs.use_infinite_attention` (read from a `KVCache`, see `window_positions`)
 instead of absolute ones. Train with the mode the config infers with.
 
+Prompt switches anywhere (issue 19): `--switch_anywhere` makes change clips change at a random block
+boundary after the first (late in a long clip too), the frames before it under prompt1 and those after
+under prompt2, each frame's tokens cross-attending to their own frame's prompt (`per_frame_text`). At a
+late switch the engine recaches the window under prompt2 (`recache_on_switch`, `recache_mode`: longlive
+in the demo config); training mirrors it (`--switch_recache`, `PromptSwitch`): the frames the engine
+reruns are clean and under prompt2, context only. The video-conditional switch at `change_latent_frame`
+has no recache at inference, and none in training.
+
 The text encoder is a random-initialised UMT5 at the preset's size with the byte-level tokenizer,
 **trained jointly** with the generator (at the same learning rate): a frozen random encoder of
 byte tokens mixes every character into every position, so "red" and "blue" differ only by a few random
@@ -61,6 +69,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -68,7 +77,7 @@ from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
 
 from longlive.attention import FramePositions
 from longlive.demo_world import DemoWorld, foreground_mask
-from longlive.kv_cache import KVCache, frame_visibility_mask
+from longlive.kv_cache import CrossAttentionCache, KVCache, frame_visibility_mask
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.presets import PRESETS, ModelPreset
 from longlive.sampler import NUM_TRAIN_TIMESTEPS, shifted_sigmas
@@ -105,6 +114,12 @@ class TrainConfig:
     # past local_attn_size the mask rolls the window as the KV cache does, so training sees long rollouts.
     clip_latent_frames: int | None = None
     infinite_attention: bool = False  # window-relative RoPE positions, as model_kwargs.use_infinite_attention
+    # --stage generator: change clips change (and switch prompts) at a random block boundary after the first
+    # block, each frame under its own prompt (see `PromptSwitch`); off: the change caption for the whole clip.
+    switch_anywhere: bool = False
+    # What the engine does to the cached window at such a switch (`recache_mode` with recache_on_switch, the
+    # demo config's longlive), mirrored in training: longlive | window | none (recache_on_switch: false).
+    switch_recache: str = "longlive"
     vae_steps: int = 6000
     vae_batch_size: int = 128  # the VAE's chunk loop is launch-bound on a GPU: large batches cost little more
     foreground_weight: float = 9.0  # the shape's pixels weigh 10x in the VAE loss (see vae_loss)
@@ -168,7 +183,7 @@ def build_models(cfg: TrainConfig, device: torch.device) -> DemoModels:
 
 def loader(world: DemoWorld, batch_size: int, steps: int, cfg: TrainConfig) -> Iterable[tuple[torch.Tensor, list]]:
     """Batches of items 0, 1, 2, ... in order, rendered by `cfg.workers` processes ahead of the GPU."""
-    dataset = _Items(world, batch_size * steps)
+    dataset = (_SwitchItems if world.change_frames is not None else _Items)(world, batch_size * steps)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0
     )
@@ -196,6 +211,47 @@ def world(cfg: TrainConfig, stream: int, num_frames: int | None = None) -> DemoW
         change_prob=cfg.change_prob,
         change_frame=4 * cfg.change_latent_frame - 3,
     )
+
+
+def switch_world(cfg: TrainConfig, stream: int) -> DemoWorld:
+    """The generator's clips under `switch_anywhere`: a change clip changes at the first video frame of a
+    random block after the first (latent frame s >= frames_per_block starts at video frame 4s - 3)."""
+    frames = cfg.generator_latent_frames
+    starts = [4 * s - 3 for s in range(cfg.frames_per_block, frames, cfg.frames_per_block)]
+    if not starts:
+        raise SystemExit(f"--switch_anywhere: clips of {frames} latent frames have no block after the first")
+    return DemoWorld(
+        seed=cfg.seed * 1000 + stream,
+        num_frames=4 * frames - 3,
+        height=cfg.height,
+        width=cfg.width,
+        change_prob=cfg.change_prob,
+        change_frames=starts,
+    )
+
+
+class Captions(NamedTuple):
+    """A switch clip's prompts: latent frames before `change` show prompt1's scene, the rest prompt2's."""
+
+    prompt1: str
+    prompt2: str
+    change: int  # latent frame where the content (and the prompt) changes; the clip length when none
+
+
+class _SwitchItems(torch.utils.data.Dataset):
+    """(video, Captions) of each clip of a `switch_world`."""
+
+    def __init__(self, world: DemoWorld, length: int) -> None:
+        self.world, self.length = world, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Captions]:
+        clip = self.world.clip(index)
+        latent_frames = (self.world.num_frames + 3) // 4
+        change = latent_frames if clip.change is None else (clip.change.frame + 3) // 4
+        return clip.video, Captions(clip.prompt1, clip.prompt2, change)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,23 +301,24 @@ def encode_latents(vae, videos: torch.Tensor) -> torch.Tensor:
     return streaming.encode(videos)
 
 
-def latent_bank(
-    vae, clips: DemoWorld, size: int, cfg: TrainConfig, device: torch.device
-) -> tuple[torch.Tensor, list[str]]:
-    """The first `size` clips of `clips` encoded once: latents [size, F, C, h, w] on `device`, and captions.
+def latent_bank(vae, clips: DemoWorld, size: int, cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, list]:
+    """The first `size` clips of `clips` encoded once: latents [size, F, C, h, w] on `device`, and captions
+    (strings, or `Captions` for a `switch_world`).
 
     The causal VAE encodes chunk by chunk, a launch-bound loop: encoding each step's batch cost most of a
     step on the GPU, while encoding a few hundred clips at a time costs about as much as a few."""
     latents, captions = [], []
     for videos, batch_captions in loader(clips, cfg.encode_batch_size, -(-size // cfg.encode_batch_size), cfg):
         latents.append(encode_latents(vae, videos.to(device)))
+        if isinstance(batch_captions, Captions):  # collated field by field: back to one Captions per clip
+            batch_captions = [Captions(a, b, int(c)) for a, b, c in zip(*batch_captions, strict=True)]
         captions.extend(batch_captions)
     return torch.cat(latents)[:size], captions[:size]
 
 
 def bank_batches(
-    latents: torch.Tensor, captions: Sequence[str], batch_size: int, seed: int
-) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    latents: torch.Tensor, captions: Sequence, batch_size: int, seed: int
+) -> Iterator[tuple[torch.Tensor, list]]:
     """Endless shuffled batches (latents [B, F, C, h, w], captions) of a bank, a new order every epoch."""
     order = torch.Generator().manual_seed(seed)
     while True:
@@ -332,6 +389,85 @@ def attention_layout(cfg: TrainConfig, num_frames: int) -> dict:
     return layout
 
 
+RECACHE_CHOICES = ("longlive", "window", "none")
+
+
+def recache_span(cfg: TrainConfig, change: int) -> range:
+    """The latent frames the engine reruns under prompt2 at a prompt switch before frame `change`.
+
+    The rule is the engine's own (`KVCache.start_recache` of a one-token cache that has rolled out to
+    `change` block by block, `switch_recache` as `recache_mode`, sinks global as in the demo config), except
+    at `change_latent_frame`, the first generated frame of a video-conditional run, whose switch no
+    recache follows (`recache_conditioning` off); `switch_recache` none never recaches."""
+    if cfg.switch_recache == "none" or change == cfg.change_latent_frame or change <= 0:
+        return range(change, change)
+    cache = KVCache(
+        num_layers=1,
+        batch_size=1,
+        frame_tokens=1,
+        cache_frames=cfg.local_attn_size if cfg.local_attn_size != -1 else change,
+        sink_frames=cfg.sink_size,
+        num_heads=1,
+        head_dim=1,
+        dtype=torch.float32,
+        device="cpu",
+    )
+    start = 0
+    for size in block_sizes(cfg, change):
+        cache.begin_block(start, size)
+        start += size
+    return cache.start_recache(cfg.switch_recache, global_sink=True)
+
+
+@dataclass
+class PromptSwitch:
+    """A batch's prompt switches (`--switch_anywhere`), as the engine shows them at inference.
+
+    Clip b's frames from `text_from[b]` on attend to prompt2 (`second`), the earlier ones to prompt1.
+    Its content changes at `change[b]`; the frames [text_from[b], change[b]) are the window the engine
+    recaches at the switch (`recache_span`): their keys and values are recomputed under prompt2 from
+    their clean latents and seen so by every later block, so in training they are clean (t = 0) and
+    under prompt2, context only (no loss: at inference nothing is generated from them). One forward
+    cannot also show the pre-switch blocks those frames under prompt1, which the engine did before the
+    switch; those blocks see a clean, prompt2 copy of their recent past instead, the price of one pass.
+    """
+
+    second: torch.Tensor  # [B, L, D]: prompt2's text embeddings
+    text_from: torch.Tensor  # [B] long
+    change: torch.Tensor  # [B] long
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, second: torch.Tensor, captions: Sequence[Captions]) -> PromptSwitch:
+        rule = {change: recache_span(cfg, change) for change in {c.change for c in captions}}  # one per frame
+        # A clip without a change (one prompt, `change` its length) switches nothing: no recache either.
+        spans = [rule[c.change] if c.prompt2 != c.prompt1 else range(c.change, c.change) for c in captions]
+        return cls(
+            second,
+            torch.tensor([span.start for span in spans]),
+            torch.tensor([c.change for c in captions]),
+        )
+
+    def after(self, frames: int) -> torch.Tensor:
+        """[B, F] bool: True where a frame attends to prompt2."""
+        return torch.arange(frames)[None] >= self.text_from[:, None]
+
+    def recached(self, frames: int) -> torch.Tensor:
+        """[B, F] bool: the frames recached at the switch (clean, prompt2, no loss)."""
+        index = torch.arange(frames)[None]
+        return (index >= self.text_from[:, None]) & (index < self.change[:, None])
+
+
+def per_frame_text(
+    generator: CausalWanModel, first: torch.Tensor, second: torch.Tensor, after: torch.Tensor
+) -> CrossAttentionCache:
+    """Cross-attention K/V [B*F, L, H, D] giving frame f of clip b prompt2 (`second` [B, L, D]) where
+    `after` [B, F] is True, prompt1 (`first`) elsewhere: each prompt is projected once, then gathered."""
+    batch, frames = after.shape
+    both = generator.prepare_text(torch.cat([first, second]))  # keys [2B, L, H, D]: prompt1s, then prompt2s
+    rows = (torch.arange(batch)[:, None] + batch * after.long()).flatten().to(first.device)  # [B*F]
+    return CrossAttentionCache([k[rows] for k in both.keys], [v[rows] for v in both.values])
+
+
 def sample_timesteps(cfg: TrainConfig, batch: int, frames: int, generator: torch.Generator) -> torch.Tensor:
     """Timesteps [B, F]: each frame's own level on the shifted grid; some clips get clean leading blocks."""
     grid = shifted_sigmas(cfg.timestep_shift) * NUM_TRAIN_TIMESTEPS  # [1000], the training grid
@@ -350,18 +486,26 @@ def diffusion_forcing_loss(
     text_embeddings: torch.Tensor,
     cfg: TrainConfig,
     rng: torch.Generator,
+    switch: PromptSwitch | None = None,
 ) -> torch.Tensor:
     """Flow-matching loss of one block-causal full-sequence forward.
 
-    latents [B, F, C, h, w] clean (x0); text_embeddings [B, L, D]. x_t = (1 - s) x0 + s eps with
-    s = t / 1000 per frame; the network predicts v = eps - x0. Clean frames (t = 0) are context only.
+    latents [B, F, C, h, w] clean (x0); text_embeddings [B, L, D] (prompt1's under a `switch`). x_t =
+    (1 - s) x0 + s eps with s = t / 1000 per frame; the network predicts v = eps - x0. Clean frames
+    (t = 0) are context only.
     """
     batch, frames = latents.shape[:2]
-    timesteps = sample_timesteps(cfg, batch, frames, rng).to(latents.device)  # [B, F]
+    timesteps = sample_timesteps(cfg, batch, frames, rng)  # [B, F]
+    if switch is not None:
+        timesteps = timesteps.masked_fill(switch.recached(frames), 0.0)
+    timesteps = timesteps.to(latents.device)
     noise = torch.randn(latents.shape, generator=rng).to(latents.device)
     sigma = (timesteps / NUM_TRAIN_TIMESTEPS).view(batch, frames, 1, 1, 1)
     noisy = (1 - sigma) * latents + sigma * noise
-    text = generator.prepare_text(text_embeddings)
+    if switch is None:
+        text = generator.prepare_text(text_embeddings)
+    else:
+        text = per_frame_text(generator, text_embeddings, switch.second, switch.after(frames))
     flow = generator(noisy, timesteps, text, **attention_layout(cfg, frames))  # [B, F, C, h, w]
     per_frame = (flow - (noise - latents)).pow(2).mean(dim=(2, 3, 4))  # [B, F]
     weight = (timesteps > 0).float()
@@ -446,7 +590,8 @@ def train_generator(
 ) -> list[float]:
     """Stage 2: AdamW on the generator (and the text encoder unless frozen) by diffusion forcing.
 
-    `batches` gives latents [B, F, C, h, w] (`encode_latents`) and captions, one batch a step; `noise(step)`
+    `batches` gives latents [B, F, C, h, w] (`encode_latents`) and captions (strings, or `Captions`: a
+    prompt switch per clip, `PromptSwitch`), one batch a step; `noise(step)`
     the generator of the step's timesteps and noise (default: one seeded stream for the run, another for
     each resumed run, `run_index`).
     """
@@ -461,8 +606,13 @@ def train_generator(
     for step, (latents, captions) in zip(range(total), batches, strict=False):
         latents = latents.to(device)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            switch = None
+            if isinstance(captions[0], Captions):  # a switch bank: each frame under its own prompt
+                second = encode_text(text_encoder, models.tokenizer, [c.prompt2 for c in captions], text_len)
+                switch = PromptSwitch.of(cfg, second, captions)
+                captions = [c.prompt1 for c in captions]
             text = encode_text(text_encoder, models.tokenizer, captions, text_len)
-            loss = diffusion_forcing_loss(generator, latents, text, cfg, noise(step) if noise else stream)
+            loss = diffusion_forcing_loss(generator, latents, text, cfg, noise(step) if noise else stream, switch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -539,6 +689,8 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # the fp32 VAE encodes
     if cfg.clip_latent_frames is not None and cfg.clip_latent_frames < 1:
         raise SystemExit(f"--clip_latent_frames {cfg.clip_latent_frames}: a clip needs at least 1 latent frame")
+    if cfg.switch_recache not in RECACHE_CHOICES:
+        raise SystemExit(f"--switch_recache {cfg.switch_recache}: choose one of {', '.join(RECACHE_CHOICES)}")
     if cfg.resume and cfg.stage != "generator":
         raise SystemExit(f"--resume continues the generator: it needs --stage generator, not --stage {cfg.stage}")
     logger.info("training the %s demo model on %s: %s", cfg.model_name, device, cfg)
@@ -573,7 +725,10 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         previous = len(log.get("generator_runs", [])) + ("generator" in log) if cfg.resume else 0
         start = time.perf_counter()
         # A resumed run draws fresh clips: stream 2 first, then 3, 4, ...
-        clips = world(cfg, stream=2 + previous, num_frames=4 * cfg.generator_latent_frames - 3)
+        if cfg.switch_anywhere:
+            clips = switch_world(cfg, stream=2 + previous)
+        else:
+            clips = world(cfg, stream=2 + previous, num_frames=4 * cfg.generator_latent_frames - 3)
         bank = latent_bank(models.vae, clips, cfg.bank_clips, cfg, device)
         encode_seconds = time.perf_counter() - start
         logger.info("encoded %d clips in %.1fs", cfg.bank_clips, encode_seconds)
@@ -624,6 +779,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         elif field.name in ("max_steps", "max_seconds", "clip_latent_frames"):
             kind = float if field.name == "max_seconds" else int
             parser.add_argument(f"--{field.name}", type=kind, default=None)
+        elif field.name == "switch_recache":
+            parser.add_argument("--switch_recache", choices=RECACHE_CHOICES, default=default)
         elif field.name == "stage":
             parser.add_argument("--stage", choices=("all", "vae", "generator", "decoder"), default="all")
         else:

@@ -15,12 +15,14 @@ from longlive.demo_world import (
     Change,
     DemoWorld,
     Scene,
+    blob_sizes,
     caption,
     centroid,
     change_caption,
     colour_mask,
     dominant_colours,
     foreground_centroid,
+    foreground_mask,
     make_clip,
     parse_caption,
     render,
@@ -151,3 +153,26 @@ def test_foreground_tracking_finds_the_shape_and_its_colour():
         assert dominant_colours(faded) == [colour] * 6
     empty = torch.full((3, 2, 16, 16), 235 / 127.5 - 1)
     assert foreground_centroid(empty).isnan().all() and dominant_colours(empty) == [None, None]
+
+
+def test_blob_sizes_count_each_connected_shape():
+    frames = render(Scene("square", "red", (20.0, 20.0), (0.0, 1.0), 10.0), 1, 64, 64)  # [3, 1, H, W]
+    mask = foreground_mask(frames)[0]
+    assert blob_sizes(mask) == [int(mask.sum())] and 80 <= mask.sum() <= 120
+    split = mask.clone()
+    split[:, 20] = False  # a column through the square cuts it in two
+    second = mask.clone()
+    second[50:53, 50:53] = True  # a second 9-pixel blob; one of 2 pixels is noise below min_pixels
+    second[0, 0:2] = True
+    assert len(blob_sizes(split)) == 2 and sum(blob_sizes(split)) == int(split.sum())
+    assert blob_sizes(second) == [int(mask.sum()), 9]
+    assert blob_sizes(torch.zeros(8, 8, dtype=torch.bool)) == []
+
+
+def test_change_frames_draw_each_clips_change_frame():
+    world = DemoWorld(seed=3, num_frames=30, change_prob=1.0, change_frames=(9, 21))
+    frames = {world.clip(i).change.frame for i in range(40)}
+    assert frames == {9, 21}
+    clip = world.clip(0)
+    assert torch.equal(clip.video, render(clip.scene, 30, 64, 64, clip.change))
+    assert DemoWorld(seed=3, num_frames=30, change_prob=1.0).clip(0).change.frame == 9  # the fixed frame

@@ -222,6 +222,14 @@ def test_the_command_runs_end_to_end(tmp_path):
     assert len(log["decoder_runs"]) == 1 and "generator_runs" not in log
     assert [c["stage"] for c in log["commands"]] == ["vae", "decoder", "decoder", "generator"]
 
+    switches = ["--switch_anywhere", "--switch_recache", "window", "--change_prob", "1.0"]  # late prompt switches
+    train_demo.main(args + ["--stage", "generator", "--max_seconds", "0", "--resume", *long_clips, *switches])
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["generator"]["config"]["switch_anywhere"] and log["generator"]["config"]["switch_recache"] == "window"
+    assert log["generator"]["steps"] == 1 and len(log["generator_runs"]) == 1
+    with pytest.raises(SystemExit):
+        train_demo.main(args + ["--stage", "generator", "--switch_recache", "sometimes"])
+
 
 def test_vae_statistics_of_the_wrong_length_are_refused(tmp_path):
     from longlive.weights import WeightsError, vae_latent_stats
@@ -308,3 +316,80 @@ def test_long_clip_stage_trains_with_the_inference_mask(trained, tmp_path, monke
     assert all((p == train_demo.window_positions(cfg, 12)) if infinite else p is None for p in positions)
     if infinite:
         assert max(positions[0].queries) == cfg.local_attn_size - 1  # window-relative, not frame 11
+
+
+@torch.no_grad()
+def test_per_frame_text_is_one_prompt_when_captions_agree_and_switches_only_later_frames(tmp_path, tiny_model):
+    """`--switch_anywhere`: the per-frame cross-attention equals the one-prompt forward when both prompts
+    are the same; with a different prompt2 from frame 6 on, frames 0-5 are unchanged (block-causal: they
+    see neither prompt2 nor the frames under it) and every later frame changes."""
+    from test_engine import LATENT_HW, random_text
+
+    cfg = tiny_train_config(tmp_path, clip_latent_frames=12)
+    frames, layout = 12, train_demo.attention_layout(cfg, 12)
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, frames, tiny_model.arch.in_channels, *LATENT_HW, generator=g)
+    timesteps = torch.rand(2, frames, generator=g) * 1000
+    first = random_text(tiny_model.arch).expand(2, -1, -1)
+    second = random_text(tiny_model.arch, seed=2).expand(2, -1, -1)
+    after = torch.arange(frames)[None].expand(2, -1) >= 6  # [B, F]
+    one = tiny_model(latents, timesteps, tiny_model.prepare_text(first), **layout)
+    same = tiny_model(latents, timesteps, train_demo.per_frame_text(tiny_model, first, first, after), **layout)
+    torch.testing.assert_close(same, one, atol=1e-5, rtol=0)
+    switched = tiny_model(latents, timesteps, train_demo.per_frame_text(tiny_model, first, second, after), **layout)
+    torch.testing.assert_close(switched[:, :6], one[:, :6], atol=1e-5, rtol=0)
+    assert ((switched[:, 6:] - one[:, 6:]).flatten(2).abs().amax(2) > 1e-4).all()
+
+
+def test_switch_mirrors_the_engines_recache(tmp_path):
+    """The frames trained clean under prompt2 before a switch are those the engine's KV-recache reruns:
+    none at the video-conditional switch (change_latent_frame) or with switch_recache none; for a late
+    switch the window less the sinks (longlive and window agree there); for an early one longlive's
+    rerun from frame 0."""
+    cfg = tiny_train_config(tmp_path, local_attn_size=6, sink_size=1, change_latent_frame=3)
+    assert train_demo.recache_span(cfg, 3) == range(3, 3)
+    assert train_demo.recache_span(cfg, 12) == range(7, 12)  # window 6 - sink 1 = 5 frames
+    assert train_demo.recache_span(dataclass_replace(cfg, switch_recache="window"), 12) == range(7, 12)
+    assert train_demo.recache_span(cfg, 6) == range(0, 6)  # longlive: an early switch reruns the sink too
+    assert train_demo.recache_span(dataclass_replace(cfg, switch_recache="none"), 12) == range(12, 12)
+    captions = [train_demo.Captions("a", "b", 12), train_demo.Captions("a", "a", 15), train_demo.Captions("a", "b", 3)]
+    switch = train_demo.PromptSwitch.of(cfg, torch.zeros(3, 1, 1), captions)
+    recached, after = switch.recached(15), switch.after(15)
+    assert recached.sum(1).tolist() == [5, 0, 0] and recached[0, 7:12].all()
+    assert after.sum(1).tolist() == [8, 0, 12]
+
+
+def test_switch_anywhere_stage_trains_late_switches(trained, tmp_path, monkeypatch):
+    """The stage's clips change at random block boundaries after the first block (late ones included),
+    each frame's content matching its prompt; a couple of steps run with per-frame text and the recached
+    frames clean."""
+    models, _, _, _ = trained
+    cfg = tiny_train_config(tmp_path, clip_latent_frames=12, switch_anywhere=True, change_prob=1.0, generator_steps=2)
+    clips = train_demo.switch_world(cfg, stream=2)
+    changes = {train_demo._SwitchItems(clips, 64)[i][1].change for i in range(64)}
+    assert changes == {3, 6, 9}  # every block boundary after the first, the last block's included
+    video, captions = train_demo._SwitchItems(clips, 1)[0]
+    clip = clips.clip(0)
+    assert clip.change.frame == 4 * captions.change - 3 and captions.prompt2 != captions.prompt1
+    bank = train_demo.latent_bank(models.vae, clips, 2, dataclass_replace(cfg, workers=0, encode_batch_size=2), "cpu")
+    assert all(isinstance(c, train_demo.Captions) for c in bank[1]) and bank[0].shape[1] == 12
+    late = [i for i in range(64) if train_demo._SwitchItems(clips, 64)[i][1].change > 3][:2]  # recached windows
+    videos, captions = zip(*(train_demo._SwitchItems(clips, 64)[i] for i in late), strict=True)
+    batch = train_demo.encode_latents(models.vae, torch.stack(videos)), list(captions)
+    seen, forward = [], type(models.generator).forward
+
+    def spy(self, latents, timesteps, text, **kwargs):
+        seen.append((timesteps, text.keys[0].shape[0]))
+        return forward(self, latents, timesteps, text, **kwargs)
+
+    monkeypatch.setattr(type(models.generator), "forward", spy)
+    generator = copy.deepcopy(models.generator)
+    losses = train_demo.train_generator(
+        dataclass_replace(models, generator=generator), cfg, itertools.repeat(batch), torch.device("cpu")
+    )
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    recached = train_demo.PromptSwitch.of(cfg, torch.zeros(2, 1, 1), batch[1]).recached(12)
+    assert recached.any(1).all()
+    assert len(seen) == 2 and all(rows == 2 * 12 for _, rows in seen)  # per-frame text: a row per clip and frame
+    assert all((timesteps[recached] == 0).all() for timesteps, _ in seen)  # the recached window: clean
+    assert not generator.state_dict()["head.head.weight"].equal(models.generator.state_dict()["head.head.weight"])
