@@ -59,6 +59,9 @@ class ParallelConfig:
     # Jobs and the benchmark: decode each block on a side CUDA stream while the generator works on the
     # next block (handed back one block later; exact). Any `sequence`; a live session decodes in line.
     overlap_decode: bool = False
+    # Split each block's VAE decode by rows over the group's ranks (longlive/vae_split.py; exact): every
+    # rank decodes its rows plus a halo, the vae_rank gathers the frames. Off by default until measured.
+    split_decode: bool = False
 
 
 @dataclass

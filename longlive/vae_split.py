@@ -174,9 +174,7 @@ def _cached_conv(conv: WanCausalConv3d, x: torch.Tensor, cache: list, index: lis
     return out
 
 
-def decode_rows(
-    decoder: WanDecoder3d, x: torch.Tensor, cache: list, plan: RowPlan, first_chunk: bool
-) -> torch.Tensor:
+def decode_rows(decoder: WanDecoder3d, x: torch.Tensor, cache: list, plan: RowPlan, first_chunk: bool) -> torch.Tensor:
     """The decoder's streamed call on latents [B, C, f, h, w] (after post_quant_conv), this part's rows only:
     frames [B, 3, n, rows, W] with rows `plan.output`. `cache` is this part's own causal cache list."""
     index = [0]
