@@ -7,8 +7,11 @@ frames) and two prompt switches with LongLive's recache, under absolute and wind
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import weakref
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from conftest import torchrun
 from parallel_worker import CONFIG, PROMPTS, rollout, session
 
 import longlive.cli as cli
-from longlive import parallel
+from longlive import distributed, parallel
 from longlive.config import ConfigError, load_config
 from longlive.distributed import World
 
@@ -213,3 +216,34 @@ def test_one_process_commands_refuse_a_group(monkeypatch, capsys):
     assert cli.main(["serve", "--config_path", t2v]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("longlive serve runs in one process, not 2 ranks: run it without torchrun")
+
+
+def test_a_job_drops_its_pipeline_before_the_group_ends(monkeypatch, tmp_path):
+    """NCCL destroys a communicator only once every CUDA graph that captured it is gone (a sequence-parallel
+    pipeline's, under cuda_graphs): the 2-GPU job hung at its exit while `run_job` still held its pipeline
+    around `launch`'s destroy_process_group. Here `launch` checks, where it would destroy the group, that
+    the job's pipeline is gone."""
+    from longlive.pipeline import VideoConditionalPipeline
+
+    built, alive_at_end = [], []
+    from_config = VideoConditionalPipeline.from_config.__func__
+
+    def recording_from_config(cls, *args, **kwargs):
+        pipeline = from_config(cls, *args, **kwargs)
+        built.append(weakref.ref(pipeline))
+        return pipeline
+
+    real_launch = distributed.launch
+
+    @contextmanager
+    def checking_launch(device):
+        with real_launch(device) as world:
+            yield world
+            gc.collect()
+            alive_at_end.append([ref() is not None for ref in built])
+
+    monkeypatch.setattr(VideoConditionalPipeline, "from_config", classmethod(recording_from_config))
+    monkeypatch.setattr(distributed, "launch", checking_launch)
+    overrides = [f"output_folder={tmp_path}", "num_output_frames=9", "switch_frame_indices=[3,6]", "inference_iter=1"]
+    assert cli.main(["interactive", "--config_path", str(CONFIG), *overrides]) == 0
+    assert alive_at_end == [[False]]
