@@ -7,8 +7,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import tiny_config
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 
+from longlive.components import build_streaming_vae
 from longlive.presets import PRESETS
 from longlive.vae import StreamingVAE, build_vae
 from longlive.vae_convs import fold_causal_convs
@@ -104,6 +106,9 @@ def test_compiled_stages_match_eager():
     for part, want in enumerate(expected):
         actual = _streamed_two(StreamingVAE(vae, RowShare(part, 2)), latents)
         torch.testing.assert_close(actual, want, atol=1e-5, rtol=0)
+    split = ("compile_vae=true", "parallel.sequence=2", "parallel.split_decode=true")
+    built = build_streaming_vae(tiny_config(*split), torch.device("cpu")).vae.decoder
+    assert built.mid_block._compiled_call_impl is not None and built._compiled_call_impl is None
 
 
 def test_row_plan_reads_the_receptive_field_from_the_modules(vae):
