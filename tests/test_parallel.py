@@ -141,10 +141,11 @@ def test_one_rank_per_stream_is_todays_path():
     assert group.shard_world == World(rank=3, world_size=4)  # the job shards exactly as before
 
 
-def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys):
+@pytest.mark.parametrize("split", [False, True], ids=["decode-on-one-rank", "split-decode"])
+def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys, split):
     """A live session: the decoding rank's prompts reach the other rank at each boundary, and a quit with
     blocks left ends both, as does the end of a session's `max_frames` (the job would hang otherwise, and
-    torchrun's timeout fail the test)."""
+    torchrun's timeout fail the test); with the decode split over both ranks too."""
     one, two = tmp_path / "one", tmp_path / "two"
     saved = {key: os.environ.pop(key) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if key in os.environ}
     try:
@@ -154,8 +155,10 @@ def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys):
     finally:
         os.environ.update(saved)
     worker = str(Path(__file__).with_name("parallel_worker.py"))
-    torchrun(2, worker, "session", str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1")
+    extra = ["parallel.split_decode=true"] if split else []
+    torchrun(2, worker, "session", str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1", *extra)
     reference, run = torch.load(one / "session.pt"), torch.load(two / "session.pt")
+    torch.testing.assert_close(run["frames"], reference["frames"], rtol=1e-4, atol=1e-4)
     assert reference["switches"] == run["switches"] == [(0, 6)]  # the new prompt recached [0, 6) (LongLive)
     assert reference["latents"].shape[0] == 9  # three blocks of three, then quit
     assert reference["limited_ends"] == run["limited_ends"] == [3, 5]  # max_frames=5 ends both ranks there
