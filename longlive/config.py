@@ -358,6 +358,12 @@ def _validate_parallel(cfg: DictConfig) -> None:
         "parallel.vae_rank",
         f"={cfg.parallel.vae_rank} must lie in [0, parallel.sequence={sequence})",
     )
+    latent_rows = cfg.height // model_preset(cfg).vae.spatial_stride
+    _require(
+        not cfg.parallel.split_decode or latent_rows >= sequence,
+        "parallel.split_decode",
+        f"cannot split {latent_rows} latent rows (height={cfg.height}) over parallel.sequence={sequence} ranks",
+    )
 
 
 def switch_frames(cfg: DictConfig) -> tuple[int, ...]:

@@ -114,7 +114,7 @@ def _upsampler_parts(block: nn.Module) -> tuple[WanResample | None, int]:
     resample = block.upsamplers[0]
     if resample.mode not in ("upsample2d", "upsample3d"):
         raise ValueError(f"split_decode cannot plan an up block resampling by {resample.mode}")
-    upsample, conv = resample.resample
+    upsample = resample.resample[0]
     if not isinstance(upsample, WanUpsample) or upsample.mode not in ("nearest", "nearest-exact"):
         raise ValueError("split_decode plans nearest upsampling only")
     scale = upsample.scale_factor[0]

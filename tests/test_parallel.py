@@ -131,6 +131,9 @@ def test_parallel_keys_are_validated():
         load_config(CONFIG, ["parallel.sequence=3"])
     with pytest.raises(ConfigError, match=r"^parallel.vae_rank=2 must lie in \[0, parallel.sequence=2\)"):
         load_config(CONFIG, ["parallel.sequence=2", "parallel.vae_rank=2"])
+    with pytest.raises(ConfigError, match=r"^parallel.split_decode cannot split 2 latent rows \(height=16\) over"):
+        split = ["parallel.sequence=3", "parallel.split_decode=true", "height=16"]  # 12 heads, 2 latent rows
+        load_config(CONFIG, ["model_name=Wan2.1-T2V-1.3B", *split])
     with pytest.raises(ConfigError, match=r"^parallel.sequence=2 must divide the number of ranks \(3\)"):
         parallel.stream_group(World(rank=0, world_size=3), 2)
 
