@@ -94,18 +94,18 @@ def test_split_decode_with_the_vae_switches(fold):
 
 
 def test_compiled_stages_match_eager():
-    """compile_vae under split_decode compiles the stages the split decode calls; same rows as eager."""
+    """compile_vae under split_decode compiles the stages the split decode calls; the same rows as eager
+    (the second part's: a slab cut inside the frame; its three cache shapes)."""
     torch.manual_seed(2)
     vae = build_vae(PRESETS["tiny"].vae).eval()
     fold_causal_convs(vae)
     fuse_vae_norms(vae)
     latents = _latents(vae, frames=3, seed=4)
-    expected = [_streamed_two(StreamingVAE(vae, RowShare(p, 2)), latents) for p in range(2)]
+    expected = _streamed_two(StreamingVAE(vae, RowShare(1, 2)), latents)
     compile_stages(vae.decoder)
     assert all(s._compiled_call_impl is not None for s in (vae.decoder.mid_block, *vae.decoder.up_blocks))
-    for part, want in enumerate(expected):
-        actual = _streamed_two(StreamingVAE(vae, RowShare(part, 2)), latents)
-        torch.testing.assert_close(actual, want, atol=1e-5, rtol=0)
+    actual = _streamed_two(StreamingVAE(vae, RowShare(1, 2)), latents)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
     split = ("compile_vae=true", "parallel.sequence=2", "parallel.split_decode=true")
     built = build_streaming_vae(tiny_config(*split), torch.device("cpu")).vae.decoder
     assert built.mid_block._compiled_call_impl is not None and built._compiled_call_impl is None
