@@ -99,8 +99,8 @@ def stream_group(world: World, sequence: int, vae_rank: int = 0) -> StreamGroup:
     mine = decoding = None
     if sequence > 1:
         for group in range(count):  # new_group is collective: every rank creates every group, in order
-            ranks = list(range(group * sequence, (group + 1) * sequence))
-            handles = dist.new_group(ranks), dist.new_group(ranks)  # (NCCL connects on first use)
+            members = list(range(group * sequence, (group + 1) * sequence))
+            handles = dist.new_group(members), dist.new_group(members)  # the generator's, the split decode's
             mine, decoding = handles if group == index else (mine, decoding)
     ranks = tuple(range(index * sequence, (index + 1) * sequence))
     return StreamGroup(world.rank % sequence, sequence, index, count, ranks, vae_rank, mine, decoding)
