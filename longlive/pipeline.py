@@ -173,13 +173,12 @@ class VideoConditionalPipeline:
         # and keeps its share of the heads in the KV cache; only the group's vae_rank decodes.
         self.group = group if group is not None and group.size > 1 else None
         self.sequence_parallel = None
-        # What decodes the blocks: the VAE, or with `parallel.split_decode` every rank's rows of it, gathered.
-        self.decoder: StreamingVAE | parallel.SplitDecode = vae
+        self._split_decode: parallel.SplitDecode | None = None
         if self.group is not None:
             self.sequence_parallel = parallel.Ulysses(self.group, self.geometry.frame_tokens, self.geometry.num_heads)
             parallel.apply(self.generator, self.sequence_parallel)
             if cfg.parallel.split_decode:
-                self.decoder = parallel.SplitDecode(vae, self.group)
+                self._split_decode = parallel.SplitDecode(vae, self.group)
         self._block_key: tuple | None = None  # the pass begun last in the KV cache, and its rope table
         self._block_rope: RotaryTable | WindowRotary | None = None
         self._rope_warned = False
@@ -341,10 +340,15 @@ class VideoConditionalPipeline:
         return self.group is None or self.group.decodes
 
     @property
+    def decoder(self) -> StreamingVAE | parallel.SplitDecode:
+        """What decodes the blocks: the VAE, or with `parallel.split_decode` every rank's rows of it, gathered."""
+        return self.vae if self._split_decode is None else self._split_decode
+
+    @property
     def joins_decode(self) -> bool:
         """This process runs the decode: the one that receives the frames, or with `parallel.split_decode`
         every rank of the group (each decodes its rows; `self.decoder.decode` is collective then)."""
-        return self.decodes or isinstance(self.decoder, parallel.SplitDecode)
+        return self.decodes or self._split_decode is not None
 
     @property
     def overlaps_decode(self) -> bool:
