@@ -108,12 +108,12 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
             break
         blocks.append(block)
 
-    # 2. The streaming VAE decode of those blocks (on the rank that decodes them).
+    # 2. The streaming VAE decode of those blocks (on the ranks that decode them; split: rows and gather).
     vae_s: list[float] = []
     pipe.vae.reset_decoder()
-    for block in blocks if pipe.decodes else ():
+    for block in blocks if pipe.joins_decode else ():
         with _timer(device, vae_s):
-            pipe.vae.decode(block.latents)
+            pipe.decoder.decode(block.latents)
 
     del blocks  # their latents would count in the memory figures below
     # 3. End to end: generation and decode, frames out per second of wall time. Each block's time (CUDA
@@ -164,7 +164,14 @@ def workload(cfg, device: torch.device) -> dict:
         "torch": torch.__version__,
         "switches": [name for name in SPEED_SWITCHES if cfg.get(name)],
         "sequence_parallel": cfg.parallel.sequence,
+        "decode": _decode_placement(cfg),
     }
+
+
+def _decode_placement(cfg) -> str:
+    """Where a group's decode runs: on the vae_rank, or split by rows over the group; and when."""
+    placement = "split" if cfg.parallel.split_decode and cfg.parallel.sequence > 1 else "one-rank"
+    return f"{placement}, overlapped" if cfg.parallel.overlap_decode else placement
 
 
 def run_job_benchmark(cfg, job: Callable, command: str) -> dict:

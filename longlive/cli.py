@@ -157,16 +157,14 @@ def require_one_process(cfg, command: str) -> None:
 
 def run_job(command: str, cfg) -> int:
     """Build the pipeline on this rank's device, run its share of the job, report on rank 0."""
-    from longlive.pipeline import VideoConditionalPipeline, resolve_device
+    from longlive.pipeline import resolve_device
 
     log = logging.getLogger("longlive")
     check_data_path(cfg.data_path)  # everything a job needs, before a model is built
     prepare_output_folder(cfg)
     require_video_writer()
     with distributed.launch(resolve_device(cfg.device)) as world:
-        group = stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
-        pipeline = VideoConditionalPipeline.from_config(cfg, world.device, group=group)
-        report: JobReport = JOBS[command](cfg, pipeline, world)
+        report = _run_job_on(command, cfg, world)  # its pipeline is gone before the group is (`launch`)
     if world.is_main:
         log.info(
             "%d videos written, %d samples skipped (already done), %d failed; results in %s",
@@ -178,6 +176,14 @@ def run_job(command: str, cfg) -> int:
         if report.failed:
             log.error("%d samples failed:\n  %s", len(report.failed), "\n  ".join(report.failed))
     return 1 if report.failed else 0
+
+
+def _run_job_on(command: str, cfg, world: distributed.World) -> JobReport:
+    from longlive.pipeline import VideoConditionalPipeline
+
+    group = stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
+    pipeline = VideoConditionalPipeline.from_config(cfg, world.device, group=group)
+    return JOBS[command](cfg, pipeline, world)
 
 
 def compare_runs(a: str, b: str, out: str) -> int:
@@ -202,15 +208,22 @@ def _one_stream_group(cfg, world: distributed.World, command: str) -> StreamGrou
 def run_session(cfg, args: argparse.Namespace) -> int:
     """`longlive session`: one live rollout on this machine's device (or over `parallel.sequence` ranks under
     torchrun), steered from stdin."""
-    from longlive.pipeline import VideoConditionalPipeline, resolve_device
+    from longlive.pipeline import resolve_device
 
     with distributed.launch(resolve_device(cfg.device)) as world:
         group = _one_stream_group(cfg, world, "a session")
         if not group.decodes:  # the decoding rank takes the commands and writes; this rank follows its prompts
-            pipeline = VideoConditionalPipeline.from_config(cfg, world.device, group=group)
-            follow_session(pipeline, _session_video(cfg, args), cfg.seed, args.max_frames)
-            return 0
+            return _follow_session(cfg, args, world.device, group)
         return _lead_session(cfg, args, world.device, group)
+
+
+def _follow_session(cfg, args: argparse.Namespace, device, group: StreamGroup) -> int:
+    """A session's rollout on a rank that does not write it; the pipeline goes with this call (`launch`)."""
+    from longlive.pipeline import VideoConditionalPipeline
+
+    pipeline = VideoConditionalPipeline.from_config(cfg, device, group=group)
+    follow_session(pipeline, _session_video(cfg, args), cfg.seed, args.max_frames)
+    return 0
 
 
 def _session_video(cfg, args: argparse.Namespace):

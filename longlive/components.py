@@ -26,6 +26,7 @@ from longlive.text_encoder import PromptEncoder, byte_level_tokenizer, umt5_conf
 from longlive.vae import StreamingVAE, build_vae, compile_decoder
 from longlive.vae_convs import fold_causal_convs
 from longlive.vae_norms import fuse_vae_norms
+from longlive.vae_split import compile_stages
 from longlive.weights import SAFETENSORS, WeightsError, load_generator, load_text_encoder, load_vae
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,10 @@ def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
         if cfg.fuse_vae_norms:
             logger.info("VAE: %d RMS norms fused", fuse_vae_norms(vae))
         if cfg.compile_vae:
-            compile_decoder(vae)
+            if cfg.parallel.split_decode and cfg.parallel.sequence > 1:  # the split decode calls the stages
+                compile_stages(vae.decoder)
+            else:
+                compile_decoder(vae)
             logger.info("VAE: decoder compiled on first use (static shapes)")
         return StreamingVAE(vae)
 

@@ -59,6 +59,9 @@ class ParallelConfig:
     # Jobs and the benchmark: decode each block on a side CUDA stream while the generator works on the
     # next block (handed back one block later; exact). Any `sequence`; a live session decodes in line.
     overlap_decode: bool = False
+    # Split each block's VAE decode by rows over the group's ranks (longlive/vae_split.py; exact): every
+    # rank decodes its rows plus a halo, the vae_rank gathers the frames. Off by default until measured.
+    split_decode: bool = False
 
 
 @dataclass
@@ -354,6 +357,12 @@ def _validate_parallel(cfg: DictConfig) -> None:
         0 <= cfg.parallel.vae_rank < sequence,
         "parallel.vae_rank",
         f"={cfg.parallel.vae_rank} must lie in [0, parallel.sequence={sequence})",
+    )
+    latent_rows = cfg.height // model_preset(cfg).vae.spatial_stride
+    _require(
+        not cfg.parallel.split_decode or latent_rows >= sequence,
+        "parallel.split_decode",
+        f"cannot split {latent_rows} latent rows (height={cfg.height}) over parallel.sequence={sequence} ranks",
     )
 
 

@@ -12,6 +12,7 @@ records and one barrier at the end. Nothing here touches a model.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -85,6 +86,11 @@ def launch(device: str) -> Iterator[World]:
     """Join the process group for the block (NCCL on CUDA, gloo otherwise) on this rank's device.
 
     `device` is the config's (`cuda`, `cpu`, `cuda:1`); `World.device` is where this rank runs.
+
+    Whatever holds CUDA graphs that captured the group's collectives (a sequence-parallel pipeline with
+    `cuda_graphs`) must be gone before the block ends: NCCL (2.26 on) destroys a communicator only after
+    every graph that uses it is destroyed, so a pipeline still referenced here hangs the exit. Build
+    and use it in a function called inside the block.
     """
     global _current
     world = detect()
@@ -104,6 +110,7 @@ def launch(device: str) -> Iterator[World]:
     finally:
         _current = None
         if initialized:
+            gc.collect()  # a dropped pipeline in a reference cycle would keep its CUDA graphs (see above)
             dist.destroy_process_group()
 
 

@@ -418,7 +418,7 @@ def sample_stream(
         return pipeline.stream(request.prompt1, request.prompt2, video, seed=seed)
     overlap = pipeline.overlaps_decode
     stream = pipeline.stream_prompts(request.schedule, video, seed=seed, decode=not overlap)
-    return decode_alongside(stream, pipeline.vae) if overlap else stream
+    return decode_alongside(stream, pipeline.decoder) if overlap else stream
 
 
 def _latents_path(video_path: Path) -> Path:

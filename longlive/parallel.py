@@ -1,4 +1,5 @@
-"""One stream over several ranks: Ulysses sequence parallelism for the generator, decode on one rank.
+"""One stream over several ranks: Ulysses sequence parallelism for the generator; the decode on one rank or
+split by rows over them.
 
     torchrun --nproc_per_node=2 --no-python longlive t2v --config_path ... parallel.sequence=2
 
@@ -29,6 +30,9 @@ The decode runs on one rank of the group (`parallel.vae_rank`), which writes the
 live session's commands (`agree`); the others have the block's latents too (the gathered head output)
 and go on to the next pass, where they wait in its first exchange until the decoding rank joins, unless
 `parallel.overlap_decode` queues the decode beside the next block's passes (`pipeline.decode_alongside`).
+With `parallel.split_decode` every rank decodes its share of each frame's rows (`SplitDecode`,
+`longlive.vae_split`) and the vae_rank gathers them, over a second communicator of the same ranks so that
+a gather queued beside the generator (overlap_decode) never waits behind its exchanges, nor they behind it.
 
 Applied from outside the model: `apply` sets a strategy object on the model and its attention layers;
 with none set the model is the one-process path.
@@ -48,6 +52,8 @@ from longlive.attention import RotaryTable, WindowRotary
 from longlive.config import ConfigError
 from longlive.distributed import World
 from longlive.model import CausalWanModel, TokenExchange
+from longlive.vae import StreamingVAE
+from longlive.vae_split import RowShare, share_rows
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +73,12 @@ class StreamGroup:
     ranks: tuple[int, ...]
     vae_rank: int
     process_group: dist.ProcessGroup | None = None
+    decode_group: dist.ProcessGroup | None = None  # the same ranks: the split decode's gathers
 
     @property
     def decodes(self) -> bool:
-        """This rank decodes the stream and writes its outputs."""
+        """This rank receives the stream's frames and writes its outputs (with `split_decode` every rank of
+        the group decodes rows of them, but only this one receives the frames)."""
         return self.rank == self.vae_rank
 
     @property
@@ -88,13 +96,14 @@ def stream_group(world: World, sequence: int, vae_rank: int = 0) -> StreamGroup:
         )
     count = world.world_size // sequence
     index = world.rank // sequence
-    mine = None
+    mine = decoding = None
     if sequence > 1:
         for group in range(count):  # new_group is collective: every rank creates every group, in order
-            handle = dist.new_group(list(range(group * sequence, (group + 1) * sequence)))
-            mine = handle if group == index else mine
+            members = list(range(group * sequence, (group + 1) * sequence))
+            handles = dist.new_group(members), dist.new_group(members)  # the generator's, the split decode's
+            mine, decoding = handles if group == index else (mine, decoding)
     ranks = tuple(range(index * sequence, (index + 1) * sequence))
-    return StreamGroup(world.rank % sequence, sequence, index, count, ranks, vae_rank, mine)
+    return StreamGroup(world.rank % sequence, sequence, index, count, ranks, vae_rank, mine, decoding)
 
 
 class Ulysses(TokenExchange):
@@ -193,3 +202,38 @@ def follow_session(pipeline, video: torch.Tensor | None, seed: int, max_frames: 
     end = math.inf if max_frames is None else max_frames
     for _ in pipeline.stream_prompts(lambda block: "", video, seed=seed, num_output_frames=end):
         pass
+
+
+class SplitDecode:
+    """A group's streamed decode split by rows (`parallel.split_decode`), with `StreamingVAE.decode`'s call:
+    every rank decodes its rows of each block through its own causal caches, and the vae_rank receives the
+    others' and returns the whole frames (the others return None). Every rank must decode every block."""
+
+    def __init__(self, vae: StreamingVAE, group: StreamGroup) -> None:
+        self.vae = vae
+        self.group = group
+        vae.split_rows(RowShare(group.rank, group.size))
+
+    @property
+    def device(self) -> torch.device:
+        return self.vae.device
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor | None:
+        """Latents [B, F, C, h, w] -> frames [B, 3, N, H, W] on the vae_rank, None on the others."""
+        rows = self.vae.decode(latents)  # [B, 3, N, this rank's rows, W]
+        height = latents.shape[-2]
+        scale = self.vae.row_plan(height).heights[-1] // height
+        counts = [(stop - start) * scale for start, stop in share_rows(height, self.group.size)]
+        return gather_rows(rows, counts, self.group)
+
+
+def gather_rows(rows: torch.Tensor, counts: list[int], group: StreamGroup) -> torch.Tensor | None:
+    """Each rank's rows [..., counts[rank], W] stacked in rank order on the vae_rank (None elsewhere). The
+    shares differ by at most a latent row's worth: each is padded to the largest for one gather."""
+    tallest = max(counts)
+    padded = F.pad(rows, (0, 0, 0, tallest - rows.shape[-2])).contiguous()
+    received = [torch.empty_like(padded) for _ in counts] if group.decodes else None
+    dist.gather(padded, received, dst=group.ranks[group.vae_rank], group=group.decode_group)
+    if received is None:
+        return None
+    return torch.cat([part.narrow(-2, 0, count) for part, count in zip(received, counts, strict=True)], dim=-2)

@@ -174,9 +174,12 @@ class VideoConditionalPipeline:
         # and keeps its share of the heads in the KV cache; only the group's vae_rank decodes.
         self.group = group if group is not None and group.size > 1 else None
         self.sequence_parallel = None
+        self._split_decode: parallel.SplitDecode | None = None
         if self.group is not None:
             self.sequence_parallel = parallel.Ulysses(self.group, self.geometry.frame_tokens, self.geometry.num_heads)
             parallel.apply(self.generator, self.sequence_parallel)
+            if cfg.parallel.split_decode:
+                self._split_decode = parallel.SplitDecode(vae, self.group)
         self._block_key: tuple | None = None  # the pass begun last in the KV cache, and its rope table
         self._block_rope: RotaryTable | WindowRotary | None = None
         self._rope_warned = False
@@ -239,7 +242,7 @@ class VideoConditionalPipeline:
         schedule = PromptSchedule((prompt1, prompt2 if prompt2 is not None else prompt1), (first_generated,))
         overlap = decode and self.overlaps_decode
         results = self.stream_prompts(schedule, video, seed, decode and not overlap, self.cfg.recache_conditioning)
-        yield from decode_alongside(results, self.vae) if overlap else results
+        yield from decode_alongside(results, self.decoder) if overlap else results
 
     @torch.no_grad()
     def stream_prompts(
@@ -299,7 +302,7 @@ class VideoConditionalPipeline:
                 latents = conditioning[:, block.start : block.end]
             else:
                 latents = self._denoise_block(block, text, rng)  # 7
-            frames = self.vae.decode(latents) if decode and self.decodes else None  # 8
+            frames = self.decoder.decode(latents) if decode and self.joins_decode else None  # 8
             # The block is handed back before its cache pass: its frames need only the denoising (and the
             # decode), and the pass, which only the next block reads, runs when that block is asked for.
             try:
@@ -337,13 +340,24 @@ class VideoConditionalPipeline:
 
     @property
     def decodes(self) -> bool:
-        """This process decodes the stream's frames (one process, or the group's vae_rank)."""
+        """This process receives the stream's frames and writes them (one process, or the group's vae_rank)."""
         return self.group is None or self.group.decodes
+
+    @property
+    def decoder(self) -> StreamingVAE | parallel.SplitDecode:
+        """What decodes the blocks: the VAE, or with `parallel.split_decode` every rank's rows of it, gathered."""
+        return self.vae if self._split_decode is None else self._split_decode
+
+    @property
+    def joins_decode(self) -> bool:
+        """This process runs the decode: the one that receives the frames, or with `parallel.split_decode`
+        every rank of the group (each decodes its rows; `self.decoder.decode` is collective then)."""
+        return self.decodes or self._split_decode is not None
 
     @property
     def overlaps_decode(self) -> bool:
         """Scripted rollouts decode alongside the next block's passes (`parallel.overlap_decode`)."""
-        return self.decodes and self.cfg.parallel.overlap_decode
+        return self.joins_decode and self.cfg.parallel.overlap_decode
 
     # -- the steps ---------------------------------------------------------------------------------
 
@@ -574,7 +588,7 @@ def resolve_low_vram(setting: bool | None, device: torch.device | str) -> bool:
     return low_vram
 
 
-def decode_alongside(results: Iterator[BlockResult], vae: StreamingVAE) -> Iterator[BlockResult]:
+def decode_alongside(results: Iterator[BlockResult], vae: StreamingVAE | parallel.SplitDecode) -> Iterator[BlockResult]:
     """Decode each block on a side CUDA stream while the generator works on the next one (`overlap_decode`).
 
     Block k's decode is queued behind its latents, then the next block's passes are issued (the loop asks
@@ -583,7 +597,8 @@ def decode_alongside(results: Iterator[BlockResult], vae: StreamingVAE) -> Itera
     the other ranks would otherwise wait). Exact: the same decoder calls on the same latents in the same
     order; only when they run changes. The price: block k+1's prompt is decided before block k is handed
     back, which a live session (prompts typed while watching) must not pay; jobs and the benchmark may.
-    On a CPU the decode simply runs in order.
+    On a CPU the decode simply runs in order. A split decode's ranks all run this, each block's gather
+    queued on the side stream too; the ranks that do not receive frames hand back blocks without them.
     """
     side = torch.cuda.Stream(vae.device) if vae.device.type == "cuda" else None
     pending: tuple[BlockResult, torch.Tensor] | None = None
@@ -595,7 +610,9 @@ def decode_alongside(results: Iterator[BlockResult], vae: StreamingVAE) -> Itera
         yield _finish_decode(*pending, side)
 
 
-def _start_decode(latents: torch.Tensor, vae: StreamingVAE, side: torch.cuda.Stream | None) -> torch.Tensor:
+def _start_decode(
+    latents: torch.Tensor, vae: StreamingVAE | parallel.SplitDecode, side: torch.cuda.Stream | None
+) -> torch.Tensor | None:
     """Queue the decode of `latents` on `side`, after the work that made them."""
     if side is None:
         return vae.decode(latents)
@@ -604,10 +621,10 @@ def _start_decode(latents: torch.Tensor, vae: StreamingVAE, side: torch.cuda.Str
         return vae.decode(latents)
 
 
-def _finish_decode(result: BlockResult, frames: torch.Tensor, side: torch.cuda.Stream | None) -> BlockResult:
+def _finish_decode(result: BlockResult, frames: torch.Tensor | None, side: torch.cuda.Stream | None) -> BlockResult:
     """The block with its frames, copied to the host on `side` (a copy on the main stream would wait for
     the next block's passes queued there)."""
-    if side is not None:
+    if side is not None and frames is not None:
         with torch.cuda.stream(side):
             frames = frames.to("cpu")  # waits for this decode only: the next one is queued after this call
     return replace(result, frames=frames)

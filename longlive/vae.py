@@ -12,6 +12,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from longlive.presets import VAEArchitecture
+from longlive.vae_split import RowPlan, RowShare, decode_rows, plan_rows
 
 
 def build_vae(
@@ -59,10 +60,15 @@ class StreamingVAE:
     takes them), normalised. The encoder consumes 1 frame, then groups of `temporal_stride`; frames
     that do not yet complete a group wait for the next call. The decoder turns the first latent frame
     into 1 frame and every later one into `temporal_stride` frames, one latent frame per decoder call.
+
+    With `rows` (`parallel.split_decode`), the decoder makes only that part's rows of each frame
+    (`longlive.vae_split`), through its own causal caches: the parts' rows, stacked, are the whole decode.
     """
 
-    def __init__(self, vae: AutoencoderKLWan) -> None:
+    def __init__(self, vae: AutoencoderKLWan, rows: RowShare | None = None) -> None:
         self.vae = vae.eval().requires_grad_(False)
+        self.rows = rows
+        self._row_plans: dict[int, RowPlan] = {}  # per latent height
         self.stride = vae.config.scale_factor_temporal
         z_dim = vae.config.z_dim
         # On the VAE's device, so that `.to(latents.device)` below copies nothing (a host-to-device copy
@@ -88,6 +94,12 @@ class StreamingVAE:
         self._encoder_cache: list = [None] * self.vae._cached_conv_counts["encoder"]
         self._encoded_frames = 0
         self._pending: torch.Tensor | None = None
+
+    def split_rows(self, rows: RowShare | None) -> None:
+        """Decode only part `rows` of every frame from now on (None: whole frames); starts a new video."""
+        self.rows = rows
+        self._row_plans = {}
+        self.reset_decoder()
 
     def reset_decoder(self) -> None:
         self._decoder_cache: list = [None] * self.vae._cached_conv_counts["decoder"]
@@ -129,7 +141,8 @@ class StreamingVAE:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Decode the next latents [B, F, C, h, w] -> frames [B, 3, N, H, W] in [-1, 1]."""
+        """Decode the next latents [B, F, C, h, w] -> frames [B, 3, N, H, W] in [-1, 1] (with `rows`, only
+        that part's rows of H: `row_plan(h).output`)."""
         latents = self.denormalize(latents.to(device=self.device, dtype=torch.float32)).to(self.dtype)
         latents = latents.transpose(1, 2)  # [B, C, F, h, w]
         # One latent frame per decoder call, as diffusers decodes: the activations of a call are those of
@@ -140,9 +153,19 @@ class StreamingVAE:
     def _decode_piece(self, latents: torch.Tensor) -> torch.Tensor:
         hidden = self.vae.post_quant_conv(latents)
         first = self._decoded_latents == 0
-        frames = self.vae.decoder(hidden, feat_cache=self._decoder_cache, feat_idx=[0], first_chunk=first)
+        if self.rows is None:
+            frames = self.vae.decoder(hidden, feat_cache=self._decoder_cache, feat_idx=[0], first_chunk=first)
+        else:
+            plan = self.row_plan(hidden.shape[-2])
+            frames = decode_rows(self.vae.decoder, hidden, self._decoder_cache, plan, first)
         self._decoded_latents += latents.shape[2]
         return frames.clamp(-1, 1)
+
+    def row_plan(self, latent_height: int) -> RowPlan:
+        """This part's slabs through the decoder for latent frames `latent_height` rows high."""
+        if latent_height not in self._row_plans:
+            self._row_plans[latent_height] = plan_rows(self.vae.decoder, latent_height, self.rows)
+        return self._row_plans[latent_height]
 
     # -- normalisation -----------------------------------------------------------------------------
 

@@ -73,7 +73,9 @@ def session(out: Path, overrides: list[str]) -> None:
             ends.append(result.block.end)
         out.mkdir(parents=True, exist_ok=True)
         latents = torch.cat([result.latents[0].float().cpu() for result in results])  # [F, C, h, w]
-        record = {"latents": latents, "switches": [s.recached for s in live.switches], "limited_ends": ends}
+        frames = torch.cat([result.frames.float().cpu() for result in results], dim=2)  # [1, 3, N, H, W]
+        switches = [s.recached for s in live.switches]
+        record = {"latents": latents, "frames": frames, "switches": switches, "limited_ends": ends}
         torch.save(record, out / "session.pt")
 
 

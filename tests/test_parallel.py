@@ -7,8 +7,11 @@ frames) and two prompt switches with LongLive's recache, under absolute and wind
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import weakref
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from conftest import torchrun
 from parallel_worker import CONFIG, PROMPTS, rollout, session
 
 import longlive.cli as cli
-from longlive import parallel
+from longlive import distributed, parallel
 from longlive.config import ConfigError, load_config
 from longlive.distributed import World
 
@@ -78,9 +81,33 @@ def test_decode_on_other_rank_matches(runs):
     torch.testing.assert_close(frames, reference, rtol=1e-4, atol=1e-4)
 
 
-def test_interactive_job_over_one_stream_of_two_ranks(tmp_path):
-    """The job path: the group shares one sample, the decoding rank writes its mp4 and the one record."""
+def test_split_decode_matches(tmp_path):
+    """`parallel.split_decode`: each rank decodes its rows of every block (3 latent rows of 6 each, with the
+    halo), rank 1 gathers them: the frames of the one-process decode, and only rank 1 has them."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    saved = {key: os.environ.pop(key) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if key in os.environ}
+    try:
+        rollout(one, OVERRIDES)
+    finally:
+        os.environ.update(saved)
+    worker = str(Path(__file__).with_name("parallel_worker.py"))
+    split = ["parallel.sequence=2", "parallel.vae_rank=1", "parallel.split_decode=true"]
+    torchrun(2, worker, "rollout", str(two), *OVERRIDES, *split)
+    reference = torch.load(one / "rank0.pt", weights_only=False)
+    ranks = [torch.load(two / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert ranks[0]["frames"] is None
+    assert ranks[1]["frames"].shape == reference["frames"].shape == (1, 3, 57, 48, 48)
+    # the latents agree to float32 tolerance (the generator's sums over other row counts), so do the frames
+    torch.testing.assert_close(ranks[1]["frames"], reference["frames"], rtol=1e-4, atol=1e-4)
+    assert reference["frames"].std() > 0.05
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["decode-on-one-rank", "split-decode"])
+def test_interactive_job_over_one_stream_of_two_ranks(tmp_path, split):
+    """The job path: the group shares one sample, the decoding rank writes its mp4 and the one record (with
+    the decode split over both ranks and overlapped, too)."""
     out = tmp_path / "out"
+    extra = ["parallel.split_decode=true", "parallel.overlap_decode=true"] if split else []
     torchrun(
         2,
         "interactive_inference.py",
@@ -92,6 +119,7 @@ def test_interactive_job_over_one_stream_of_two_ranks(tmp_path):
         "parallel.sequence=2",
         "parallel.vae_rank=1",
         "inference_iter=1",
+        *extra,
     )
     assert sorted(p.name for p in out.glob("*.mp4")) == ["rank1-0-0_regular.mp4"]
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -103,6 +131,9 @@ def test_parallel_keys_are_validated():
         load_config(CONFIG, ["parallel.sequence=3"])
     with pytest.raises(ConfigError, match=r"^parallel.vae_rank=2 must lie in \[0, parallel.sequence=2\)"):
         load_config(CONFIG, ["parallel.sequence=2", "parallel.vae_rank=2"])
+    with pytest.raises(ConfigError, match=r"^parallel.split_decode cannot split 2 latent rows \(height=16\) over"):
+        split = ["parallel.sequence=3", "parallel.split_decode=true", "height=16"]  # 12 heads, 2 latent rows
+        load_config(CONFIG, ["model_name=Wan2.1-T2V-1.3B", *split])
     with pytest.raises(ConfigError, match=r"^parallel.sequence=2 must divide the number of ranks \(3\)"):
         parallel.stream_group(World(rank=0, world_size=3), 2)
 
@@ -113,10 +144,11 @@ def test_one_rank_per_stream_is_todays_path():
     assert group.shard_world == World(rank=3, world_size=4)  # the job shards exactly as before
 
 
-def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys):
+@pytest.mark.parametrize("split", [False, True], ids=["decode-on-one-rank", "split-decode"])
+def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys, split):
     """A live session: the decoding rank's prompts reach the other rank at each boundary, and a quit with
     blocks left ends both, as does the end of a session's `max_frames` (the job would hang otherwise, and
-    torchrun's timeout fail the test)."""
+    torchrun's timeout fail the test); with the decode split over both ranks too."""
     one, two = tmp_path / "one", tmp_path / "two"
     saved = {key: os.environ.pop(key) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if key in os.environ}
     try:
@@ -126,8 +158,10 @@ def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys):
     finally:
         os.environ.update(saved)
     worker = str(Path(__file__).with_name("parallel_worker.py"))
-    torchrun(2, worker, "session", str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1")
+    extra = ["parallel.split_decode=true"] if split else []
+    torchrun(2, worker, "session", str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1", *extra)
     reference, run = torch.load(one / "session.pt"), torch.load(two / "session.pt")
+    torch.testing.assert_close(run["frames"], reference["frames"], rtol=1e-4, atol=1e-4)
     assert reference["switches"] == run["switches"] == [(0, 6)]  # the new prompt recached [0, 6) (LongLive)
     assert reference["latents"].shape[0] == 9  # three blocks of three, then quit
     assert reference["limited_ends"] == run["limited_ends"] == [3, 5]  # max_frames=5 ends both ranks there
@@ -188,3 +222,34 @@ def test_one_process_commands_refuse_a_group(monkeypatch, capsys):
     assert cli.main(["serve", "--config_path", t2v]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("longlive serve runs in one process, not 2 ranks: run it without torchrun")
+
+
+def test_a_job_drops_its_pipeline_before_the_group_ends(monkeypatch, tmp_path):
+    """NCCL destroys a communicator only once every CUDA graph that captured it is gone (a sequence-parallel
+    pipeline's, under cuda_graphs): the 2-GPU job hung at its exit while `run_job` still held its pipeline
+    around `launch`'s destroy_process_group. Here `launch` checks, where it would destroy the group, that
+    the job's pipeline is gone."""
+    from longlive.pipeline import VideoConditionalPipeline
+
+    built, alive_at_end = [], []
+    from_config = VideoConditionalPipeline.from_config.__func__
+
+    def recording_from_config(cls, *args, **kwargs):
+        pipeline = from_config(cls, *args, **kwargs)
+        built.append(weakref.ref(pipeline))
+        return pipeline
+
+    real_launch = distributed.launch
+
+    @contextmanager
+    def checking_launch(device):
+        with real_launch(device) as world:
+            yield world
+            gc.collect()
+            alive_at_end.append([ref() is not None for ref in built])
+
+    monkeypatch.setattr(VideoConditionalPipeline, "from_config", classmethod(recording_from_config))
+    monkeypatch.setattr(distributed, "launch", checking_launch)
+    overrides = [f"output_folder={tmp_path}", "num_output_frames=9", "switch_frame_indices=[3,6]", "inference_iter=1"]
+    assert cli.main(["interactive", "--config_path", str(CONFIG), *overrides]) == 0
+    assert alive_at_end == [[False]]
