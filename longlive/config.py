@@ -60,8 +60,9 @@ class ParallelConfig:
     # next block (handed back one block later; exact). Any `sequence`; a live session decodes in line.
     overlap_decode: bool = False
     # Split each block's VAE decode by rows over the group's ranks (longlive/vae_split.py; exact): every
-    # rank decodes its rows plus a halo, the vae_rank gathers the frames. Off by default until measured.
-    split_decode: bool = False
+    # rank decodes its rows plus a halo, the vae_rank gathers the frames. On 2 H200s 44.3 against 41.4
+    # frames/s and 7.4 against 9.3 GiB (BENCHMARKS.md, 2026-11-30); false: the vae_rank decodes alone.
+    split_decode: bool = True
 
 
 @dataclass

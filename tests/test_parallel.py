@@ -52,7 +52,8 @@ def runs(request, tmp_path_factory) -> dict[str, dict]:
     finally:
         os.environ.update(saved)
     worker = str(Path(__file__).with_name("parallel_worker.py"))
-    torchrun(2, worker, "rollout", str(two), *overrides, "parallel.sequence=2", "parallel.vae_rank=1")
+    one_rank = ("parallel.sequence=2", "parallel.vae_rank=1", "parallel.split_decode=false")  # decode on rank 1
+    torchrun(2, worker, "rollout", str(two), *overrides, *one_rank)
     saved = {
         name: torch.load(path, weights_only=False)
         for name, path in (("one", one / "rank0.pt"), ("rank0", two / "rank0.pt"), ("rank1", two / "rank1.pt"))
@@ -107,7 +108,7 @@ def test_interactive_job_over_one_stream_of_two_ranks(tmp_path, split):
     """The job path: the group shares one sample, the decoding rank writes its mp4 and the one record (with
     the decode split over both ranks and overlapped, too)."""
     out = tmp_path / "out"
-    extra = ["parallel.split_decode=true", "parallel.overlap_decode=true"] if split else []
+    extra = ["parallel.split_decode=true", "parallel.overlap_decode=true"] if split else ["parallel.split_decode=false"]
     torchrun(
         2,
         "interactive_inference.py",
@@ -158,7 +159,7 @@ def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys, spl
     finally:
         os.environ.update(saved)
     worker = str(Path(__file__).with_name("parallel_worker.py"))
-    extra = ["parallel.split_decode=true"] if split else []
+    extra = ["parallel.split_decode=" + str(split).lower()]
     torchrun(2, worker, "session", str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1", *extra)
     reference, run = torch.load(one / "session.pt"), torch.load(two / "session.pt")
     torch.testing.assert_close(run["frames"], reference["frames"], rtol=1e-4, atol=1e-4)
