@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from longlive.presets import VAEArchitecture
-from longlive.vae_split import RowPlan, RowShare, decode_rows, plan_rows
+from longlive.vae_split import RowPlan, RowShare, allow_decoder_recompiles, decode_rows, plan_rows
 
 
 def build_vae(
@@ -38,18 +38,12 @@ def build_vae(
     )
 
 
-# A streamed decode calls the decoder with three shapes of causal caches (none, after the first latent
-# frame, steady) and dynamo keeps one graph per shape for each frame it resumes after a graph break.
-DECODER_COMPILE_CACHE_SIZE = 64
-
-
 def compile_decoder(vae: AutoencoderKLWan) -> None:
     """Compile the decoder in place (its state dict keys stay): inductor fuses the bias adds, the
     concatenations of the causal caches and the norms around each convolution. Shapes are static: a
-    stream's calls have only the few shapes above, and static kernels are the fast ones. The raised
-    limit on compiled graphs per function is dynamo's, for the whole process."""
-    limit = torch._dynamo.config.cache_size_limit
-    torch._dynamo.config.cache_size_limit = max(limit, DECODER_COMPILE_CACHE_SIZE)
+    stream's calls have only a few shapes (`allow_decoder_recompiles`), and static kernels are the fast
+    ones."""
+    allow_decoder_recompiles()
     vae.decoder.compile(dynamic=False)
 
 

@@ -192,8 +192,22 @@ def decode_rows(decoder: WanDecoder3d, x: torch.Tensor, cache: list, plan: RowPl
     return _crop(x, plan.head_input, plan.output)
 
 
+# A streamed decode calls the decoder with three shapes of causal caches (none, after the first latent
+# frame, steady) and dynamo keeps one graph per shape for each frame it resumes after a graph break.
+DECODER_COMPILE_CACHE_SIZE = 64
+
+
+def allow_decoder_recompiles() -> None:
+    """Raise dynamo's limit on compiled graphs per function (for the whole process) to what a streamed
+    decode needs: past the limit dynamo runs the function eagerly from then on, without a word but a
+    warning (the split decode's folded convolutions hit the default 8 in its first steady call)."""
+    limit = torch._dynamo.config.cache_size_limit
+    torch._dynamo.config.cache_size_limit = max(limit, DECODER_COMPILE_CACHE_SIZE)
+
+
 def compile_stages(decoder: WanDecoder3d) -> None:
     """`compile_vae` for a split decode, which calls the decoder's stages, not the decoder: each stage
     compiled in place (static shapes: each part's slabs keep their sizes)."""
+    allow_decoder_recompiles()
     for stage in (decoder.mid_block, *decoder.up_blocks, decoder.norm_out):
         stage.compile(dynamic=False)

@@ -93,15 +93,20 @@ def test_split_decode_with_the_vae_switches(fold):
     torch.testing.assert_close(torch.cat(_split(vae, latents, 2), dim=-2), expected, atol=1e-5, rtol=0)
 
 
-def test_compiled_stages_match_eager():
+def test_compiled_stages_match_eager(monkeypatch):
     """compile_vae under split_decode compiles the stages the split decode calls; the same rows as eager
-    (the second part's: a slab cut inside the frame; its three cache shapes)."""
+    (the second part's: a slab cut inside the frame; its three cache shapes), every call compiled: from
+    dynamo's default limit on graphs per function, which the folded convolutions' three cache shapes in
+    six stages pass (past it dynamo would quietly run them eagerly; here it raises)."""
     torch.manual_seed(2)
     vae = build_vae(PRESETS["tiny"].vae).eval()
     fold_causal_convs(vae)
     fuse_vae_norms(vae)
     latents = _latents(vae, frames=3, seed=4)
     expected = _streamed_two(StreamingVAE(vae, RowShare(1, 2)), latents)
+    torch._dynamo.reset()  # no graphs of other tests count against the limit
+    monkeypatch.setattr(torch._dynamo.config, "cache_size_limit", 8)  # dynamo's default
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
     compile_stages(vae.decoder)
     assert all(s._compiled_call_impl is not None for s in (vae.decoder.mid_block, *vae.decoder.up_blocks))
     actual = _streamed_two(StreamingVAE(vae, RowShare(1, 2)), latents)
