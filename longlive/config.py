@@ -54,7 +54,8 @@ class ParallelConfig:
     # Ranks that share ONE stream (Ulysses sequence parallelism, longlive/parallel.py); 1 = a stream per
     # rank. Under torchrun the world is split into groups of `sequence` consecutive ranks.
     sequence: int = 1
-    # Rank within a group that decodes the latents and writes the outputs.
+    # Rank within a group that receives the frames (the only one decoding with split_decode false) and
+    # writes the outputs.
     vae_rank: int = 0
     # Jobs and the benchmark: decode each block on a side CUDA stream while the generator works on the
     # next block (handed back one block later; exact). Any `sequence`; a live session decodes in line.

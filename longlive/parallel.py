@@ -26,13 +26,14 @@ arithmetic on a subset of rows or heads, so the result agrees with one process u
 floating-point reductions inside the kernels (bit-for-bit where the kernels' order does not depend on
 the row count).
 
-The decode runs on one rank of the group (`parallel.vae_rank`), which writes the outputs and takes a
-live session's commands (`agree`); the others have the block's latents too (the gathered head output)
-and go on to the next pass, where they wait in its first exchange until the decoding rank joins, unless
-`parallel.overlap_decode` queues the decode beside the next block's passes (`pipeline.decode_alongside`).
-With `parallel.split_decode` every rank decodes its share of each frame's rows (`SplitDecode`,
-`longlive.vae_split`) and the vae_rank gathers them, over a second communicator of the same ranks so that
-a gather queued beside the generator (overlap_decode) never waits behind its exchanges, nor they behind it.
+One rank of the group (`parallel.vae_rank`) receives the frames, writes the outputs and takes a live
+session's commands (`agree`). With `parallel.split_decode` (the default) every rank decodes its share of
+each frame's rows (`SplitDecode`, `longlive.vae_split`) and the vae_rank gathers them, over a second
+communicator of the same ranks so that a gather queued beside the generator (overlap_decode) never waits
+behind its exchanges, nor they behind it. With `split_decode: false` the vae_rank decodes alone; the others
+have the block's latents too (the gathered head output) and go on to the next pass, where they wait in its
+first exchange until the decoding rank joins, unless `parallel.overlap_decode` queues the decode beside the
+next block's passes (`pipeline.decode_alongside`).
 
 Applied from outside the model: `apply` sets a strategy object on the model and its attention layers;
 with none set the model is the one-process path.

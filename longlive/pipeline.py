@@ -171,7 +171,8 @@ class VideoConditionalPipeline:
         )
         self.kv_cache: KVCache | None = None
         # One stream over the ranks of `group` (longlive.parallel): this rank computes its share of the tokens
-        # and keeps its share of the heads in the KV cache; only the group's vae_rank decodes.
+        # and keeps its share of the heads in the KV cache; the group's vae_rank receives the frames (decoded
+        # by every rank's rows with parallel.split_decode, by the vae_rank alone without).
         self.group = group if group is not None and group.size > 1 else None
         self.sequence_parallel = None
         self._split_decode: parallel.SplitDecode | None = None

@@ -12,14 +12,14 @@ C=configs/longlive_video_conditional_inference.yaml
 TR="torchrun --nproc_per_node=2 -m longlive.cli"
 run() { local name=$1; shift; echo "== $name"; timeout 200 "$@" > $OUT/$name.log 2>&1; echo "rc=$?"; grep '^{' $OUT/$name.log | tail -1 | tee $OUT/$name.json; }
 if [ "$1" != job ]; then
-run bench_one_rank $TR bench --config_path $C $S parallel.sequence=2
+run bench_one_rank $TR bench --config_path $C $S parallel.sequence=2 parallel.split_decode=false
 run bench_split $TR bench --config_path $C $S parallel.sequence=2 parallel.split_decode=true
 run bench_split_overlap $TR bench --config_path $C $S parallel.sequence=2 parallel.split_decode=true parallel.overlap_decode=true
 exit 0
 fi
 J="wan_model_dir=null generator_ckpt=null lora_ckpt=null inference_iter=1 num_output_frames=21 switch_frame_indices=9,15 $SW"
 I=configs/longlive_interactive_inference.yaml
-run job_one_rank $TR interactive --config_path $I $J output_folder=/tmp/sd1 parallel.sequence=2
+run job_one_rank $TR interactive --config_path $I $J output_folder=/tmp/sd1 parallel.sequence=2 parallel.split_decode=false
 run job_split $TR interactive --config_path $I $J output_folder=/tmp/sd2 parallel.sequence=2 parallel.split_decode=true
 ls /tmp/sd1 /tmp/sd2
 timeout 60 python3 -m longlive.cli compare /tmp/sd1 /tmp/sd2 --out /tmp/sd_compare 2>&1 | tail -3 | tee $OUT/compare.txt
