@@ -345,16 +345,17 @@ def random_model(arch: WanArchitecture, device: torch.device, dtype: torch.dtype
     with torch.device("meta"):
         model = CausalWanModel(arch)
     model = model.to(dtype=dtype).to_empty(device=device)
-    left = [name for name, tensor in _module_tensors(model) if tensor.is_meta]
-    if left:  # a tensor held outside parameters and buffers would have no values: a bug of the model
-        raise RuntimeError(f"random_model: tensors left on the meta device: {', '.join(left)}")
+    left = _tensors_without_values(model)
+    if left:  # only parameters get values below: anything else would be garbage or meta, a bug of the model
+        raise RuntimeError(f"random_model: tensors init_random_weights gives no values: {', '.join(left)}")
     init_random_weights(model, torch.Generator(device).manual_seed(seed))
     return model
 
 
-def _module_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """Every tensor the model's modules hold: parameters, buffers and plain tensor attributes."""
-    found = [(name, tensor) for name, tensor in model.state_dict(keep_vars=True).items()]
+def _tensors_without_values(model: nn.Module) -> list[str]:
+    """Buffers (`to_empty` gives them storage, not values) and plain tensor attributes (left on the meta
+    device): what `init_random_weights`, which sets parameters only, would leave undefined."""
+    left = [name for name, _ in model.named_buffers()]
     for prefix, module in model.named_modules():
-        found += [(f"{prefix}.{key}", v) for key, v in vars(module).items() if isinstance(v, torch.Tensor)]
-    return found
+        left += [f"{prefix}.{key}" for key, v in vars(module).items() if isinstance(v, torch.Tensor) and v.is_meta]
+    return left

@@ -200,9 +200,12 @@ class _Items(torch.utils.data.Dataset):
         return self.world[index]
 
 
-def world(cfg: TrainConfig, stream: int, num_frames: int | None = None) -> DemoWorld:
+def world(
+    cfg: TrainConfig, stream: int, num_frames: int | None = None, change_frames: Sequence[int] | None = None
+) -> DemoWorld:
     """The run's clips (`num_frames` video frames, default the generator's clip length); stage 1 and
-    stage 2 read different streams of the same seed."""
+    stage 2 read different streams of the same seed. A change clip changes at video frame
+    `4 * change_latent_frame - 3`, or at one of `change_frames` drawn per clip."""
     return DemoWorld(
         seed=cfg.seed * 1000 + stream,
         num_frames=num_frames or cfg.num_video_frames,
@@ -210,6 +213,7 @@ def world(cfg: TrainConfig, stream: int, num_frames: int | None = None) -> DemoW
         width=cfg.width,
         change_prob=cfg.change_prob,
         change_frame=4 * cfg.change_latent_frame - 3,
+        change_frames=change_frames,
     )
 
 
@@ -220,14 +224,7 @@ def switch_world(cfg: TrainConfig, stream: int) -> DemoWorld:
     starts = [4 * s - 3 for s in range(cfg.frames_per_block, frames, cfg.frames_per_block)]
     if not starts:
         raise SystemExit(f"--switch_anywhere: clips of {frames} latent frames have no block after the first")
-    return DemoWorld(
-        seed=cfg.seed * 1000 + stream,
-        num_frames=4 * frames - 3,
-        height=cfg.height,
-        width=cfg.width,
-        change_prob=cfg.change_prob,
-        change_frames=starts,
-    )
+    return world(cfg, stream, 4 * frames - 3, change_frames=starts)
 
 
 class Captions(NamedTuple):
@@ -238,14 +235,8 @@ class Captions(NamedTuple):
     change: int  # latent frame where the content (and the prompt) changes; the clip length when none
 
 
-class _SwitchItems(torch.utils.data.Dataset):
+class _SwitchItems(_Items):
     """(video, Captions) of each clip of a `switch_world`."""
-
-    def __init__(self, world: DemoWorld, length: int) -> None:
-        self.world, self.length = world, length
-
-    def __len__(self) -> int:
-        return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Captions]:
         clip = self.world.clip(index)

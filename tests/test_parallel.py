@@ -26,6 +26,17 @@ from longlive.distributed import World
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 OVERRIDES = ["height=48", "width=48"]  # 3x3 tokens a frame: an odd count, split unevenly over two ranks
+WORKER = str(Path(__file__).with_name("parallel_worker.py"))
+
+
+@contextmanager
+def one_process():
+    """Run the one-process reference here, with torchrun's variables (if pytest itself runs under it) hidden."""
+    saved = {key: os.environ.pop(key) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if key in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 # (overrides, the switches' recached frames): LongLive's recache (an early switch reruns [0, 6), a late one
@@ -46,14 +57,10 @@ def runs(request, tmp_path_factory) -> dict[str, dict]:
     overrides, switches = MODES[request.param]
     overrides = [*OVERRIDES, *overrides]
     one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
-    saved = {key: os.environ.pop(key) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if key in os.environ}
-    try:
+    with one_process():
         rollout(one, overrides)
-    finally:
-        os.environ.update(saved)
-    worker = str(Path(__file__).with_name("parallel_worker.py"))
     one_rank = ("parallel.sequence=2", "parallel.vae_rank=1", "parallel.split_decode=false")  # decode on rank 1
-    torchrun(2, worker, "rollout", str(two), *overrides, *one_rank)
+    torchrun(2, WORKER, "rollout", str(two), *overrides, *one_rank)
     saved = {
         name: torch.load(path, weights_only=False)
         for name, path in (("one", one / "rank0.pt"), ("rank0", two / "rank0.pt"), ("rank1", two / "rank1.pt"))
@@ -86,14 +93,10 @@ def test_split_decode_matches(tmp_path):
     """`parallel.split_decode`: each rank decodes its rows of every block (3 latent rows of 6 each, with the
     halo), rank 1 gathers them: the frames of the one-process decode, and only rank 1 has them."""
     one, two = tmp_path / "one", tmp_path / "two"
-    saved = {key: os.environ.pop(key) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if key in os.environ}
-    try:
+    with one_process():
         rollout(one, OVERRIDES)
-    finally:
-        os.environ.update(saved)
-    worker = str(Path(__file__).with_name("parallel_worker.py"))
     split = ["parallel.sequence=2", "parallel.vae_rank=1", "parallel.split_decode=true"]
-    torchrun(2, worker, "rollout", str(two), *OVERRIDES, *split)
+    torchrun(2, WORKER, "rollout", str(two), *OVERRIDES, *split)
     reference = torch.load(one / "rank0.pt", weights_only=False)
     ranks = [torch.load(two / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert ranks[0]["frames"] is None
@@ -151,16 +154,12 @@ def test_session_over_two_ranks_matches_and_stops_together(tmp_path, capsys, spl
     blocks left ends both, as does the end of a session's `max_frames` (the job would hang otherwise, and
     torchrun's timeout fail the test); with the decode split over both ranks too."""
     one, two = tmp_path / "one", tmp_path / "two"
-    saved = {key: os.environ.pop(key) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if key in os.environ}
-    try:
+    with one_process():
         session(one, OVERRIDES)
         assert cli.main(["session", "--config_path", str(CONFIG), "--prompt", "a", "parallel.sequence=2"]) == 2
         assert "parallel.sequence=2 ranks, not 1" in capsys.readouterr().err
-    finally:
-        os.environ.update(saved)
-    worker = str(Path(__file__).with_name("parallel_worker.py"))
     extra = ["parallel.split_decode=" + str(split).lower()]
-    torchrun(2, worker, "session", str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1", *extra)
+    torchrun(2, WORKER, "session", str(two), *OVERRIDES, "parallel.sequence=2", "parallel.vae_rank=1", *extra)
     reference, run = torch.load(one / "session.pt"), torch.load(two / "session.pt")
     torch.testing.assert_close(run["frames"], reference["frames"], rtol=1e-4, atol=1e-4)
     assert reference["switches"] == run["switches"] == [(0, 6)]  # the new prompt recached [0, 6) (LongLive)

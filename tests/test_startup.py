@@ -30,16 +30,21 @@ def test_random_model_equals_float32_init_then_cast(tiny_arch, dtype):
     assert not torch.equal(other["blocks.0.self_attn.q.weight"], expected["blocks.0.self_attn.q.weight"])
 
 
-def test_random_model_refuses_a_tensor_outside_parameters(tiny_arch, monkeypatch):
-    """A tensor a module keeps as a plain attribute gets no storage from `to_empty`: named, not left empty."""
+@pytest.mark.parametrize("kind", ["attribute", "buffer"])
+def test_random_model_refuses_a_tensor_outside_parameters(tiny_arch, monkeypatch, kind):
+    """A tensor a module keeps as a plain attribute gets no storage from `to_empty`, a buffer storage but no
+    values, and `init_random_weights` sets parameters only: named, not left undefined."""
 
     class WithTable(CausalWanModel):
         def __init__(self, arch) -> None:
             super().__init__(arch)
-            self.table = torch.zeros(3)
+            if kind == "buffer":
+                self.register_buffer("table", torch.zeros(3))
+            else:
+                self.table = torch.zeros(3)
 
     monkeypatch.setattr(model_module, "CausalWanModel", WithTable)
-    with pytest.raises(RuntimeError, match=r"meta device: \.table"):
+    with pytest.raises(RuntimeError, match=r"gives no values: \.?table"):
         random_model(tiny_arch, torch.device("cpu"), torch.float32, seed=0)
 
 
