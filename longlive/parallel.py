@@ -215,6 +215,16 @@ class Ulysses(TokenExchange):
         """
         if self.exchange_chunks == 1:
             return self.to_tokens(attend(*self.to_heads(queries, keys, values), None))
+        return self._attend_in_chunks(queries, keys, values, attend)
+
+    # Run eagerly inside a compiled block (a graph break each side; a CUDA graph captures it all the same):
+    # Inductor fuses the chunks' cache writes and copies into kernels that read every chunk, which puts all
+    # the waits before the first attention and leaves nothing overlapped (seen in its output code on CPU).
+    @torch.compiler.disable
+    def _attend_in_chunks(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, attend: Attend
+    ) -> torch.Tensor:
+        """`attend` with C = `exchange_chunks` > 1, in the order the overlap needs (eager, as written)."""
         sends = self._head_sends((queries, keys, values), self.exchange_chunks)  # [C, N, B, F, t, 3, c, D]
         arriving = [self._issue(send.contiguous()) for send in sends.unbind(0)]  # all in flight before attending
         size = sends.shape[-2]
