@@ -16,6 +16,10 @@ the cache bookkeeping agree without messages; only the generator's passes talk:
         out [B, F*T, H/N, D] --all_to_all--> [B, F*t, H, D] -> o projection
         head output [B, F, t, ...] --all_gather--> [B, F, T, ...] on every rank
 
+With `parallel.exchange_chunks` C > 1 each rank's heads go in C chunks (`Ulysses.attend`): every chunk's
+exchange to heads is issued at once, and each chunk is cached, attended and sent back as it arrives, so the
+exchanges overlap the other chunks' attention; the head layout after the exchange back is the same.
+
 Cross-attention keeps the tokens local: each query token attends to the whole prompt alone, so splitting
 its heads would only add two exchanges. RoPE is applied before the exchange with each rank's rows of the
 block's table (the tokens' true positions); under window-relative RoPE (`use_infinite_attention`) the
