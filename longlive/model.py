@@ -126,7 +126,8 @@ def cached_attention(
     window-relative RoPE span all tokens, as the keys do after the exchange.
     """
     if kv_cache is not None:
-        keys, values = kv_cache.write(keys, values, heads)  # [B, M, h, D]
+        # [B, M, h, D]; all heads: the cache's one call (test doubles of the cache implement only that)
+        keys, values = kv_cache.write(keys, values) if heads is None else kv_cache.write(keys, values, heads)
         mask = kv_cache.mask  # [N, M] when the pass covers several blocks, else None
     if isinstance(rope, WindowRotary):
         return window_attention(queries, keys, values, rope, mask)

@@ -160,7 +160,7 @@ class Ulysses(TokenExchange):
         rows = [self.split_tokens(t.unflatten(0, (-1, self.frame_tokens)), dim=1) for t in (rope.cos, rope.sin)]
         return RotaryTable.from_tables(*(r.flatten(0, 1).contiguous() for r in rows))
 
-    # -- heads ---------------------------------------------------------------------------------------
+    # -- heads -------------------------------------------------------------------------------------
 
     def _all_to_all(self, send: torch.Tensor) -> torch.Tensor:
         received = torch.empty_like(send)
@@ -168,9 +168,9 @@ class Ulysses(TokenExchange):
         return received
 
     def _issue(self, send: torch.Tensor) -> torch.Tensor:
-        """Start an all-to-all of `send` [N, ...] and return its result without waiting: the wait comes at the
-        result's first use (an AsyncCollectiveTensor in eager; under torch.compile Inductor places the wait
-        before the first kernel that reads it), so the work issued in between overlaps the exchange."""
+        """Start an all-to-all of `send` [N, ...] and return its result without waiting: an AsyncCollectiveTensor
+        (a functional collective in eager), which waits at its first use, so the work issued in between overlaps
+        the exchange (NCCL: the compute stream waits for the communication stream there, the host does not)."""
         return funcol.all_to_all_single(send, None, None, group=self.group.process_group)
 
     def _head_sends(self, tensors: tuple[torch.Tensor, ...], chunks: int) -> torch.Tensor:
