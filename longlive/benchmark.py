@@ -150,7 +150,7 @@ def run_benchmark(cfg, warmup_runs: int = 1, pipe: VideoConditionalPipeline | No
 
 def workload(cfg, device: torch.device) -> dict:
     """What was measured, for the JSON line."""
-    measured = {
+    return {
         "model": cfg.model_name,
         "latent_frames": cfg.num_output_frames,
         "frames_per_block": cfg.num_frame_per_block,
@@ -166,9 +166,6 @@ def workload(cfg, device: torch.device) -> dict:
         "sequence_parallel": cfg.parallel.sequence,
         "decode": _decode_placement(cfg),
     }
-    if cfg.parallel.exchange_chunks > 1:  # recorded only when set, so earlier JSON lines compare as they were
-        measured["exchange_chunks"] = cfg.parallel.exchange_chunks
-    return measured
 
 
 def _decode_placement(cfg) -> str:

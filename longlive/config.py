@@ -64,11 +64,6 @@ class ParallelConfig:
     # rank decodes its rows plus a halo, the vae_rank gathers the frames. On 2 H200s 44.3 against 41.4
     # frames/s and 7.4 against 9.3 GiB (BENCHMARKS.md, 2026-11-30); false: the vae_rank decodes alone.
     split_decode: bool = True
-    # Self-attention's two all-to-alls in this many chunks of each rank's heads (must divide heads/sequence):
-    # every chunk's exchange is issued at once and each chunk is attended as it arrives, its output sent
-    # back while the next one is attended, so the exchanges overlap attention instead of waiting in line
-    # with it (exact: heads never mix in attention). 1 = one exchange each way.
-    exchange_chunks: int = 1
 
 
 @dataclass
@@ -365,25 +360,12 @@ def _validate_parallel(cfg: DictConfig) -> None:
         "parallel.vae_rank",
         f"={cfg.parallel.vae_rank} must lie in [0, parallel.sequence={sequence})",
     )
-    chunks, valid = cfg.parallel.exchange_chunks, exchange_chunk_choices(heads, sequence)
-    _require(
-        chunks in valid,
-        "parallel.exchange_chunks",
-        f"={chunks} must divide the {heads // sequence} heads each of parallel.sequence={sequence} ranks "
-        f"attends: one of {valid}",
-    )
     latent_rows = cfg.height // model_preset(cfg).vae.spatial_stride
     _require(
         not cfg.parallel.split_decode or latent_rows >= sequence,
         "parallel.split_decode",
         f"cannot split {latent_rows} latent rows (height={cfg.height}) over parallel.sequence={sequence} ranks",
     )
-
-
-def exchange_chunk_choices(num_heads: int, sequence: int) -> list[int]:
-    """The values `parallel.exchange_chunks` may take: the divisors of the heads each rank attends."""
-    local = num_heads // sequence
-    return [chunks for chunks in range(1, local + 1) if local % chunks == 0]
 
 
 def switch_frames(cfg: DictConfig) -> tuple[int, ...]:

@@ -304,30 +304,15 @@ class LayerKV:
     visible_tokens: int
     mask: torch.Tensor | None = None
 
-    def write(
-        self, keys: torch.Tensor, values: torch.Tensor, heads: slice | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the block's K/V [B, N, H, D] in its slots; return the visible K/V [B, M, H, D].
-
-        `heads` writes and returns those heads only (keys, values [B, N, len(heads), D]): a sequence-parallel
-        pass whose exchange arrives in chunks of heads (`parallel.exchange_chunks`) attends each chunk as it
-        comes, and heads never mix in attention.
-        """
+    def write(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the block's K/V [B, N, H, D] in its slots; return the visible K/V [B, M, H, D]."""
         if keys.shape[1] != self.token_index.numel():
             raise CacheInvariantError(
                 f"write of {keys.shape[1]} tokens to a block of {self.token_index.numel()} token slots"
             )
-        cached_keys, cached_values = (self.keys, self.values) if heads is None else self._heads(heads, keys.shape[2])
-        cached_keys.index_copy_(1, self.token_index, keys.to(cached_keys.dtype))
-        cached_values.index_copy_(1, self.token_index, values.to(cached_values.dtype))
-        return cached_keys[:, : self.visible_tokens], cached_values[:, : self.visible_tokens]
-
-    def _heads(self, heads: slice, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Views [B, C*T, len(heads), D] of the buffers' `heads`, which must be `count` heads."""
-        held = self.keys.shape[2]
-        if len(range(held)[heads]) != count:
-            raise CacheInvariantError(f"write of {count} heads to heads {heads} of a cache holding {held}")
-        return self.keys[:, :, heads], self.values[:, :, heads]
+        self.keys.index_copy_(1, self.token_index, keys.to(self.keys.dtype))
+        self.values.index_copy_(1, self.token_index, values.to(self.values.dtype))
+        return self.keys[:, : self.visible_tokens], self.values[:, : self.visible_tokens]
 
 
 def frame_visibility_mask(block_sizes: Sequence[int], cache_frames: int, sink_frames: int) -> torch.Tensor:

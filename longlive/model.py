@@ -11,8 +11,6 @@ is the frame's absolute index (or its position in the attention window, when the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from functools import partial
 from typing import Protocol
 
 import torch
@@ -23,9 +21,6 @@ from longlive.attention import FramePositions, RotaryTable, WindowRotary, attent
 from longlive.kv_cache import CrossAttentionCache, KVCache, LayerKV
 from longlive.presets import WanArchitecture
 
-# Self-attention of some heads: (q, k, v [B, N, c, D], the cache's heads they are, None for all) -> [B, N, c, D].
-Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, slice | None], torch.Tensor]
-
 
 class TokenExchange(Protocol):
     """How a pass is split over ranks (`longlive.parallel.Ulysses`): the model only calls these."""
@@ -33,9 +28,8 @@ class TokenExchange(Protocol):
     def local_rope(self, rope: RotaryTable | WindowRotary) -> RotaryTable | WindowRotary: ...
     def split_tokens(self, x: torch.Tensor) -> torch.Tensor: ...
     def gather_tokens(self, x: torch.Tensor) -> torch.Tensor: ...
-    def attend(
-        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, attend: Attend
-    ) -> torch.Tensor: ...
+    def to_heads(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+    def to_tokens(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 def sinusoidal_embedding(dim: int, timesteps: torch.Tensor) -> torch.Tensor:
@@ -100,38 +94,17 @@ class SelfAttention(nn.Module):
         if not window:
             keys = rope.apply(keys)
         values = self.v(x).unflatten(-1, heads)
-        attend = partial(cached_attention, rope=rope, kv_cache=kv_cache, mask=mask)
         exchange = self.sequence_parallel
-        if exchange is None:
-            out = attend(queries, keys, values)  # [B, N, H, D]
-        else:  # attention on this rank's heads of all tokens, exchanged there and back: [B, this rank's N, H, D]
-            out = exchange.attend(queries, keys, values, attend)
+        if exchange is not None:
+            queries, keys, values = exchange.to_heads(queries, keys, values)  # each [B, all N, H/ranks, D]
+        if kv_cache is not None:
+            keys, values = kv_cache.write(keys, values)  # [B, M, H, D]
+            mask = kv_cache.mask  # [N, M] when the pass covers several blocks, else None
+        # With sequence parallelism the keys' tables (window) span all tokens, as the keys do after the exchange.
+        out = window_attention(queries, keys, values, rope, mask) if window else attention(queries, keys, values, mask)
+        if exchange is not None:
+            out = exchange.to_tokens(out)  # [B, this rank's N, H, D]
         return self.o(out.flatten(2))
-
-
-def cached_attention(
-    queries: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    heads: slice | None = None,
-    *,
-    rope: RotaryTable | WindowRotary,
-    kv_cache: LayerKV | None,
-    mask: torch.Tensor | None,
-) -> torch.Tensor:
-    """Self-attention [B, N, h, D] -> [B, N, h, D], the block's K/V stored first when there is a cache.
-
-    `heads` names the cache's heads that q, k, v hold (None: all of them); a sequence-parallel pass attends
-    its heads in chunks (`parallel.exchange_chunks`). With sequence parallelism the keys' tables of
-    window-relative RoPE span all tokens, as the keys do after the exchange.
-    """
-    if kv_cache is not None:
-        # [B, M, h, D]; all heads: the cache's one call (test doubles of the cache implement only that)
-        keys, values = kv_cache.write(keys, values) if heads is None else kv_cache.write(keys, values, heads)
-        mask = kv_cache.mask  # [N, M] when the pass covers several blocks, else None
-    if isinstance(rope, WindowRotary):
-        return window_attention(queries, keys, values, rope, mask)
-    return attention(queries, keys, values, mask)
 
 
 class CrossAttention(nn.Module):

@@ -16,10 +16,6 @@ the cache bookkeeping agree without messages; only the generator's passes talk:
         out [B, F*T, H/N, D] --all_to_all--> [B, F*t, H, D] -> o projection
         head output [B, F, t, ...] --all_gather--> [B, F, T, ...] on every rank
 
-With `parallel.exchange_chunks` C > 1 each rank's heads go in C chunks (`Ulysses.attend`): every chunk's
-exchange to heads is issued at once, and each chunk is cached, attended and sent back as it arrives, so the
-exchanges overlap the other chunks' attention; the head layout after the exchange back is the same.
-
 Cross-attention keeps the tokens local: each query token attends to the whole prompt alone, so splitting
 its heads would only add two exchanges. RoPE is applied before the exchange with each rank's rows of the
 block's table (the tokens' true positions); under window-relative RoPE (`use_infinite_attention`) the
@@ -51,13 +47,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed._functional_collectives as funcol
 import torch.nn.functional as F
 
 from longlive.attention import RotaryTable, WindowRotary
-from longlive.config import ConfigError, exchange_chunk_choices
+from longlive.config import ConfigError
 from longlive.distributed import World
-from longlive.model import Attend, CausalWanModel, TokenExchange
+from longlive.model import CausalWanModel, TokenExchange
 from longlive.vae import StreamingVAE
 from longlive.vae_split import RowShare, share_rows
 
@@ -115,18 +110,15 @@ def stream_group(world: World, sequence: int, vae_rank: int = 0) -> StreamGroup:
 class Ulysses(TokenExchange):
     """The exchanges of one group's generator: tokens split per frame, heads split for self-attention."""
 
-    def __init__(self, group: StreamGroup, frame_tokens: int, num_heads: int, exchange_chunks: int = 1) -> None:
+    def __init__(self, group: StreamGroup, frame_tokens: int, num_heads: int) -> None:
         if num_heads % group.size:
             raise ConfigError(f"parallel.sequence={group.size} must divide the model's {num_heads} heads")
-        if exchange_chunks not in exchange_chunk_choices(num_heads, group.size):
-            raise ConfigError(f"parallel.exchange_chunks={exchange_chunks} must divide the heads each rank attends")
         self.group = group
         self.size = group.size
         self.rank = group.rank
         self.frame_tokens = frame_tokens
         self.local_tokens = -(-frame_tokens // group.size)  # t = ceil(T/N) per frame per rank
         self.padding = self.local_tokens * group.size - frame_tokens
-        self.exchange_chunks = exchange_chunks  # self-attention's exchanges in chunks of heads (`attend`)
 
     # -- tokens ------------------------------------------------------------------------------------
 
@@ -167,76 +159,23 @@ class Ulysses(TokenExchange):
         dist.all_to_all_single(received, send, group=self.group.process_group)
         return received
 
-    def _issue(self, send: torch.Tensor) -> torch.Tensor:
-        """Start an all-to-all of `send` [N, ...] and return its result without waiting: an AsyncCollectiveTensor
-        (a functional collective in eager), which waits at its first use, so the work issued in between overlaps
-        the exchange (NCCL: the compute stream waits for the communication stream there, the host does not)."""
-        return funcol.all_to_all_single(send, None, None, group=self.group.process_group)
-
-    def _head_sends(self, tensors: tuple[torch.Tensor, ...], chunks: int) -> torch.Tensor:
-        """q, k, v [B, F*t, H, D] -> what each chunk sends to each rank [C, N(destination), B, F, t, K, h/C, D]:
-        rank n's heads [n*h, (n+1)*h) (h = H/N), in C consecutive chunks."""
-        batch, _, heads, dim = tensors[0].shape
-        x = torch.stack(tensors, dim=2)  # [B, F*t, K, H, D]
-        x = x.reshape(batch, -1, self.local_tokens, len(tensors), self.size, chunks, heads // self.size // chunks, dim)
-        return x.permute(5, 4, 0, 1, 2, 3, 6, 7)  # [C, N, B, F, t, K, h/C, D]
-
-    def _received_tokens(self, received: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """An exchange to heads' result [N(source), B, F, t, K, c, D] -> K x [B, F*T, c, D], padding dropped."""
-        tokens = received.permute(1, 2, 0, 3, 4, 5, 6).flatten(2, 3)  # [B, F, N*t, K, c, D]
-        return tokens[:, :, : self.frame_tokens].flatten(1, 2).unbind(2)
-
-    def _token_send(self, x: torch.Tensor) -> torch.Tensor:
-        """All tokens of some local heads [B, F*T, c, D] -> what goes to each rank [N(destination), B, F, t, c, D]."""
-        x = self._pad(x.unflatten(1, (-1, self.frame_tokens)), 2)  # [B, F, N*t, c, D]
-        x = x.unflatten(2, (self.size, self.local_tokens))  # [B, F, N, t, c, D]
-        return x.permute(2, 0, 1, 3, 4, 5).contiguous()
-
-    def _received_heads(self, received: torch.Tensor) -> torch.Tensor:
-        """The exchanges back's results [C, N(source), B, F, t, c, D] -> local tokens, all heads [B, F*t, H, D]:
-        head n*h + i*c + j is rank n's chunk i's head j, the order `_head_sends` cut them in."""
-        chunks, size, batch, _, _, heads, dim = received.shape
-        return received.permute(2, 3, 4, 1, 0, 5, 6).reshape(batch, -1, size * chunks * heads, dim)
-
     def to_heads(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Local tokens, all heads [B, F*t, H, D] -> all tokens, local heads [B, F*T, H/N, D], for each of
         `tensors` (q, k, v) in one exchange."""
-        return self._received_tokens(self._all_to_all(self._head_sends(tensors, 1)[0].contiguous()))
+        batch, _, heads, dim = tensors[0].shape
+        x = torch.stack(tensors, dim=2)  # [B, F*t, K, H, D]
+        x = x.reshape(batch, -1, self.local_tokens, len(tensors), self.size, heads // self.size, dim)
+        received = self._all_to_all(x.permute(4, 0, 1, 2, 3, 5, 6).contiguous())  # [N(source), B, F, t, K, h, D]
+        tokens = received.permute(1, 2, 0, 3, 4, 5, 6).flatten(2, 3)  # [B, F, N*t, K, h, D]
+        return tokens[:, :, : self.frame_tokens].flatten(1, 2).unbind(2)  # K x [B, F*T, h, D]
 
     def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """All tokens, local heads [B, F*T, h, D] -> local tokens, all heads [B, F*t, H, D]."""
-        return self._received_heads(self._all_to_all(self._token_send(x)).unsqueeze(0))
-
-    def attend(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, attend: Attend) -> torch.Tensor:
-        """Self-attention of this rank's tokens: q, k, v [B, F*t, H, D] -> the heads' output [B, F*t, H, D].
-
-        `attend(q, k, v, heads)` attends all tokens of some of this rank's heads ([B, F*T, c, D] each;
-        `heads` slices the rank's h = H/N heads, None for all of them) and returns [B, F*T, c, D]. With
-        `exchange_chunks` C = 1: one exchange to heads, attention, one back. With C > 1 the h heads go in C
-        chunks: every chunk's exchange is issued first, then each chunk is attended as it arrives and its
-        output sent back at once, so the exchanges overlap the other chunks' attention; per-head
-        attention is independent, so the result is the same.
-        """
-        if self.exchange_chunks == 1:
-            return self.to_tokens(attend(*self.to_heads(queries, keys, values), None))
-        return self._attend_in_chunks(queries, keys, values, attend)
-
-    # Run eagerly inside a compiled block (a graph break each side; a CUDA graph captures it all the same):
-    # Inductor fuses the chunks' cache writes and copies into kernels that read every chunk, which puts all
-    # the waits before the first attention and leaves nothing overlapped (seen in its output code on CPU).
-    @torch.compiler.disable
-    def _attend_in_chunks(
-        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, attend: Attend
-    ) -> torch.Tensor:
-        """`attend` with C = `exchange_chunks` > 1, in the order the overlap needs (eager, as written)."""
-        sends = self._head_sends((queries, keys, values), self.exchange_chunks)  # [C, N, B, F, t, 3, c, D]
-        arriving = [self._issue(send.contiguous()) for send in sends.unbind(0)]  # all in flight before attending
-        size = sends.shape[-2]
-        leaving = []
-        for chunk, received in enumerate(arriving):
-            out = attend(*self._received_tokens(received), slice(chunk * size, (chunk + 1) * size))  # [B, F*T, c, D]
-            leaving.append(self._issue(self._token_send(out)))
-        return self._received_heads(torch.stack(leaving))
+        batch, _, heads, dim = x.shape
+        x = self._pad(x.unflatten(1, (-1, self.frame_tokens)), 2)  # [B, F, N*t, h, D]
+        x = x.unflatten(2, (self.size, self.local_tokens))  # [B, F, N, t, h, D]
+        received = self._all_to_all(x.permute(2, 0, 1, 3, 4, 5).contiguous())  # [N(head chunk), B, F, t, h, D]
+        return received.permute(1, 2, 3, 0, 4, 5).reshape(batch, -1, self.size * heads, dim)
 
 
 def apply(model: CausalWanModel, ulysses: Ulysses | None) -> None:

@@ -177,9 +177,7 @@ class VideoConditionalPipeline:
         self.sequence_parallel = None
         self._split_decode: parallel.SplitDecode | None = None
         if self.group is not None:
-            self.sequence_parallel = parallel.Ulysses(
-                self.group, self.geometry.frame_tokens, self.geometry.num_heads, cfg.parallel.exchange_chunks
-            )
+            self.sequence_parallel = parallel.Ulysses(self.group, self.geometry.frame_tokens, self.geometry.num_heads)
             parallel.apply(self.generator, self.sequence_parallel)
             if cfg.parallel.split_decode:
                 self._split_decode = parallel.SplitDecode(vae, self.group)

@@ -1,7 +1,7 @@
 """One interactive rollout of the tiny model, saved per rank; run by tests/test_parallel.py under torchrun
 (gloo, CPU) with `parallel.sequence=2`, and called in-process for the one-process reference.
 
-    python -m torch.distributed.run --nproc_per_node=2 tests/parallel_worker.py rollout|session|chunks OUT key=value ...
+    python -m torch.distributed.run --nproc_per_node=2 tests/parallel_worker.py rollout|session OUT key=value ...
 """
 
 from __future__ import annotations
@@ -25,49 +25,25 @@ def rollout(out: Path, overrides: list[str]) -> None:
     block, float32), frames (when it decodes) and the switches into `out/rank{R}.pt`."""
     cfg = load_config(CONFIG, overrides)
     with distributed.launch("cpu") as world:
-        record = stream(cfg, world)
+        group = parallel.stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
+        pipe = VideoConditionalPipeline.from_config(cfg, world.device, group=group)
+        schedule = PromptSchedule(PROMPTS[: len(switch_frames(cfg)) + 1], switch_frames(cfg))
+        latents, frames, switches = [], [], []
+        for result in pipe.stream_prompts(schedule, seed=cfg.seed):
+            latents.append(result.latents.clone())
+            if result.frames is not None:
+                frames.append(result.frames.clone())
+            if result.switch is not None:
+                switches.append(result.switch.recached)
+        record = {
+            "latents": torch.cat(latents, dim=1),
+            "frames": torch.cat(frames, dim=2) if frames else None,
+            "switches": switches,
+            "cache_heads": pipe.kv_cache.keys.shape[3],
+            "window_rope": pipe.kv_cache.window_rope,
+        }
         out.mkdir(parents=True, exist_ok=True)
         torch.save(record, out / f"rank{world.rank}.pt")
-
-
-# `chunks`: the rollout with self-attention's exchanges in one piece and in 3 chunks of heads, under absolute
-# and window-relative RoPE, in one group (the overrides give each rank a multiple of 3 heads).
-CHUNK_RUNS = {
-    f"{rope}-c{chunks}": [f"parallel.exchange_chunks={chunks}", f"model_kwargs.use_infinite_attention={infinite}"]
-    for rope, infinite in (("absolute", "false"), ("infinite", "true"))
-    for chunks in (1, 3)
-}
-
-
-def chunked_rollouts(out: Path, overrides: list[str]) -> None:
-    """`rollout` for each of `CHUNK_RUNS` in one launch; saves `out/{run}-rank{R}.pt`."""
-    with distributed.launch("cpu") as world:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, extra in CHUNK_RUNS.items():
-            record = stream(load_config(CONFIG, [*overrides, *extra]), world)
-            torch.save(record, out / f"{name}-rank{world.rank}.pt")
-
-
-def stream(cfg, world: distributed.World) -> dict:
-    """This rank's record of one rollout of `PROMPTS` at the config's switch frames (see `rollout`)."""
-    group = parallel.stream_group(world, cfg.parallel.sequence, cfg.parallel.vae_rank)
-    pipe = VideoConditionalPipeline.from_config(cfg, world.device, group=group)
-    schedule = PromptSchedule(PROMPTS[: len(switch_frames(cfg)) + 1], switch_frames(cfg))
-    latents, frames, switches = [], [], []
-    for result in pipe.stream_prompts(schedule, seed=cfg.seed):
-        latents.append(result.latents.clone())
-        if result.frames is not None:
-            frames.append(result.frames.clone())
-        if result.switch is not None:
-            switches.append(result.switch.recached)
-    return {
-        "latents": torch.cat(latents, dim=1),
-        "frames": torch.cat(frames, dim=2) if frames else None,
-        "switches": switches,
-        "cache_heads": pipe.kv_cache.keys.shape[3],
-        "window_rope": pipe.kv_cache.window_rope,
-        "exchange_chunks": None if pipe.sequence_parallel is None else pipe.sequence_parallel.exchange_chunks,
-    }
 
 
 SESSION_LIMIT = 5  # latent frames of the second session: blocks of 3 and 2
@@ -105,5 +81,4 @@ def session(out: Path, overrides: list[str]) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    modes = {"rollout": rollout, "session": session, "chunks": chunked_rollouts}
-    modes[sys.argv[1]](Path(sys.argv[2]), sys.argv[3:])
+    (session if sys.argv[1] == "session" else rollout)(Path(sys.argv[2]), sys.argv[3:])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY_CONFIG, tiny_config
 
-from longlive.benchmark import benchmark_pipeline, profile_block, run_benchmark, steady_state, workload
+from longlive.benchmark import benchmark_pipeline, profile_block, run_benchmark, steady_state
 from longlive.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,14 +51,6 @@ def test_benchmark_reports_every_figure_for_the_whole_video():
     assert geometry == [9, 3, 6, 1]
     assert workload["steps"] == 4 and workload["resolution"] == [32, 48]
     assert workload["switches"] == ["fuse_vae_norms", "fuse_ffn_gelu"]  # the speed switches on, in README order
-
-
-def test_workload_names_the_exchange_chunks_when_set():
-    """`parallel.exchange_chunks` above 1 is recorded, so a C=1 against C=3 comparison reads from the JSON."""
-    group = ("model_name=Wan2.1-T2V-1.3B", "parallel.sequence=2")  # 12 heads, 6 a rank
-    assert "exchange_chunks" not in workload(tiny_config(*group), torch.device("cpu"))  # default 1: as before
-    chunked = workload(tiny_config(*group, "parallel.exchange_chunks=3"), torch.device("cpu"))
-    assert chunked["exchange_chunks"] == 3 and chunked["sequence_parallel"] == 2
 
 
 def test_steady_state_compares_the_first_and_last_tenth_after_the_first_block():

@@ -16,16 +16,14 @@ WINDOW = CACHE_FRAMES - SINK_FRAMES
 HEAD_DIM = 4
 
 
-def make_cache(
-    cache_frames: int = CACHE_FRAMES, sink_frames: int = SINK_FRAMES, num_layers: int = 1, num_heads: int = 1
-) -> KVCache:
+def make_cache(cache_frames: int = CACHE_FRAMES, sink_frames: int = SINK_FRAMES, num_layers: int = 1) -> KVCache:
     return KVCache(
         num_layers=num_layers,
         batch_size=1,
         frame_tokens=FRAME_TOKENS,
         cache_frames=cache_frames,
         sink_frames=sink_frames,
-        num_heads=num_heads,
+        num_heads=1,
         head_dim=HEAD_DIM,
         dtype=torch.float32,
         device="cpu",
@@ -220,28 +218,6 @@ def test_write_of_wrong_size_raises():
     with pytest.raises(CacheInvariantError) as info:
         cache.write(0, *block_kv(0, 3))
     assert str(3 * FRAME_TOKENS) in str(info.value) and str(2 * FRAME_TOKENS) in str(info.value)
-
-
-def test_write_by_heads_equals_the_whole_write():
-    """A sequence-parallel pass with `parallel.exchange_chunks` writes its heads in chunks as they arrive: the
-    buffers and each chunk's visible K/V are the whole write's, through the ring's wrap and a rewrite."""
-    whole, chunked = make_cache(num_heads=3), make_cache(num_heads=3)
-    torch.manual_seed(0)
-    for start, size in [(0, 2), (2, 2), (4, 2), (6, 2), (6, 2), (8, 2)]:  # the window wraps at frame 6
-        keys, values = torch.randn(2, 1, size * FRAME_TOKENS, 3, HEAD_DIM).unbind(0)
-        for cache in (whole, chunked):
-            cache.begin_block(start, size)
-        seen_keys, seen_values = whole.layer(0).write(keys, values)
-        for heads in (slice(0, 1), slice(1, 3)):
-            chunk_keys, chunk_values = chunked.layer(0).write(keys[:, :, heads], values[:, :, heads], heads)
-            assert torch.equal(chunk_keys, seen_keys[:, :, heads]) and torch.equal(
-                chunk_values, seen_values[:, :, heads]
-            )
-    assert torch.equal(chunked.keys, whole.keys) and torch.equal(chunked.values, whole.values)
-    with pytest.raises(
-        CacheInvariantError, match=r"^write of 2 heads to heads slice\(0, 1, None\) of a cache holding 3$"
-    ):
-        chunked.layer(0).write(keys[:, :, :2], values[:, :, :2], slice(0, 1))
 
 
 def test_bad_sink_raises():

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import torchrun
-from parallel_worker import CHUNK_RUNS, CONFIG, PROMPTS, rollout, session
+from parallel_worker import CONFIG, PROMPTS, rollout, session
 
 import longlive.cli as cli
 from longlive import distributed, parallel
@@ -89,26 +89,6 @@ def test_decode_on_other_rank_matches(runs):
     torch.testing.assert_close(frames, reference, rtol=1e-4, atol=1e-4)
 
 
-def test_exchange_in_chunks_of_heads_is_exact(tmp_path):
-    """`parallel.exchange_chunks=3`: self-attention's exchanges in 3 chunks of each rank's 3 heads (6 heads
-    over 2 ranks), attended as they arrive; per-head attention is independent, so the latents equal the
-    one-piece exchange's bit for bit, through a rolling window and two recaches, with absolute and
-    window-relative RoPE (a chunk sent to the wrong rank, or cached in the wrong heads, breaks it)."""
-    six_heads = ["architecture.dim=48", "architecture.num_heads=6"]
-    group = ["parallel.sequence=2", "parallel.vae_rank=1", "parallel.split_decode=false"]
-    torchrun(2, WORKER, "chunks", str(tmp_path), *OVERRIDES, *six_heads, *group)
-    for rope in ("absolute", "infinite"):
-        for rank in (0, 1):
-            one, chunked = (torch.load(tmp_path / f"{rope}-c{c}-rank{rank}.pt", weights_only=False) for c in (1, 3))
-            assert (one["exchange_chunks"], chunked["exchange_chunks"]) == (1, 3)  # the two paths ran
-            assert one["cache_heads"] == chunked["cache_heads"] == 3  # each rank caches its 3 of the 6 heads
-            assert one["window_rope"] == chunked["window_rope"] == (rope == "infinite")
-            assert one["switches"] == chunked["switches"] == [(0, 6), (4, 9)]  # both switches recached
-            assert torch.equal(chunked["latents"], one["latents"])
-            assert one["latents"].std() > 0.1
-    assert len(CHUNK_RUNS) == 4  # every run above came from the worker
-
-
 def test_split_decode_matches(tmp_path):
     """`parallel.split_decode`: each rank decodes its rows of every block (3 latent rows of 6 each, with the
     halo), rank 1 gathers them: the frames of the one-process decode, and only rank 1 has them."""
@@ -158,14 +138,6 @@ def test_parallel_keys_are_validated():
     with pytest.raises(ConfigError, match=r"^parallel.split_decode cannot split 2 latent rows \(height=16\) over"):
         split = ["parallel.sequence=3", "parallel.split_decode=true", "height=16"]  # 12 heads, 2 latent rows
         load_config(CONFIG, ["model_name=Wan2.1-T2V-1.3B", *split])
-    chunks = r"^parallel.exchange_chunks=4 must divide the 6 heads each of parallel.sequence=2 ranks attends: "
-    with pytest.raises(ConfigError, match=chunks + r"one of \[1, 2, 3, 6\]$"):  # 12 heads over 2 ranks
-        load_config(CONFIG, ["model_name=Wan2.1-T2V-1.3B", "parallel.sequence=2", "parallel.exchange_chunks=4"])
-    with pytest.raises(ConfigError, match=r"^parallel.exchange_chunks=0 must divide the 2 heads .*one of \[1, 2\]$"):
-        load_config(CONFIG, ["parallel.exchange_chunks=0"])
-    group = parallel.StreamGroup(rank=0, size=2, index=0, count=1, ranks=(0, 1), vae_rank=0)
-    with pytest.raises(ConfigError, match=r"^parallel.exchange_chunks=2 must divide the heads each rank attends$"):
-        parallel.Ulysses(group, frame_tokens=9, num_heads=6, exchange_chunks=2)  # 3 heads a rank
     with pytest.raises(ConfigError, match=r"^parallel.sequence=2 must divide the number of ranks \(3\)"):
         parallel.stream_group(World(rank=0, world_size=3), 2)
 
