@@ -1,5 +1,6 @@
 #!/bin/bash
-# Issue 18 on nvidia-h200-x2, one call (about 9 minutes; each run stops itself before a 560 s budget is spent: on a fresh machine the last job may not fit):
+# Issue 18 on nvidia-h200-x2, one call (about 9 minutes; each run stops itself before a 560 s budget is
+# spent, so on a fresh machine, compiling cold, the last job may not fit):
 #   1. `longlive bench` over 2 GPUs (`parallel.sequence=2`) with the decode split by rows
 #      (`parallel.split_decode`), then split + `overlap_decode`; then the runs' count of Dynamo
 #      recompile-limit warnings (0 expected: a fallback to eager would make the split look slow). The first
