@@ -555,9 +555,7 @@ def train_decoder(
         param.requires_grad_(True)
     # The KL term depends on the frozen encoder alone: weight 0.
     total = cfg.steps(cfg.decoder_steps)
-    return _fit_vae(
-        vae, params, batches, cfg, device, "decoder", total, 0.0, cfg.first_frame_weight, cfg.decoder_mean
-    )
+    return _fit_vae(vae, params, batches, cfg, device, "decoder", total, 0.0, cfg.first_frame_weight, cfg.decoder_mean)
 
 
 def _fit_vae(
