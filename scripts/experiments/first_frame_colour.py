@@ -19,7 +19,7 @@ the default seed 0 is no stream a training stage reads (seed 0 reads world seeds
 Issue 19, CPU, 2026-11-30, 96 clips, the shipped VAE: frame 0 in its colour 0.79 (red 0.48, green 0.83,
 blue 0.96, yellow 0.92; 13 reds read yellow: the core comes back orange), frames 1-44 0.998. The
 frame-0 latents do tell the colours apart (a small conv classifier on 2400 of them: 0.995 on 600 more;
-this script's linear-free probe, one cell, 0.56, is a weak lower bound). Two CPU decoder fine-tunes with
+this script's nearest-class-mean probe on one cell, 0.56, is a weak lower bound). Two CPU decoder fine-tunes with
 `--decoder_mean` (136 steps of 4 45-frame clips, `--first_frame_weight 20 --vae_lr 1e-4`; 138 steps of 16
 9-frame clips, `--first_frame_weight 8 --vae_lr 2e-4`) gave frame 0 0.71 and 0.74 (red 0.04 both, green
 1.0, yellow 1.0) and frames 1-44 0.993 and 0.981: they traded red for yellow, and were not kept.
