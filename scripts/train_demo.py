@@ -17,7 +17,8 @@ Stage 1 trains the VAE (`AutoencoderKLWan` at the preset's small size) as an aut
 world's clips (MSE with the shape's pixels weighted up, plus a small KL), then measures its latents'
 per-channel mean and std, which it saves in `vae/config.json` so the engine normalises latents exactly
 as the generator was trained on them. Stage 1b (`decoder`) then trains the decoder alone on clips as
-long as the generator's, the encoder and statistics frozen (see `train_decoder`).
+long as the generator's, the encoder and statistics frozen (see `train_decoder`; `--first_frame_weight`
+and `--decoder_mean` for the first frame's colour).
 Stage 2 trains the block-causal generator (`CausalWanModel`) with diffusion forcing: every latent frame
 gets its own timestep from the sampler's shifted grid, the target is the flow v = eps - x0, and
 attention follows the block-causal `frame_visibility_mask` of the inference window (sink and rolling
@@ -128,6 +129,12 @@ class TrainConfig:
     stats_clips: int = 512  # clips the latent statistics are measured on
     decoder_steps: int = 3000  # --stage decoder: the decoder alone on generator-length clips
     decoder_batch_size: int = 32
+    # --stage decoder: video frame 0 (encoded and decoded alone by the causal VAE) weighs this many times the
+    # others in the loss; 1 weighs every frame alike (issue 19: frame 0 came back in the wrong colour).
+    first_frame_weight: float = 1.0
+    # --stage decoder: decode the posterior mean, as StreamingVAE decodes at inference, not a sample of it
+    # (the demo VAE's posterior std is 0.3-4x its latents' spread: samples are not what inference decodes).
+    decoder_mean: bool = False
     kl_weight: float = 1e-6
     generator_steps: int = 30000
     batch_size: int = 128
@@ -256,17 +263,24 @@ def vae_loss(
     kl_weight: float,
     generator: torch.Generator | None = None,
     foreground_weight: float = 0.0,
+    first_frame_weight: float = 1.0,
+    mean: bool = False,
 ) -> torch.Tensor:
-    """Reconstruction MSE of videos [B, 3, N, H, W] through a sampled latent, plus `kl_weight` x KL.
+    """Reconstruction MSE of videos [B, 3, N, H, W] through a sampled latent (the posterior's mean with
+    `mean`), plus `kl_weight` x KL.
 
     Pixels off the plain background count `1 + foreground_weight` times: the shape covers a few percent
     of a frame, and a plain MSE is content to paint it a blurry grey (measured: red came back grey-brown).
+    Frame 0's pixels count `first_frame_weight` times more: it is one frame of N, yet the causal VAE
+    encodes and decodes it alone, through paths no later frame takes.
     """
     posterior = vae.encode(videos).latent_dist
-    latents = posterior.sample(generator=generator)  # [B, C, F, h, w]
+    latents = posterior.mode() if mean else posterior.sample(generator=generator)  # [B, C, F, h, w]
     reconstruction = vae.decode(latents).sample  # [B, 3, N, H, W]
     foreground = foreground_mask(videos).unsqueeze(1)  # [B, 1, N, H, W]: the shape's pixels
     weight = 1 + foreground_weight * foreground.to(videos.dtype)
+    if first_frame_weight != 1.0:  # (1: the weights, and so the loss, exactly as before the option)
+        weight[:, :, 0] *= first_frame_weight
     error = (reconstruction.float() - videos).pow(2) * weight
     return error.sum() / (weight.sum() * videos.shape[1]) + kl_weight * posterior.kl().mean()
 
@@ -531,13 +545,17 @@ def train_decoder(
     The causal VAE carries state from chunk to chunk; trained on 13-frame clips, it lost the shape's
     colour from about frame 15 on (measured: a round trip of 45-frame clips kept the colour in a quarter
     of frames 25-45). The generator's latents come from the encoder, so freezing it (and the latent
-    statistics) keeps the trained generator valid while the decoder learns to read late frames."""
+    statistics) keeps the trained generator valid while the decoder learns to read late frames.
+    `first_frame_weight` weighs video frame 0 up and `decoder_mean` decodes the posterior mean, as
+    inference does (issue 19: frame 0 came back in the wrong colour in a fifth of clips, its latent still
+    telling the colours apart)."""
     vae = models.vae.requires_grad_(False)
     params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
     for param in params:
         param.requires_grad_(True)
     # The KL term depends on the frozen encoder alone: weight 0.
-    return _fit_vae(vae, params, batches, cfg, device, "decoder", cfg.steps(cfg.decoder_steps), kl_weight=0.0)
+    total = cfg.steps(cfg.decoder_steps)
+    return _fit_vae(vae, params, batches, cfg, device, "decoder", total, 0.0, cfg.first_frame_weight, cfg.decoder_mean)
 
 
 def _fit_vae(
@@ -549,9 +567,11 @@ def _fit_vae(
     stage: str,
     total: int,
     kl_weight: float | None = None,
+    first_frame_weight: float = 1.0,
+    mean: bool = False,
 ) -> list[float]:
-    """AdamW on `params` by `vae_loss` (KL weight `cfg.kl_weight` unless given), one step per batch of
-    videos [B, 3, N, H, W]; leaves `vae` in eval."""
+    """AdamW on `params` by `vae_loss` (KL weight `cfg.kl_weight` unless given; `first_frame_weight` and
+    `mean` as there), one step per batch of videos [B, 3, N, H, W]; leaves `vae` in eval."""
     kl_weight = cfg.kl_weight if kl_weight is None else kl_weight
     vae.train()
     optimizer = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
@@ -559,7 +579,7 @@ def _fit_vae(
     losses, start = [], time.perf_counter()
     for step, videos in zip(range(total), batches, strict=False):
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            loss = vae_loss(vae, videos.to(device), kl_weight, rng, cfg.foreground_weight)
+            loss = vae_loss(vae, videos.to(device), kl_weight, rng, cfg.foreground_weight, first_frame_weight, mean)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -682,6 +702,8 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         raise SystemExit(f"--clip_latent_frames {cfg.clip_latent_frames}: a clip needs at least 1 latent frame")
     if cfg.switch_recache not in RECACHE_CHOICES:
         raise SystemExit(f"--switch_recache {cfg.switch_recache}: choose one of {', '.join(RECACHE_CHOICES)}")
+    if cfg.first_frame_weight <= 0:
+        raise SystemExit(f"--first_frame_weight {cfg.first_frame_weight}: a weight must be positive")
     if cfg.resume and cfg.stage != "generator":
         raise SystemExit(f"--resume continues the generator: it needs --stage generator, not --stage {cfg.stage}")
     logger.info("training the %s demo model on %s: %s", cfg.model_name, device, cfg)

@@ -123,6 +123,32 @@ def test_saved_model_loads_through_the_pipeline_and_generates(trained, tmp_path)
     assert result.shape == (1, 3, 21, 32, 32) and torch.isfinite(result).all()
 
 
+def test_decoder_loss_weighs_frame_zero_and_decodes_the_posterior_mean(trained, tmp_path):
+    """`--first_frame_weight W` multiplies frame 0's pixel weights by W (1: the loss as before), and
+    `--decoder_mean` reconstructs from the posterior mean (what StreamingVAE decodes), not a sample."""
+    from longlive.demo_world import foreground_mask
+
+    vae = trained[0].vae
+    videos, _ = train_demo.world(tiny_train_config(tmp_path, num_latent_frames=3), stream=1).batch(0, 1)
+    with torch.no_grad():
+        error = (vae.decode(vae.encode(videos).latent_dist.mode()).sample - videos).pow(2)  # [B, 3, N, H, W]
+        weight = 1 + 9.0 * foreground_mask(videos).unsqueeze(1).float()
+        for first in (1.0, 20.0):
+            frame_weight = weight.clone()
+            frame_weight[:, :, 0] *= first
+            expected = (error * frame_weight).sum() / (frame_weight.sum() * 3)
+            loss = train_demo.vae_loss(vae, videos, 0.0, None, 9.0, first_frame_weight=first, mean=True)
+            torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-7)
+        assert not torch.isclose(loss, train_demo.vae_loss(vae, videos, 0.0, None, 9.0, mean=True))
+        sampled = train_demo.vae_loss(vae, videos, 0.0, torch.Generator().manual_seed(0), 9.0)
+        assert not torch.isclose(sampled, train_demo.vae_loss(vae, videos, 0.0, None, 9.0, mean=True))
+    cfg = train_demo.parse_args(["--first_frame_weight", "20", "--decoder_mean"])
+    assert cfg.first_frame_weight == 20.0 and cfg.decoder_mean
+    assert train_demo.TrainConfig().first_frame_weight == 1.0 and not train_demo.TrainConfig().decoder_mean
+    with pytest.raises(SystemExit, match="--first_frame_weight 0.0"):
+        train_demo.run(train_demo.parse_args(["--first_frame_weight", "0"]))
+
+
 def test_block_mask_is_the_inference_visibility(tmp_path):
     cfg = tiny_train_config(tmp_path)
     assert torch.equal(train_demo.block_mask(cfg, 7), frame_visibility_mask([3, 3, 1], 6, 1))
