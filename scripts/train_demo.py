@@ -38,6 +38,13 @@ KV cache shows it when rolling out that far; `--infinite_attention` gives the fr
 RoPE positions of `model_kwargs.use_infinite_attention` (read from a `KVCache`, see `window_positions`)
 instead of absolute ones. Train with the mode the config infers with.
 
+Own rollouts as context (issue 19): `--rollout_prob P` makes a share P of the steps first sample blocks
+1..k-1 of each clip with the generator itself (`rollout_context`: the engine's sampler and noise order, the
+inference mask, no gradients; k random in 2..blocks-1), then train diffusion forcing on the clip's true
+later blocks with those sampled blocks as clean context. Trained on true context only, the model never
+sees its own errors; in a long rollout they compound (its speed drifts off the path). Here the target
+after a drifted context is still the true continuation, so a systematic error is trained away.
+
 Prompt switches anywhere (issue 19): `--switch_anywhere` makes change clips change at a random block
 boundary after the first (late in a long clip too), the frames before it under prompt1 and those after
 under prompt2, each frame's tokens cross-attending to their own frame's prompt (`per_frame_text`). At a
@@ -81,7 +88,7 @@ from longlive.demo_world import DemoWorld, foreground_mask
 from longlive.kv_cache import CrossAttentionCache, KVCache, frame_visibility_mask
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.presets import PRESETS, ModelPreset
-from longlive.sampler import NUM_TRAIN_TIMESTEPS, shifted_sigmas
+from longlive.sampler import NUM_TRAIN_TIMESTEPS, FlowMatchSampler, shifted_sigmas
 from longlive.text_encoder import byte_level_tokenizer, embed_prompts, umt5_config
 from longlive.vae import StreamingVAE, build_vae
 from longlive.weights import load_vae
@@ -121,6 +128,12 @@ class TrainConfig:
     # What the engine does to the cached window at such a switch (`recache_mode` with recache_on_switch, the
     # demo config's longlive), mirrored in training: longlive | window | none (recache_on_switch: false).
     switch_recache: str = "longlive"
+    # --stage generator (issue 19): the share of steps whose context is the generator's own rollout
+    # (`rollout_context`): blocks 1..k-1 sampled by the engine's few-step sampler from the clip's first block,
+    # k random, then the loss on the clip's true later blocks; 0: diffusion forcing on true context alone.
+    rollout_prob: float = 0.0
+    # The sampler's nominal steps, as the demo config's `denoising_step_list` (warped onto the shifted grid).
+    denoising_steps: tuple[int, ...] = (1000, 750, 500, 250)
     vae_steps: int = 6000
     vae_batch_size: int = 128  # the VAE's chunk loop is launch-bound on a GPU: large batches cost little more
     foreground_weight: float = 9.0  # the shape's pixels weigh 10x in the VAE loss (see vae_loss)
@@ -492,29 +505,86 @@ def diffusion_forcing_loss(
     cfg: TrainConfig,
     rng: torch.Generator,
     switch: PromptSwitch | None = None,
+    context_frames: int = 0,
 ) -> torch.Tensor:
     """Flow-matching loss of one block-causal full-sequence forward.
 
     latents [B, F, C, h, w] clean (x0); text_embeddings [B, L, D] (prompt1's under a `switch`). x_t =
     (1 - s) x0 + s eps with s = t / 1000 per frame; the network predicts v = eps - x0. Clean frames
-    (t = 0) are context only.
+    (t = 0) are context only; so are the first `context_frames` (a `rollout_context`'s).
     """
     batch, frames = latents.shape[:2]
     timesteps = sample_timesteps(cfg, batch, frames, rng)  # [B, F]
     if switch is not None:
         timesteps = timesteps.masked_fill(switch.recached(frames), 0.0)
+    timesteps[:, :context_frames] = 0.0
     timesteps = timesteps.to(latents.device)
     noise = torch.randn(latents.shape, generator=rng).to(latents.device)
     sigma = (timesteps / NUM_TRAIN_TIMESTEPS).view(batch, frames, 1, 1, 1)
     noisy = (1 - sigma) * latents + sigma * noise
-    if switch is None:
-        text = generator.prepare_text(text_embeddings)
-    else:
-        text = per_frame_text(generator, text_embeddings, switch.second, switch.after(frames))
+    text = clip_text(generator, text_embeddings, switch, frames)
     flow = generator(noisy, timesteps, text, **attention_layout(cfg, frames))  # [B, F, C, h, w]
     per_frame = (flow - (noise - latents)).pow(2).mean(dim=(2, 3, 4))  # [B, F]
     weight = (timesteps > 0).float()
     return (per_frame * weight).sum() / weight.sum().clamp(min=1)
+
+
+def clip_text(
+    generator: CausalWanModel, text_embeddings: torch.Tensor, switch: PromptSwitch | None, frames: int
+) -> CrossAttentionCache:
+    """The cross-attention K/V of a batch's first `frames` latent frames: one prompt per clip, or under a
+    `switch` each frame's own (`per_frame_text`)."""
+    if switch is None:
+        return generator.prepare_text(text_embeddings)
+    return per_frame_text(generator, text_embeddings, switch.second, switch.after(frames))
+
+
+@torch.no_grad()
+def rollout_context(
+    generator: CausalWanModel,
+    latents: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    cfg: TrainConfig,
+    blocks: int,
+    rng: torch.Generator,
+    switch: PromptSwitch | None = None,
+) -> torch.Tensor:
+    """`latents` [B, F, C, h, w] with blocks 1..`blocks`-1 replaced by the generator's own samples.
+
+    Block 0 stays (the conditioning frames of a video-conditional run, here the clip's own); each later
+    block is sampled as the engine samples it (`VideoConditionalPipeline._denoise_block`): the sampler's
+    warped steps from pure noise, fresh noise drawn from `rng` in the same order, each step a forward of
+    the frames so far under the inference mask with the earlier blocks clean (t = 0), which is what the KV
+    cache holds for them. Trained on afterwards (`--rollout_prob`), the later blocks are predicted from
+    the model's own outputs, as in a long rollout, instead of from true frames it never sees at inference.
+    """
+    sampler = FlowMatchSampler(cfg.denoising_steps, cfg.timestep_shift)
+    sizes = block_sizes(cfg, latents.shape[1])
+    out = latents.clone()
+    start = sizes[0]
+    for size in sizes[1:blocks]:
+        end = start + size
+        text, layout = clip_text(generator, text_embeddings, switch, end), attention_layout(cfg, end)
+        shape = (latents.shape[0], size, *latents.shape[2:])
+        noisy = torch.randn(shape, generator=rng).to(latents.device)
+        for step, timestep in enumerate(sampler.timesteps):
+            timesteps = torch.zeros(latents.shape[0], end, device=latents.device)
+            timesteps[:, start:] = timestep
+            flow = generator(torch.cat([out[:, :start], noisy.to(out.dtype)], dim=1), timesteps, text, **layout)
+            clean = sampler.predict_clean(noisy, flow[:, start:], timestep)
+            if step + 1 < len(sampler.timesteps):
+                fresh = torch.randn(shape, generator=rng).to(latents.device)
+                noisy = sampler.add_noise(clean, fresh, sampler.timesteps[step + 1])
+        out[:, start:end] = clean.to(out.dtype)
+        start = end
+    return out
+
+
+def rollout_blocks(cfg: TrainConfig, frames: int, rng: torch.Generator) -> int:
+    """How many leading blocks of a clip of `frames` latent frames a rollout step makes context (block 0
+    and k-1 sampled ones): uniform over 2..blocks-1, so at least one true block is left to learn."""
+    blocks = len(block_sizes(cfg, frames))
+    return int(torch.randint(2, blocks, (), generator=rng))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -623,7 +693,12 @@ def train_generator(
                 switch = PromptSwitch.of(cfg, second, captions)
                 captions = [c.prompt1 for c in captions]
             text = encode_text(text_encoder, models.tokenizer, captions, text_len)
-            loss = diffusion_forcing_loss(generator, latents, text, cfg, noise(step) if noise else stream, switch)
+            rng, context = noise(step) if noise else stream, 0
+            if cfg.rollout_prob > 0 and torch.rand((), generator=rng) < cfg.rollout_prob:
+                blocks = rollout_blocks(cfg, latents.shape[1], rng)
+                latents = rollout_context(generator, latents, text, cfg, blocks, rng, switch)
+                context = sum(block_sizes(cfg, latents.shape[1])[:blocks])
+            loss = diffusion_forcing_loss(generator, latents, text, cfg, rng, switch, context)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -702,6 +777,13 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         raise SystemExit(f"--clip_latent_frames {cfg.clip_latent_frames}: a clip needs at least 1 latent frame")
     if cfg.switch_recache not in RECACHE_CHOICES:
         raise SystemExit(f"--switch_recache {cfg.switch_recache}: choose one of {', '.join(RECACHE_CHOICES)}")
+    if not 0 <= cfg.rollout_prob <= 1:
+        raise SystemExit(f"--rollout_prob {cfg.rollout_prob}: a probability must be in [0, 1]")
+    if cfg.rollout_prob > 0 and len(block_sizes(cfg, cfg.generator_latent_frames)) < 3:
+        raise SystemExit(
+            f"--rollout_prob needs clips of at least 3 blocks (block 0, a sampled one, one to learn): "
+            f"set --clip_latent_frames to {3 * cfg.frames_per_block} or more"
+        )
     if cfg.first_frame_weight <= 0:
         raise SystemExit(f"--first_frame_weight {cfg.first_frame_weight}: a weight must be positive")
     if cfg.resume and cfg.stage != "generator":
@@ -792,13 +874,16 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         elif field.name in ("max_steps", "max_seconds", "clip_latent_frames"):
             kind = float if field.name == "max_seconds" else int
             parser.add_argument(f"--{field.name}", type=kind, default=None)
+        elif field.name == "denoising_steps":
+            parser.add_argument("--denoising_steps", type=int, nargs="+", default=list(default))
         elif field.name == "switch_recache":
             parser.add_argument("--switch_recache", choices=RECACHE_CHOICES, default=default)
         elif field.name == "stage":
             parser.add_argument("--stage", choices=("all", "vae", "generator", "decoder"), default="all")
         else:
             parser.add_argument(f"--{field.name}", type=type(default), default=default)
-    return TrainConfig(**vars(parser.parse_args(argv)))
+    args = vars(parser.parse_args(argv))
+    return TrainConfig(**{**args, "denoising_steps": tuple(args["denoising_steps"])})
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -419,3 +419,76 @@ def test_switch_anywhere_stage_trains_late_switches(trained, tmp_path, monkeypat
     assert len(seen) == 2 and all(rows == 2 * 12 for _, rows in seen)  # per-frame text: a row per clip and frame
     assert all((timesteps[recached] == 0).all() for timesteps, _ in seen)  # the recached window: clean
     assert not generator.state_dict()["head.head.weight"].equal(models.generator.state_dict()["head.head.weight"])
+
+
+def test_rollout_context_is_the_engines_rollout():
+    """`--rollout_prob` trains on the model's own outputs: `rollout_context`'s sampled blocks are the blocks
+    the engine generates (KV cache, its sampler, its noise order) from the same conditioning, prompt and
+    seed; checked with the shipped demo model, in float32 on the CPU."""
+    from longlive.config import load_config
+    from longlive.demo_world import DemoWorld
+
+    cfg = train_demo.TrainConfig(device="cpu")
+    demo = [f"wan_model_dir={REPO / 'demo_model'}", "num_output_frames=9"]  # 3 blocks, 2 of them generated
+    config = load_config(REPO / "configs" / "demo_video_conditional.yaml", demo)
+    assert tuple(config.denoising_step_list) == cfg.denoising_steps and config.model_kwargs.sink_size == cfg.sink_size
+    pipe = VideoConditionalPipeline.from_config(config, "cpu")
+    clip = DemoWorld(0, config.num_conditioning_frames, cfg.height, cfg.width, 1.0).clip(0)
+    blocks = 3
+    generated = pipe.stream(clip.prompt1, video=clip.video[None], seed=0, decode=False)
+    engine = torch.cat([b.latents for b in generated if not b.block.conditioning], dim=1)  # [1, 6, C, h, w]
+    conditioning = pipe._encode_conditioning(clip.video[None])  # [1, 3, C, h, w]
+    latents = torch.cat([conditioning, torch.zeros_like(engine)], dim=1)
+    text = pipe.prompts.encode(clip.prompt1)
+    rolled, other_seed = (
+        train_demo.rollout_context(pipe.generator, latents, text, cfg, blocks, torch.Generator().manual_seed(seed))
+        for seed in (0, 1)
+    )
+    assert torch.equal(rolled[:, :3], conditioning)  # block 0, the conditioning, is kept
+    torch.testing.assert_close(rolled[:, 3:], engine, atol=5e-5, rtol=0)  # measured: 6e-6
+    assert not torch.allclose(other_seed[:, 3:], engine, atol=5e-5, rtol=0)  # the noise order matters
+
+
+def test_rollout_steps_train_later_blocks_from_sampled_context(trained, tmp_path, monkeypatch):
+    """With `rollout_prob` 1 every step samples blocks 1..k-1 with the generator and trains on the rest only:
+    the loss sees block 0 and the true later blocks as the clip has them, the sampled ones in between
+    clean (context, no loss)."""
+    models, _, _, _ = trained
+    cfg = tiny_train_config(tmp_path, clip_latent_frames=12, rollout_prob=1.0, generator_steps=2)
+    videos, captions = train_demo.world(cfg, stream=2, num_frames=4 * cfg.generator_latent_frames - 3).batch(0, 2)
+    batch = train_demo.encode_latents(models.vae, videos), captions
+    seen, loss = [], train_demo.diffusion_forcing_loss
+
+    def spy(generator, latents, text, cfg_, rng, switch=None, context_frames=0):
+        seen.append((latents, context_frames))
+        return loss(generator, latents, text, cfg_, rng, switch, context_frames)
+
+    trained_on, forward = [], type(models.generator).forward
+
+    def spy_forward(self, latents, timesteps, *args, **kwargs):
+        if torch.is_grad_enabled():  # the loss's forward (the rollout's run without gradients)
+            trained_on.append(timesteps)
+        return forward(self, latents, timesteps, *args, **kwargs)
+
+    monkeypatch.setattr(train_demo, "diffusion_forcing_loss", spy)
+    monkeypatch.setattr(type(models.generator), "forward", spy_forward)
+    generator = copy.deepcopy(models.generator)
+    losses = train_demo.train_generator(
+        dataclass_replace(models, generator=generator), cfg, itertools.repeat(batch), torch.device("cpu")
+    )
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    clip = batch[0]
+    assert len(trained_on) == 2 and all((t[:, :c] == 0).all() for t, (_, c) in zip(trained_on, seen, strict=True))
+    for latents, context in seen:
+        assert context in (6, 9)  # blocks 0..k-1 for k in 2..3 of the clip's 4
+        assert torch.equal(latents[:, :3], clip[:, :3]) and torch.equal(latents[:, context:], clip[:, context:])
+        assert not torch.allclose(latents[:, 3:context], clip[:, 3:context])  # sampled, not the clip's own
+
+
+def test_rollout_settings_are_checked(tmp_path):
+    for settings, message in (
+        (dict(rollout_prob=1.5), "--rollout_prob 1.5"),
+        (dict(rollout_prob=0.5, clip_latent_frames=6), "at least 3 blocks"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            train_demo.run(tiny_train_config(tmp_path, stage="generator", **settings))
