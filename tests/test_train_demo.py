@@ -421,31 +421,36 @@ def test_switch_anywhere_stage_trains_late_switches(trained, tmp_path, monkeypat
     assert not generator.state_dict()["head.head.weight"].equal(models.generator.state_dict()["head.head.weight"])
 
 
-def test_rollout_context_is_the_engines_rollout():
+@pytest.mark.parametrize("infinite", [False, True])
+def test_rollout_context_is_the_engines_rollout(infinite):
     """`--rollout_prob` trains on the model's own outputs: `rollout_context`'s sampled blocks are the blocks
     the engine generates (KV cache, its sampler, its noise order) from the same conditioning, prompt and
-    seed; checked with the shipped demo model, in float32 on the CPU."""
+    seed, past the window (absolute or window-relative RoPE); the shipped demo model, float32, CPU."""
     from longlive.config import load_config
     from longlive.demo_world import DemoWorld
 
-    cfg = train_demo.TrainConfig(device="cpu")
-    demo = [f"wan_model_dir={REPO / 'demo_model'}", "num_output_frames=9"]  # 3 blocks, 2 of them generated
-    config = load_config(REPO / "configs" / "demo_video_conditional.yaml", demo)
+    cfg = train_demo.TrainConfig(device="cpu", infinite_attention=infinite)
+    frames = 15  # 5 blocks: the conditioning one, then 4 sampled, the last ones past the 9-frame window
+    demo = [f"wan_model_dir={REPO / 'demo_model'}", f"num_output_frames={frames}"]
+    config = load_config(
+        REPO / "configs" / "demo_video_conditional.yaml", [*demo, f"model_kwargs.use_infinite_attention={infinite}"]
+    )
     assert tuple(config.denoising_step_list) == cfg.denoising_steps and config.model_kwargs.sink_size == cfg.sink_size
+    assert frames > config.model_kwargs.local_attn_size
     pipe = VideoConditionalPipeline.from_config(config, "cpu")
     clip = DemoWorld(0, config.num_conditioning_frames, cfg.height, cfg.width, 1.0).clip(0)
-    blocks = 3
     generated = pipe.stream(clip.prompt1, video=clip.video[None], seed=0, decode=False)
-    engine = torch.cat([b.latents for b in generated if not b.block.conditioning], dim=1)  # [1, 6, C, h, w]
+    engine = torch.cat([b.latents for b in generated if not b.block.conditioning], dim=1)  # [1, 12, C, h, w]
     conditioning = pipe._encode_conditioning(clip.video[None])  # [1, 3, C, h, w]
     latents = torch.cat([conditioning, torch.zeros_like(engine)], dim=1)
     text = pipe.prompts.encode(clip.prompt1)
+    blocks = frames // cfg.frames_per_block
     rolled, other_seed = (
         train_demo.rollout_context(pipe.generator, latents, text, cfg, blocks, torch.Generator().manual_seed(seed))
         for seed in (0, 1)
     )
     assert torch.equal(rolled[:, :3], conditioning)  # block 0, the conditioning, is kept
-    torch.testing.assert_close(rolled[:, 3:], engine, atol=5e-5, rtol=0)  # measured: 6e-6
+    torch.testing.assert_close(rolled[:, 3:], engine, atol=5e-5, rtol=0)  # measured: 6e-6 and 8e-6
     assert not torch.allclose(other_seed[:, 3:], engine, atol=5e-5, rtol=0)  # the noise order matters
 
 
