@@ -26,6 +26,7 @@ from longlive.demo_world import (
     sample_scene,
 )
 from longlive.pipeline import VideoConditionalPipeline
+from longlive.vae import StreamingVAE
 
 PATH_FRAMES = 12  # generated frames the path error is measured over (the first generated block)
 
@@ -131,3 +132,15 @@ def evaluate(pipe: VideoConditionalPipeline, num_clips: int = 12, seed: int = 0)
         | {"path_error_per_window": [round(float(v), 2) for v in np.nanmean(windows[key], axis=0)]}
         for key, values in rows.items()
     }
+
+
+def vae_round_trip(vae, videos: torch.Tensor, frames_per_block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Videos [B, 3, N, H, W] through a demo VAE as the pipeline streams them: encoded as a conditioning
+    video is (`StreamingVAE.encode`: the first frame alone, then whole latent frames), decoded
+    `frames_per_block` latent frames a call as a rollout is. Returns (latents [B, F, C, h, w], decoded
+    frames [B, 3, N, H, W]): what the VAE alone does to what the pipeline shows
+    (scripts/experiments/vae_long_roundtrip.py, first_frame_colour.py)."""
+    stream = StreamingVAE(vae)
+    latents = stream.encode(videos)
+    decoded = torch.cat([stream.decode(block) for block in latents.split(frames_per_block, dim=1)], dim=2)
+    return latents, decoded

@@ -212,6 +212,11 @@ class Clip:
     prompt1: str
     prompt2: str
 
+    def trajectory(self) -> list[Scene]:
+        """The rendered shape's state at each of the clip's frames (its colour, position, direction)."""
+        height, width = self.video.shape[2:]
+        return trajectory(self.scene, self.video.shape[1], height, width, self.change)
+
 
 def make_clip(
     rng: np.random.Generator,

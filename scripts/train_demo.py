@@ -567,8 +567,8 @@ def rollout_context(
         text, layout = clip_text(generator, text_embeddings, switch, end), attention_layout(cfg, end)
         shape = (latents.shape[0], size, *latents.shape[2:])
         noisy = torch.randn(shape, generator=rng).to(latents.device)
+        timesteps = torch.zeros(latents.shape[0], end, device=latents.device)  # the earlier blocks clean
         for step, timestep in enumerate(sampler.timesteps):
-            timesteps = torch.zeros(latents.shape[0], end, device=latents.device)
             timesteps[:, start:] = timestep
             flow = generator(torch.cat([out[:, :start], noisy.to(out.dtype)], dim=1), timesteps, text, **layout)
             clean = sampler.predict_clean(noisy, flow[:, start:], timestep)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -16,6 +17,19 @@ from longlive.model import CausalWanModel, init_random_weights
 from longlive.presets import PRESETS, WanArchitecture
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def script_module(relative_path: str):
+    """A script of the repository (e.g. "scripts/train_demo.py") imported as a module by its file name,
+    registered in `sys.modules` (dataclasses look their module up there)."""
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 TINY_CONFIG = REPO / "configs" / "tiny_video_conditional.yaml"
 
 

@@ -11,17 +11,16 @@ nearest the shape's mean colour. Frames are 64x64; shapes here are 14 px wide an
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, script_module
 
 from longlive.config import load_config
-from longlive.demo_eval import PATH_FRAMES, Report, evaluate, measure, velocity
+from longlive.demo_eval import PATH_FRAMES, Report, evaluate, measure, vae_round_trip, velocity
 from longlive.demo_world import (
     COLOURS,
     DIRECTIONS,
@@ -33,7 +32,6 @@ from longlive.demo_world import (
     dominant_colours,
     foreground_centroid,
     foreground_mask,
-    trajectory,
 )
 from longlive.pipeline import PromptSchedule, VideoConditionalPipeline
 
@@ -214,9 +212,7 @@ def test_evaluate_reports_every_kind_with_and_without_conditioning(pipe):
 
 def test_eval_script_reports_the_error_per_window_of_a_long_rollout(capsys):
     """`scripts/eval_demo.py --latent_frames`: rollouts past the config's length, the error per window."""
-    spec = importlib.util.spec_from_file_location("eval_demo", REPO / "scripts" / "eval_demo.py")
-    eval_demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_demo)
+    eval_demo = script_module("scripts/eval_demo.py")
     model = f"wan_model_dir={REPO / 'demo_model'}"
     eval_demo.main(["--config_path", str(DEMO_CONFIG), "--clips", "1", "--latent_frames", "18", model])
     report = json.loads(capsys.readouterr().out)
@@ -237,10 +233,7 @@ FIRST_FRAME_COLOUR_SHARE = 0.85  # ... and of each colour's frame 0s
 
 
 def first_frame_colour():
-    spec = importlib.util.spec_from_file_location("ffc", REPO / "scripts" / "experiments" / "first_frame_colour.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("scripts/experiments/first_frame_colour.py")
 
 
 # Strict: the day a decoder passes, this mark has to go.
@@ -263,8 +256,8 @@ def test_first_frame_of_a_clip_depends_on_its_first_frame_alone(pipe):
     long = ffc.unseen_clips(1, LONG_WORLD_SEED, latent_frames=12)[0]
     short = ffc.unseen_clips(1, LONG_WORLD_SEED, latent_frames=1)[0]
     assert torch.equal(long.video[:, 0], short.video[:, 0])  # the same scene at frame 0
-    _, whole = ffc.stream_round_trip(pipe.vae.vae, long.video[None], frames_per_block=3)
-    _, alone = ffc.stream_round_trip(pipe.vae.vae, short.video[None], frames_per_block=3)
+    _, whole = vae_round_trip(pipe.vae.vae, long.video[None], frames_per_block=3)
+    _, alone = vae_round_trip(pipe.vae.vae, short.video[None], frames_per_block=3)
     assert whole.shape[2] == long.video.shape[1] and alone.shape[2] == 1
     torch.testing.assert_close(whole[:, :, 0], alone[:, :, 0], rtol=0, atol=1e-5)
 
@@ -300,7 +293,7 @@ def long_measures(clip: Clip, frames: torch.Tensor) -> dict:
         len(b) == 1 and LONG_AREA[0] <= b[0] / float(t.sum()) <= LONG_AREA[1]
         for b, t in zip(blobs, true_masks, strict=True)
     ]
-    states = trajectory(clip.scene, clip.video.shape[1], HEIGHT, WIDTH, clip.change)[CONDITIONING:]
+    states = clip.trajectory()[CONDITIONING:]
     right = [c == s.colour for c, s in zip(dominant_colours(frames), states, strict=True)]
     switch = clip.change.frame - CONDITIONING  # generated-frame index of the change
     after = slice(switch, switch + 8)

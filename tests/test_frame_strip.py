@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import script_module
 
 from longlive.video_io import write_video
 
-spec = importlib.util.spec_from_file_location("frame_strip", REPO / "scripts" / "frame_strip.py")
-frame_strip = importlib.util.module_from_spec(spec)
-sys.modules["frame_strip"] = frame_strip
-spec.loader.exec_module(frame_strip)
+frame_strip = script_module("scripts/frame_strip.py")
 
 
 def test_rows_of_finished_samples(tmp_path):

@@ -4,11 +4,9 @@ through the engine's normal loaders and generates."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import itertools
 import json
 import math
-import sys
 
 import pytest
 import torch
@@ -18,12 +16,9 @@ from longlive.components import locate_wan_files
 from longlive.kv_cache import frame_visibility_mask
 from longlive.pipeline import VideoConditionalPipeline
 from longlive.presets import PRESETS
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, script_module, tiny_config
 
-spec = importlib.util.spec_from_file_location("train_demo", REPO / "scripts" / "train_demo.py")
-train_demo = importlib.util.module_from_spec(spec)
-sys.modules["train_demo"] = train_demo  # dataclasses look their module up there
-spec.loader.exec_module(train_demo)
+train_demo = script_module("scripts/train_demo.py")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

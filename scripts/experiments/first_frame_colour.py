@@ -7,11 +7,11 @@ frame) in the wrong colour in 26 of 96 runs. The causal VAE encodes video frame 
 0 and decodes that latent alone into frame 0 (`first_chunk`), so frame 0 goes through paths of the
 encoder and decoder that no other frame takes. This script round-trips unseen demo-world clips of the
 generator's length (`--latent_frames`, 45 video frames) through `longlive.vae.StreamingVAE` exactly as the
-pipeline does (encode: 1 frame, then 4 per latent frame; decode: 3 latent frames per call), and prints, per
-colour, the share of frames whose shape's dominant colour (`dominant_colours`) is the rendered one: frame 0
-and frames 1.. apart. `latent_probe` says whether latent frame 0 still tells the colours apart (a
-nearest-class-mean classifier of the latent at the shape's cell, fitted on half the clips and scored on
-the other half): if it does, a wrong frame 0 is the decoder's to fix (`train_demo.py --first_frame_weight`).
+pipeline does (`longlive.demo_eval.vae_round_trip`), and prints, per colour, the share of frames whose
+shape's dominant colour (`dominant_colours`) is the rendered one: frame 0 and frames 1.. apart.
+`latent_probe` says whether latent frame 0 still tells the colours apart (a nearest-class-mean
+classifier of the latent at the shape's cell, fitted on half the clips and scored on the other half):
+if it does, a wrong frame 0 is the decoder's to fix (`train_demo.py --first_frame_weight`).
 
 Clips: `DemoWorld(seed)` with train_demo's change mix (half change colour or direction at video frame 9);
 the default seed 0 is no stream a training stage reads (seed 0 reads world seeds 1, 2, 3, ... and 1000).
@@ -34,26 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longlive.demo_world import COLOURS, Clip, DemoWorld, dominant_colours, trajectory
+from longlive.demo_eval import vae_round_trip
+from longlive.demo_world import COLOURS, Clip, DemoWorld, dominant_colours
 from longlive.presets import PRESETS
-from longlive.vae import StreamingVAE
 from longlive.weights import load_vae
-
-
-def stream_round_trip(vae, videos: torch.Tensor, frames_per_block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """videos [B, 3, N, H, W] -> (latents [B, F, C, h, w], decoded [B, 3, N, H, W]), streamed as the pipeline
-    streams: the first frame alone, then whole latent frames; decoded `frames_per_block` latent frames a call."""
-    stream = StreamingVAE(vae)
-    first = stream.encode(videos[:, :, :1])
-    latents = torch.cat([first, stream.encode(videos[:, :, 1:])], dim=1)
-    decoded = torch.cat([stream.decode(block) for block in latents.split(frames_per_block, dim=1)], dim=2)
-    return latents, decoded
-
-
-def clip_colours(clip: Clip) -> list[str]:
-    """The rendered shape's colour at each frame of `clip`."""
-    height, width = clip.video.shape[2:]
-    return [s.colour for s in trajectory(clip.scene, clip.video.shape[1], height, width, clip.change)]
 
 
 def colour_shares(vae, clips: list[Clip], frames_per_block: int = 3, batch: int = 16) -> dict:
@@ -65,9 +49,9 @@ def colour_shares(vae, clips: list[Clip], frames_per_block: int = 3, batch: int 
     features, labels = [], []
     for start in range(0, len(clips), batch):
         group = clips[start : start + batch]
-        latents, decoded = stream_round_trip(vae, torch.stack([c.video for c in group]), frames_per_block)
+        latents, decoded = vae_round_trip(vae, torch.stack([c.video for c in group]), frames_per_block)
         for clip, latent, frames in zip(group, latents, decoded, strict=True):
-            truth, seen = clip_colours(clip), dominant_colours(frames)
+            truth, seen = [state.colour for state in clip.trajectory()], dominant_colours(frames)
             first[truth[0]].append(seen[0] == truth[0])
             if seen[0] != truth[0]:
                 key = f"{truth[0]}->{seen[0]}"

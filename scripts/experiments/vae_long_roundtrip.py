@@ -3,9 +3,9 @@
     python scripts/experiments/vae_long_roundtrip.py --vae_dir demo_model/vae --latent_frames 100 --clips 6
 
 Each clip (half of them changing colour or direction at a random frame) is encoded as the pipeline
-encodes a video (1 frame, then 12 per call) and decoded as it decodes a rollout (3 latent frames per
-call); prints, per window of 12 video frames, the mean distance (px) of the decoded shape's centroid from
-the rendered one and the share of frames whose shape has the rendered colour. Issue 19, 2026-11-30, the
+encodes a video and decoded as it decodes a rollout (`longlive.demo_eval.vae_round_trip`); prints, per
+window of 12 video frames, the mean distance (px) of the decoded shape's centroid from the rendered one
+and the share of frames whose shape has the rendered colour. Issue 19, 2026-11-30, the
 shipped VAE (decoder trained on 45-frame clips), 6 clips of 397 frames: 0.4-0.7 px in every window, but
 the colour in 0.82-1.0 of a window's frames: a red circle decoded green whenever it moved up or left
 from about frame 55 on (its latents still told red from green), so the decoder needs longer clips
@@ -21,24 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longlive.demo_world import dominant_colours, foreground_centroid, make_clip, trajectory
+from longlive.demo_eval import vae_round_trip
+from longlive.demo_world import dominant_colours, foreground_centroid, make_clip
 from longlive.presets import PRESETS
-from longlive.vae import StreamingVAE
 from longlive.weights import load_vae
 
 WINDOW = 12  # video frames per reported window (demo_eval.PATH_FRAMES)
-
-
-def round_trip(vae, video: torch.Tensor, frames_per_block: int) -> torch.Tensor:
-    """video [3, N, H, W] -> decoded [3, N, H, W], streamed both ways as the pipeline streams."""
-    stream, video = StreamingVAE(vae), video[None]
-    stride = stream.stride * frames_per_block
-    pieces = [stream.encode(video[:, :, :1])] + [
-        stream.encode(video[:, :, k : k + stride]) for k in range(1, video.shape[2], stride)
-    ]
-    latents = torch.cat(pieces, dim=1)  # [1, F, C, h, w]
-    blocks = latents.split(frames_per_block, dim=1)
-    return torch.cat([stream.decode(block) for block in blocks], dim=2)[0]
 
 
 def main() -> None:
@@ -57,9 +45,9 @@ def main() -> None:
         rng = np.random.default_rng([args.seed, i])
         change_frame = int(rng.integers(9, max(10, num_frames - 40))) if i % 2 else None
         clip = make_clip(rng, num_frames, change_frame=change_frame)
-        decoded = round_trip(vae, clip.video, args.frames_per_block)
+        decoded = vae_round_trip(vae, clip.video[None], args.frames_per_block)[1][0]
         distance = (foreground_centroid(decoded) - foreground_centroid(clip.video)).norm(dim=1)
-        truth = [state.colour for state in trajectory(clip.scene, num_frames, *clip.video.shape[2:], clip.change)]
+        truth = [state.colour for state in clip.trajectory()]
         right = torch.tensor([a == b for a, b in zip(dominant_colours(decoded), truth, strict=True)]).float()
         errors.append([float(w.nanmean()) for w in distance.split(WINDOW)])
         colours.append([float(w.mean()) for w in right.split(WINDOW)])
