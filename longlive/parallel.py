@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from longlive.attention import RotaryTable, WindowRotary
 from longlive.config import ConfigError
@@ -225,7 +226,8 @@ class SplitDecode:
         height = latents.shape[-2]
         scale = self.vae.row_plan(height).heights[-1] // height
         counts = [(stop - start) * scale for start, stop in share_rows(height, self.group.size)]
-        return gather_rows(rows, counts, self.group)
+        with record_function("gather"):
+            return gather_rows(rows, counts, self.group)
 
 
 def gather_rows(rows: torch.Tensor, counts: list[int], group: StreamGroup) -> torch.Tensor | None:

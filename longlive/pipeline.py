@@ -22,6 +22,9 @@ sinks rewritten when the rerun starts at frame 0 (and at every switch with `glob
 `window` (ours) reruns the window less the sinks, split into the frames' original blocks (block-causal
 through the cache's mask). Their clean latents are the last `cache_frames` latents the rollout keeps
 on the device.
+
+The stages carry `torch.profiler` labels (denoise, cache pass, begin block, decode, gather, prompt switch,
+host copy), which a profile reads (`scripts/experiments/stream_timeline.py`); unprofiled, a few us a block.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from functools import partial
 
 import torch
 from omegaconf import DictConfig
+from torch.profiler import record_function
 
 from longlive import parallel
 from longlive.attention import RotaryTable, WindowRotary, rope_range_warning
@@ -302,8 +306,12 @@ class VideoConditionalPipeline:
             if block.conditioning:
                 latents = conditioning[:, block.start : block.end]
             else:
-                latents = self._denoise_block(block, text, rng)  # 7
-            frames = self.decoder.decode(latents) if decode and self.joins_decode else None  # 8
+                with record_function("denoise"):
+                    latents = self._denoise_block(block, text, rng)  # 7
+            frames = None
+            if decode and self.joins_decode:  # 8
+                with record_function("decode"):
+                    frames = self.decoder.decode(latents)
             # The block is handed back before its cache pass: its frames need only the denoising (and the
             # decode), and the pass, which only the next block reads, runs when that block is asked for.
             try:
@@ -330,9 +338,10 @@ class VideoConditionalPipeline:
         """Run `stream` to the end and gather its blocks on the CPU (so GPU memory stays flat)."""
         latents, frames = [], []
         for result in self.stream(prompt1, prompt2, video, seed, decode):
-            latents.append(result.latents.float().cpu())
-            if result.frames is not None:  # (not on a rank of a sequence-parallel group that does not decode)
-                frames.append(result.frames.float().cpu())
+            with record_function("host copy"):
+                latents.append(result.latents.float().cpu())
+                if result.frames is not None:  # (not on a rank of a sequence-parallel group that does not decode)
+                    frames.append(result.frames.float().cpu())
         return VideoResult(
             torch.cat(latents, dim=1),
             torch.cat(frames, dim=2) if frames else None,
@@ -470,10 +479,11 @@ class VideoConditionalPipeline:
         """
         key = (start_frame, shape, None if block_sizes is None else tuple(block_sizes))
         if key != self._block_key:
-            self.kv_cache.begin_block(start_frame, shape[1], block_sizes)
-            rope = self.generator.rotary_table(shape, start_frame, self.device, self.kv_cache.frame_positions)
-            if self.sequence_parallel is not None:
-                rope = self.sequence_parallel.local_rope(rope)  # the rows of this rank's tokens
+            with record_function("begin block"):
+                self.kv_cache.begin_block(start_frame, shape[1], block_sizes)
+                rope = self.generator.rotary_table(shape, start_frame, self.device, self.kv_cache.frame_positions)
+                if self.sequence_parallel is not None:
+                    rope = self.sequence_parallel.local_rope(rope)  # the rows of this rank's tokens
             self._block_key, self._block_rope = key, rope
         return self._block_rope
 
@@ -540,7 +550,8 @@ class VideoConditionalPipeline:
         `context_noise` (no noise is added). `block_sizes` splits a pass over several blocks (a
         `window` recache), each seeing only its own past.
         """
-        self._run_generator(latents, float(self.cfg.context_noise), block, text, block_sizes, eager)
+        with record_function("cache pass"):
+            self._run_generator(latents, float(self.cfg.context_noise), block, text, block_sizes, eager)
 
 
 def resolve_device(name: str) -> str:
@@ -615,17 +626,18 @@ def _start_decode(
     latents: torch.Tensor, vae: StreamingVAE | parallel.SplitDecode, side: torch.cuda.Stream | None
 ) -> torch.Tensor | None:
     """Queue the decode of `latents` on `side`, after the work that made them."""
-    if side is None:
-        return vae.decode(latents)
-    side.wait_stream(torch.cuda.current_stream(latents.device))
-    with torch.cuda.stream(side):
-        return vae.decode(latents)
+    with record_function("decode"):
+        if side is None:
+            return vae.decode(latents)
+        side.wait_stream(torch.cuda.current_stream(latents.device))
+        with torch.cuda.stream(side):
+            return vae.decode(latents)
 
 
 def _finish_decode(result: BlockResult, frames: torch.Tensor | None, side: torch.cuda.Stream | None) -> BlockResult:
     """The block with its frames, copied to the host on `side` (a copy on the main stream would wait for
     the next block's passes queued there)."""
     if side is not None and frames is not None:
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(side), record_function("host copy"):
             frames = frames.to("cpu")  # waits for this decode only: the next one is queued after this call
     return replace(result, frames=frames)
