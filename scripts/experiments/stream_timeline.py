@@ -21,7 +21,8 @@ Each rank writes `rank{R}.json`:
 - `host_waits`: host time in the CUDA calls that can block it (synchronizations, copies, allocations),
   count per block and who issued them (the innermost Python frame of this repository with `--with_stack`,
   which slows the host, else the innermost op and label);
-- `labels`: per pipeline label (generator passes, decode, gather...), host ms per block and the GPU ms of
+- `host_ops_per_block`: host ms and calls per block in Dynamo's guard checks, compiled regions and launches;
+- `labels_ms_per_block`: per pipeline label (generator passes, decode, gather...), host ms per block and the GPU ms of
   the activity launched under it (NCCL apart), so a label whose host time exceeds its GPU time is CPU-bound.
 Runs on one process too (no torchrun: `parallel.sequence` must then be 1; on the CPU only the host
 side is filled).
@@ -68,6 +69,16 @@ HOST_WAITS = (
     "cudaFree",
     "cudaHostAlloc",
     "cudaFreeHost",
+)
+# Host ops counted per block (by name prefix): Dynamo's guard checks and compiled regions, launches.
+HOST_OPS = (
+    "TorchDynamo Cache Lookup",
+    "Torch-Compiled Region",
+    "cudaLaunchKernel",
+    "cuLaunchKernel",
+    "cudaGraphLaunch",
+    "cudaStreamWaitEvent",
+    "cudaEventRecord",
 )
 WINDOW = "timeline window"  # the profiled section's label; each block inside it is "block {i}"
 BLOCK = re.compile(r"block \d+$")
@@ -201,6 +212,7 @@ class Trace:
     python: Ranges  # Python frames of the main thread (--with_stack; else empty)
     window: tuple[float, float]
     blocks: list[tuple[float, float, str]]
+    thread: int  # the main thread's id: the one that ran the profiled blocks
 
     @classmethod
     def read(cls, trace: dict) -> Trace:
@@ -225,6 +237,7 @@ class Trace:
             python=Ranges(spans(("python_function",))),
             window=_span(mark)[:2],
             blocks=[r for r in labels.ranges if BLOCK.match(r[2])],
+            thread=thread,
         )
 
     def block_of(self, t: float) -> tuple[str, float] | None:
@@ -290,7 +303,7 @@ def copy_kinds(trace: Trace) -> dict[int, str]:
 
 def host_waits(trace: Trace, blocks: int) -> dict[str, dict]:
     """Host ms, calls per block and the top issuers of each CUDA call that can block the host (copies by
-    direction) inside the window."""
+    direction) inside the window; calls of other threads than the loop's apart."""
     directions = copy_kinds(trace)
     time_ms: dict[str, float] = defaultdict(float)
     issuers: dict[str, Counter] = defaultdict(Counter)
@@ -300,8 +313,10 @@ def host_waits(trace: Trace, blocks: int) -> dict[str, dict]:
             continue
         direction = directions.get(call.get("args", {}).get("correlation"))
         key = f"{name} {direction}" if direction else name
+        main = call.get("tid") == trace.thread
+        key = key if main else f"{key} (other threads)"  # e.g. a writer thread's wait: not the loop's
         time_ms[key] += (end - start) / 1000
-        issuers[key][short(trace.issuer(start), 90)] += 1
+        issuers[key][short(trace.issuer(start), 90) if main else str(call.get("tid"))] += 1
     return {
         key: {
             "ms": round(time_ms[key], 2),
@@ -331,6 +346,22 @@ def label_times(trace: Trace, blocks: int) -> dict[str, dict]:
     per_block = 1000 * blocks
     return {
         n: {key: round(d[n] / per_block, 2) for key, d in (("host", host), ("gpu", gpu), ("nccl", nccl))} for n in names
+    }
+
+
+def host_ops(trace: Trace, blocks: int) -> dict[str, dict]:
+    """Host ms and calls per block of the main thread's ops named in HOST_OPS (by prefix): how much of the host's
+    time goes to Dynamo's guards and compiled-region entries and to launches (nested regions count twice)."""
+    time_ms: dict[str, float] = defaultdict(float)
+    calls: Counter = Counter()
+    for start, end, name in trace.ops.ranges:
+        prefix = next((p for p in HOST_OPS if name.startswith(p)), None)
+        if prefix is not None and trace.window[0] <= start <= trace.window[1]:
+            time_ms[prefix] += (end - start) / 1000
+            calls[prefix] += 1
+    return {
+        p: {"ms": round(time_ms[p] / blocks, 2), "calls": round(calls[p] / blocks, 1)}
+        for p in sorted(time_ms, key=lambda k: -time_ms[k])
     }
 
 
@@ -370,6 +401,7 @@ def summarise(trace: dict, wall_s: float, blocks: int = 1, gaps: int = 12) -> di
         },
         "host_waits": host_waits(read, blocks),
         "labels_ms_per_block": label_times(read, blocks),
+        "host_ops_per_block": host_ops(read, blocks),
         "top_kernels_ms": {n: round(v / 1000, 2) for n, v in sorted(by_name.items(), key=lambda kv: -kv[1])[:15]},
     }
 
