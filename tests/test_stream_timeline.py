@@ -39,6 +39,21 @@ def test_gap_histogram_bins_by_length():
     }
 
 
+def test_gap_transitions_by_kind():
+    gaps = [
+        timeline.Gap(0.0, 10.0, None, "gemm_a"),
+        timeline.Gap(20.0, 25.0, "ncclDevKernel_AllToAll", "nvjet_gemm"),
+        timeline.Gap(30.0, 37.0, "ncclDevKernel_AllToAll", "cutlass_gemm"),
+        timeline.Gap(50.0, 1050.0, "conv_fprop", None),
+    ]
+    assert timeline.gap_transitions(gaps) == {
+        "conv>end": {"count": 1, "ms": 1.0},
+        "nccl>gemm": {"count": 2, "ms": 0.01},
+        "start>gemm": {"count": 1, "ms": 0.01},
+    }
+    assert list(timeline.gap_transitions(gaps, top=1)) == ["conv>end"]
+
+
 def test_ranges_innermost_walks_up_the_nesting():
     ranges = timeline.Ranges([(0, 100, "A"), (10, 20, "B"), (30, 40, "C"), (31, 32, "D")])
     assert ranges.innermost(31.5) == "D"

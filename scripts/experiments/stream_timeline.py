@@ -13,17 +13,19 @@ Each rank writes `rank{R}.json`:
 - wall ms of the profiled blocks; busy = the union of all GPU activity (kernels, copies, memsets); idle =
   wall - busy; busy per CUDA stream; device time per kind of kernel (nccl, attention, gemm, conv, triton,
   other; summed, so overlapping kinds count twice); NCCL time beside compute; the 15 costliest kernels;
-- `idle_gaps`: every stretch of the window without GPU activity, as a histogram of lengths (count and ms
-  per bin) and the `--gaps` longest ones: offset in their block, length, the activity before and after,
-  and the host at the gap's start (the pipeline's `record_function` labels, the innermost op or CUDA call,
-  e.g. a `cudaStreamSynchronize`) and when the host launched the activity that ended it (`launch_us`
-  after the gap began: the host was late, CPU-bound or waiting; before it: the GPU waited on a stream);
+- `idle_gaps`: every stretch of the window without GPU activity: a histogram of lengths (count and ms per
+  bin); count and ms by the kinds of kernel on either side ("nccl>gemm"); the `--gaps` longest ones with
+  their offset in their block, length, the activities before and after, the host at the gap's start (the
+  pipeline's `record_function` labels, the innermost op or CUDA call, e.g. a `cudaStreamSynchronize`) and
+  when the host launched the activity that ended it (`launch_us` > 0: after the gap began, the host was
+  late, CPU-bound or waiting; < 0: queued in time, the GPU waited on another stream or rank);
 - `host_waits`: host time in the CUDA calls that can block it (synchronizations, copies, allocations),
   count per block and who issued them (the innermost Python frame of this repository with `--with_stack`,
-  which slows the host, else the innermost op and label);
-- `host_ops_per_block`: host ms and calls per block in Dynamo's guard checks, compiled regions and launches;
-- `labels_ms_per_block`: per pipeline label (generator passes, decode, gather...), host ms per block and the GPU ms of
-  the activity launched under it (NCCL apart), so a label whose host time exceeds its GPU time is CPU-bound.
+  which slows the host, else the innermost op and labels);
+- `host_ops_per_block`: host ms and calls per block in Dynamo's guard checks, compiled regions, launches;
+- `labels_ms_per_block`: per pipeline label (denoise, cache pass, decode, gather...), host ms per block
+  and the GPU ms of the activity launched under it (NCCL apart): a label whose host time exceeds its GPU
+  time is CPU-bound.
 Runs on one process too (no torchrun: `parallel.sequence` must then be 1; on the CPU only the host
 side is filled).
 """
@@ -155,6 +157,22 @@ def gap_histogram(gaps: Iterable[Gap], edges: Sequence[float] = GAP_EDGES_US) ->
         entry["count"] += 1
         entry["ms"] += gap.length / 1000
     return {label: {"count": b["count"], "ms": round(b["ms"], 2)} for label, b in bins.items()}
+
+
+def gap_transitions(gaps: Iterable[Gap], top: int = 8) -> dict[str, dict]:
+    """Count and ms of gaps by the kinds of activity on either side ("nccl>gemm"; "start"/"end" for the
+    window's edges), the `top` costliest: short gaps at NCCL boundaries are the streams' waits on each other
+    (inside a CUDA graph too), short ones between convolutions a host that launches too slowly."""
+    count: Counter = Counter()
+    total: dict[str, float] = defaultdict(float)
+    for gap in gaps:
+        before = "start" if gap.before is None else kind_of(gap.before)
+        after = "end" if gap.after is None else kind_of(gap.after)
+        key = f"{before}>{after}"
+        count[key] += 1
+        total[key] += gap.length / 1000
+    ranked = sorted(total, key=lambda k: -total[k])[:top]
+    return {key: {"count": count[key], "ms": round(total[key], 2)} for key in ranked}
 
 
 class Ranges:
@@ -397,6 +415,7 @@ def summarise(trace: dict, wall_s: float, blocks: int = 1, gaps: int = 12) -> di
         "idle_gaps": {
             "window_ms": round((read.window[1] - read.window[0]) / 1000, 1),
             "histogram": gap_histogram(found),
+            "by_kinds": gap_transitions(found),
             "longest": describe_gaps(read, found, gaps),
         },
         "host_waits": host_waits(read, blocks),
