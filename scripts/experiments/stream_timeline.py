@@ -7,7 +7,10 @@ decode beside the next block, `overlap_decode`; NCCL beside compute) really ran 
 a few steady blocks end to end (generation and decode, after a full warm-up run) and reads the trace:
 
     torchrun --nproc_per_node=2 scripts/experiments/stream_timeline.py --config_path \
-        configs/longlive_video_conditional_inference.yaml --out /tmp/timeline [--with_stack] -- KEY=VALUE ...
+        configs/longlive_video_conditional_inference.yaml --out /tmp/timeline [--with_stack] [--keep_trace] \
+        -- KEY=VALUE ...
+
+(`scripts/experiments/stream_timeline_2gpu.sh`: the runs issue 18 needs, on two GPUs, in one call.)
 
 Each rank writes `rank{R}.json`:
 - wall ms of the profiled blocks; busy = the union of all GPU activity (kernels, copies, memsets); idle =
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import gzip
 import json
 import os
 import re
@@ -465,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--blocks", type=int, default=4, help="blocks profiled")
     parser.add_argument("--gaps", type=int, default=12, help="longest idle gaps listed")
     parser.add_argument("--with_stack", action="store_true", help="Python frames of host calls (slows the host)")
+    parser.add_argument("--keep_trace", action="store_true", help="also write rank{R}.trace.json.gz (Perfetto)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_path, args.overrides)
@@ -475,6 +480,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     summary = {"blocks": args.blocks, "rank": rank, **summarise(trace, wall, args.blocks, args.gaps)}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, f"rank{rank}.json").write_text(json.dumps(summary, separators=(",", ":")))
+    if args.keep_trace:
+        with gzip.open(Path(args.out, f"rank{rank}.trace.json.gz"), "wt") as file:
+            json.dump(trace, file)
     brief = ("wall_ms", "busy_ms", "idle_ms", "nccl_busy_ms", "nccl_beside_compute_ms")
     print(json.dumps({"rank": rank, **{k: summary[k] for k in brief}, "gaps": summary["idle_gaps"]["histogram"]}))
     return summary
