@@ -59,9 +59,11 @@ from longlive.video_io import (
     FrameEncoder,
     VideoReadError,
     atomic_path,
+    landed,
     load_image,
     load_video,
     require_video_writer,
+    to_host,
     write_latents,
 )
 
@@ -364,21 +366,21 @@ def write_sample(
             pass
         timings["generate_s"] += time.perf_counter() - tick
         return None
-    latents = []  # per block [F, C, h, w] on the host, only with save_latents
+    latents = []  # per block [F, C, h, w] copied to the host (`to_host`), only with save_latents
     arrivals = BlockArrivals(tick)
     with atomic_path(path) as temporary, FrameEncoder(temporary, cfg.fps) as encoder:
         for result in blocks:
             encoder.put(result.frames[0])  # [3, n, H, W]
             arrivals.add(result.frames.shape[2])
-            if cfg.save_latents:
-                latents.append(result.latents[0].float().cpu())
+            if cfg.save_latents:  # without waiting: a plain .cpu() would stall the GPU at every block
+                latents.append(to_host(result.latents[0].float()))
         timings["generate_s"] += time.perf_counter() - tick
         timings.setdefault("first_block_s", arrivals.first_block_s)
         timings.setdefault("second_half_fps", arrivals.second_half_fps)
         tick = time.perf_counter()
         encoder.close()
         if cfg.save_latents:
-            write_latents(_latents_path(path), torch.cat(latents, dim=0))
+            write_latents(_latents_path(path), torch.cat(landed(latents), dim=0))
     timings["write_s"] += time.perf_counter() - tick
     return path
 

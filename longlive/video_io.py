@@ -246,20 +246,34 @@ def write_latents(path: str | Path, latents: torch.Tensor) -> Path:
 
 def to_host_uint8(frames: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
     """[3, n, H, W] in [-1, 1] on any device -> uint8 [n, H, W, 3] on the host, and the CUDA event that
-    marks the copy done (None off CUDA).
-
-    The conversion runs on the frames' device (a quarter of the float32 bytes cross the bus); from a
-    GPU the copy goes to pinned memory without waiting, so the caller can queue the next block's work
-    while it lands. Whoever reads the result first waits on the event.
-    """
+    marks the copy done (None off CUDA), as `to_host`. The conversion runs on the frames' device (a
+    quarter of the float32 bytes cross the bus)."""
     video = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).contiguous()
-    if video.device.type != "cuda":
-        return video.cpu(), None
-    host = torch.empty(video.shape, dtype=torch.uint8, pin_memory=True)
-    host.copy_(video, non_blocking=True)
+    return to_host(video)
+
+
+def to_host(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """`tensor` on the host, and the CUDA event that marks the copy done (None off CUDA).
+
+    From a GPU the copy goes to pinned memory without waiting, so the caller can queue the next block's
+    work while it lands (a plain `.cpu()` would make the host wait for all the work queued before it).
+    Whoever reads the result first waits on the event.
+    """
+    if tensor.device.type != "cuda":
+        return tensor.cpu(), None
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
     done = torch.cuda.Event()
-    done.record(torch.cuda.current_stream(video.device))
+    done.record(torch.cuda.current_stream(tensor.device))
     return host, done
+
+
+def landed(copies: list[tuple[torch.Tensor, torch.cuda.Event | None]]) -> list[torch.Tensor]:
+    """The host tensors of `to_host` copies, once each copy has landed."""
+    for _, done in copies:
+        if done is not None:
+            done.synchronize()
+    return [host for host, _ in copies]
 
 
 QUEUE_BLOCKS = 4  # blocks waiting for the encoder at most: the frames a job holds on the host
