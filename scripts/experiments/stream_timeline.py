@@ -23,7 +23,7 @@ Each rank writes `rank{R}.json`:
   when the host launched the activity that ended it (`launch_us` > 0: after the gap began, the host was
   late, CPU-bound or waiting; < 0: queued in time, the GPU waited on another stream or rank);
 - `host_waits`: host time in the CUDA calls that can block it (synchronizations, copies, allocations),
-  count per block and who issued them (the innermost Python frame of this repository with `--with_stack`,
+  count per block and who issued them (the innermost Python frame of the engine with `--with_stack`,
   which slows the host, else the innermost op and labels);
 - `host_ops_per_block`: host ms and calls per block in Dynamo's guard checks, compiled regions, launches;
 - `labels_ms_per_block`: per pipeline label (denoise, cache pass, decode, gather...), host ms per block
@@ -88,7 +88,7 @@ HOST_OPS = (
 )
 WINDOW = "timeline window"  # the profiled section's label; each block inside it is "block {i}"
 BLOCK = re.compile(r"block \d+$")
-OURS = ("longlive/", "scripts/")  # Python frames of this repository (with --with_stack)
+OURS = "longlive/"  # the engine's Python frames (the profiler names them from their sys.path entry on)
 
 
 def kind_of(name: str) -> str:
@@ -274,9 +274,9 @@ class Trace:
         return self.launches.get(activity.get("args", {}).get("correlation"))
 
     def issuer(self, t: float) -> str:
-        """Who issued a host call at `t`: the innermost Python frame of this repository (with stacks), else
+        """Who issued a host call at `t`: the innermost Python frame of the engine (with stacks), else
         the innermost aten op and the open labels."""
-        frame = self.python.innermost(t, lambda name: any(part in name for part in OURS))
+        frame = self.python.innermost(t, lambda name: name.startswith(OURS))
         if frame is not None:
             return frame
         op = self.ops.innermost(t, lambda name: name.startswith("aten::"))
@@ -309,7 +309,7 @@ def describe_gaps(trace: Trace, gaps: list[Gap], count: int) -> list[dict]:
             row["launch_us"] = round(float(launch["ts"]) - gap.start, 1)
             row["launch_labels"] = label_path(trace.labels, float(launch["ts"]))
         if trace.python.ranges:
-            row["host_python"] = short(trace.python.innermost(gap.start, lambda n: any(p in n for p in OURS)))
+            row["host_python"] = short(trace.python.innermost(gap.start, lambda name: name.startswith(OURS)))
         rows.append(row)
     return rows
 
