@@ -65,8 +65,6 @@ class FoldedCausalConv3d(WanCausalConv3d):
     def forward(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
         if torch.is_grad_enabled() and self.weight.requires_grad:
             return super().forward(x, cache_x)  # training: the folded copy is detached, the 3D layer is not
-        # Eager calls always check the weight; a compiled call with `ahead` reads the folded buffer as is.
-        weight = self.folded if self.ahead and torch.compiler.is_compiling() else self.folded_weight()
         kt = self.kernel_size[0]
         time_pad = self._padding[4]
         if cache_x is not None and time_pad > 0:
@@ -82,6 +80,9 @@ class FoldedCausalConv3d(WanCausalConv3d):
         taps = torch.cat([per_frame[:, k : k + out_frames] for k in range(kt)], dim=-1) if kt > 1 else per_frame
         taps = taps.reshape(batch * out_frames, height, width, kt * channels).permute(0, 3, 1, 2)
         spatial_pad = (self._padding[2], self._padding[0])  # (h, w): zeros, as the 3D layer pads them
+        # Eager calls always check the weight; a compiled call with `ahead` reads the folded buffer as is.
+        # (Here, not earlier: without `ahead` the graph breaks at this call, after the frames are stacked.)
+        weight = self.folded if self.ahead and torch.compiler.is_compiling() else self.folded_weight()
         out = F.conv2d(taps, weight, self.bias, stride=self.stride[1:], padding=spatial_pad)
         out = out.reshape(batch, out_frames, *out.shape[1:])  # [B, T, C_out, H', W']
         return out.transpose(1, 2)
