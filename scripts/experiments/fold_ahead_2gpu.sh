@@ -13,11 +13,16 @@
 # them: steady ms per block, memory after the video and at its peak (one graph must not keep more alive:
 # the 1.14 GiB of BENCHMARKS.md, 2026-11-24), the top kernels of 2 blocks; (3) the same for the whole
 # frame if the budget is left. Compile caches in /tmp/llcc: the second call on the same warm machine reuses
-# the generator's. Logs go to a work folder packed into ONE file, $OUT/fold_ahead_<side>.tgz.
+# the generator's. Logs go to a work folder packed into ONE file, $OUT/fold_ahead_<side>.tgz. From the repo
+# root, with .whl carried (diffusers, omegaconf, imageio-ffmpeg; installed to /tmp/site when missing).
 MODE=${1:?usage: fold_ahead_2gpu.sh break|ahead}
 case $MODE in break) AHEAD=false; DK="" ;; ahead) AHEAD=true; DK="--ahead" ;; *) echo "side must be break or ahead, not $MODE"; exit 2 ;; esac
 OUT=${OUT:-videos/fold_ahead_2gpu}; mkdir -p "$OUT"; W=$(mktemp -d)/fold_ahead_$MODE; mkdir -p "$W"
 T0=$(date +%s); left() { echo $((560 - ($(date +%s) - T0))); }
+if [ -d .whl ] && ! python3 -c "import diffusers, omegaconf, imageio_ffmpeg" 2>/dev/null; then
+    pip install -q --no-deps --no-index --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$W/gpus.txt"; git log --oneline -1 | tee "$W/commit.txt"
 SW="compile_generator=true cuda_graphs=true fold_vae_convs=true fuse_vae_norms=true compile_vae=true fuse_ffn_gelu=true compile_cache_dir=/tmp/llcc"
