@@ -45,7 +45,7 @@ class FoldedCausalConv3d(WanCausalConv3d):
         both change its storage or its version counter; writes through `weight.data` bypass the counter and
         are not seen).
 
-        Kept out of the compiled decoder unless `ahead`, which splits its graph at every convolution. Traced
+        Kept out of the compiled decoder (whose graph then breaks at every convolution) unless `ahead`. Traced
         whole with the weight folded inside the graph, the decoder was slower on the H100 (137.8 against
         133.4 ms per block) and kept 1.14 GiB more alive: the compiler turned each cached pair of frames into
         a view of its convolution's whole input (BENCHMARKS.md, 2026-11-24;
@@ -156,6 +156,8 @@ def own_new_caches(module: torch.nn.Module) -> None:
     whole call), into strides inductor cannot take for the slice's (`_own_copy`). Eager calls copy
     nothing: their clones are real. Classes are swapped in place, as `fold_causal_convs` does."""
     for owner in module.modules():
+        if isinstance(owner, _OwnsNewCaches):
+            continue  # already (a decoder compiled again)
         if isinstance(owner, (WanResidualBlock, WanResample)):
             owner.__class__ = _owning_class(type(owner), _OwnsNewCaches)
         elif isinstance(owner, WanDecoder3d):
@@ -180,8 +182,8 @@ class _OwnsNewCaches:
 
 
 class _OwnsHeadCache(_OwnsNewCaches):
-    """The decoder writes one entry itself at its end, its head convolution's (conv_in's, first, caches a
-    slice of the graph's input, whose clone inductor keeps; its blocks own theirs)."""
+    """The decoder's own entry: its head convolution's, the last it writes (its blocks own theirs; conv_in's,
+    the first, is a slice of the graph's input, whose clone inductor keeps)."""
 
     def _own_entries(self, start: int, stop: int) -> tuple[int, ...]:
         return (stop - 1,)
@@ -195,8 +197,8 @@ def _owning_class(cls: type, mixin: type) -> type:
 def _own_copy(entry):
     """A cache entry [B, C, T, H, W] copied to dense strides in its own memory order (`Rep`, diffusers' marker
     of a first temporal upsampling, as is). Where those strides are the entry's own (an entry that is its
-    convolution's whole input), the batch stride doubles: unused for one video, and unequal, so inductor
-    keeps the copy."""
+    convolution's whole input), the batch stride doubles: unused for one video (several leave a gap of
+    one entry each), and unequal, so inductor keeps the copy."""
     if not isinstance(entry, torch.Tensor):
         return entry
     batch, channels, frames, height, width = entry.shape

@@ -87,6 +87,8 @@ def test_folded_ahead_compiles_the_decoder_without_graph_breaks():
 
     vae = _vae(fold="ahead")
     compile_decoder(vae, backend="eager")
+    compile_decoder(vae, backend="eager")  # again: the caches' copies are not stacked twice
+    assert type(vae.decoder).__name__ == "OwnCachesWanDecoder3d"
     frames, graphs, breaks = _compiled_run(StreamingVAE(vae), latents)
     torch.testing.assert_close(frames, expected, atol=1e-5, rtol=0)
     assert (graphs, breaks) == (3, 0)  # the three cache shapes: none, after the first latent frame, steady
