@@ -8,7 +8,7 @@
 #
 # Each call: (1) `longlive bench` over both GPUs, one stream (`parallel.sequence=2`, split decode), 60
 # latent frames, all switches; the cold compile on a fresh machine takes 2-3 minutes, hence 330 s; its JSON
-# holds frames/s, decode ms/block, peak memory and Dynamo's graphs and breaks; (2) the decoder alone on
+# holds frames/s, decode ms/block and peak memory (Dynamo's graph breaks are counted from its log); (2) the decoder alone on
 # GPU 0 (`decoder_kernels.py`), the rows of one of 2 parts through the compiled stages, as rank 0 decodes
 # them: steady ms per block, memory after the video and at its peak (one graph must not keep more alive:
 # the 1.14 GiB of BENCHMARKS.md, 2026-11-24), the top kernels of 2 blocks; (3) the same for the whole
@@ -33,9 +33,9 @@ run() {  # run LIMIT NAME COMMAND...: at most LIMIT seconds, fewer if the budget
     [ "$limit" -lt 20 ] && { echo "== $name: skipped (budget)"; return; }
     echo "== $name"; timeout "$limit" "$@" > "$W/$name.log" 2>&1; echo "rc=$? $(date -u +%T)"
 }
-run 330 bench torchrun --nproc_per_node=2 -m longlive.cli bench --config_path $C $S parallel.sequence=2
+TORCH_LOGS=graph_breaks run 330 bench torchrun --nproc_per_node=2 -m longlive.cli bench --config_path $C $S parallel.sequence=2
 grep '^{' "$W/bench.log" | tail -1 | tee "$W/bench.json" | cut -c1-400
-echo "recompile-limit warnings: $(grep -c recompile_limit "$W/bench.log")"
+echo "recompile-limit warnings: $(grep -c recompile_limit "$W/bench.log"), graph breaks logged (both ranks): $(grep -c 'Graph break' "$W/bench.log")"
 CUDA_VISIBLE_DEVICES=0 run 150 decoder_split python3 scripts/experiments/decoder_kernels.py $DK --split 2 --rows 12
 grep -E "^(compiling|ms per|allocated|peak|graph breaks|kernels)" "$W/decoder_split.log"
 CUDA_VISIBLE_DEVICES=0 run 150 decoder_whole python3 scripts/experiments/decoder_kernels.py $DK --rows 12
