@@ -124,8 +124,7 @@ def build_streaming_vae(cfg: DictConfig, device: torch.device) -> StreamingVAE:
             vae = vae.to(dtype)
     with PHASES.phase("VAE: adapt", device):
         if cfg.fold_vae_convs:
-            folded = fold_causal_convs(vae, ahead=cfg.fold_vae_ahead)
-            logger.info("VAE: %d causal convolutions folded into 2D ones%s", folded, " ahead" * cfg.fold_vae_ahead)
+            logger.info("VAE: %d causal convolutions folded into 2D ones", fold_causal_convs(vae))
         if cfg.fuse_vae_norms:
             logger.info("VAE: %d RMS norms fused", fuse_vae_norms(vae))
         if cfg.compile_vae:

@@ -131,7 +131,6 @@ class InferenceConfig:
     compile_generator: bool = False  # torch.compile every transformer block (fuses the elementwise work)
     cuda_graphs: bool = False  # replay each block shape's generator pass as a CUDA graph (CUDA only)
     fold_vae_convs: bool = False  # the VAE's causal 3D convolutions as 2D ones (vae_convs.py)
-    fold_vae_ahead: bool = False  # their 2D weights folded before the call: compile_vae makes one graph
     fuse_vae_norms: bool = False  # the VAE's RMS norms (+ SiLU) as one fused kernel each (vae_norms.py)
     compile_vae: bool = False  # torch.compile the VAE decoder (static shapes; about 90 s on the first block)
     fp8_linears: bool = False  # the transformer blocks' linears in float8, row-wise scales (fp8.py; not exact)
@@ -153,7 +152,6 @@ SPEED_SWITCHES = (
     "compile_generator",
     "cuda_graphs",
     "fold_vae_convs",
-    "fold_vae_ahead",
     "fuse_vae_norms",
     "compile_vae",
     "fp8_linears",
@@ -315,11 +313,6 @@ def validate(cfg: DictConfig) -> None:
         f"{steps} must strictly decrease",
     )
     _require(cfg.model_kwargs.timestep_shift > 0, "model_kwargs.timestep_shift", "must be positive")
-    _require(
-        cfg.fold_vae_convs or not cfg.fold_vae_ahead,
-        "fold_vae_ahead",
-        "=true says where the folded convolutions' weights are folded; it needs fold_vae_convs=true",
-    )
     _validate_window(cfg)
     _validate_parallel(cfg)
     switch_frames(cfg)

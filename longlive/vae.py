@@ -12,7 +12,6 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from longlive.presets import VAEArchitecture
-from longlive.vae_convs import folds_ahead, own_new_caches, refold_causal_convs
 from longlive.vae_split import RowPlan, RowShare, allow_decoder_recompiles, decode_rows, plan_rows
 
 
@@ -39,16 +38,13 @@ def build_vae(
     )
 
 
-def compile_decoder(vae: AutoencoderKLWan, backend: str = "inductor") -> None:
+def compile_decoder(vae: AutoencoderKLWan) -> None:
     """Compile the decoder in place (its state dict keys stay): inductor fuses the bias adds, the
     concatenations of the causal caches and the norms around each convolution. Shapes are static: a
     stream's calls have only a few shapes (`allow_decoder_recompiles`), and static kernels are the fast
-    ones. With convolutions folded ahead the decoder is one graph, whose cached frames are made copies of
-    their own (`own_new_caches`). `backend`: torch.compile's ("eager": Dynamo's graphs without inductor)."""
+    ones."""
     allow_decoder_recompiles()
-    if folds_ahead(vae.decoder):
-        own_new_caches(vae.decoder)
-    vae.decoder.compile(backend=backend, dynamic=False)
+    vae.decoder.compile(dynamic=False)
 
 
 class StreamingVAE:
@@ -100,7 +96,6 @@ class StreamingVAE:
         self.reset_decoder()
 
     def reset_decoder(self) -> None:
-        refold_causal_convs(self.vae.decoder)  # weights changed in place since (folded ahead: read as they are)
         self._decoder_cache: list = [None] * self.vae._cached_conv_counts["decoder"]
         self._decoded_latents = 0
 

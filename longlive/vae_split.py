@@ -41,8 +41,6 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import (
 )
 from torch import nn
 
-from longlive.vae_convs import folds_ahead, own_new_caches
-
 Rows = tuple[int, int]  # [start, stop) of a frame's rows at one resolution
 
 
@@ -207,13 +205,9 @@ def allow_decoder_recompiles() -> None:
     torch._dynamo.config.cache_size_limit = max(limit, DECODER_COMPILE_CACHE_SIZE)
 
 
-def compile_stages(decoder: WanDecoder3d, backend: str = "inductor") -> None:
+def compile_stages(decoder: WanDecoder3d) -> None:
     """`compile_vae` for a split decode, which calls the decoder's stages, not the decoder: each stage
-    compiled in place (static shapes: each part's slabs keep their sizes); with convolutions folded ahead,
-    each stage is one graph and its cached frames are made copies of their own (`own_new_caches`).
-    `backend`: torch.compile's ("eager": Dynamo's graphs without inductor)."""
+    compiled in place (static shapes: each part's slabs keep their sizes)."""
     allow_decoder_recompiles()
-    if folds_ahead(decoder):
-        own_new_caches(decoder)  # the split decode calls its head itself (eager: `_cached_conv`)
     for stage in (decoder.mid_block, *decoder.up_blocks, decoder.norm_out):
-        stage.compile(backend=backend, dynamic=False)
+        stage.compile(dynamic=False)

@@ -187,13 +187,6 @@ def test_recache_mode_is_validated():
     assert not load_config(overrides=["global_sink=false"]).global_sink
 
 
-def test_fold_vae_ahead_needs_folded_convolutions():
-    """fold_vae_ahead says where folded weights are folded: alone it would do nothing, so it is refused."""
-    assert load_config(overrides=["fold_vae_convs=true", "fold_vae_ahead=true"]).fold_vae_ahead
-    with pytest.raises(ConfigError, match=r"^fold_vae_ahead=true .* needs fold_vae_convs=true$"):
-        load_config(overrides=["fold_vae_ahead=true"])
-
-
 def test_missing_config_file(tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:

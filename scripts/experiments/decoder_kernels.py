@@ -2,7 +2,7 @@
 
 The measurement behind BENCHMARKS.md's decoder figures of 2026-11-24 (fourth session). Needs a CUDA GPU:
 
-    python scripts/experiments/decoder_kernels.py [--whole-graph | --ahead] [--split 2] [--rows 30]
+    python scripts/experiments/decoder_kernels.py [--whole-graph] [--rows 30]
 
 The published VAE with random weights in bf16, all three VAE switches (`fold_vae_convs`, `fuse_vae_norms`,
 `compile_vae`). Decodes 30 random latent frames 3 at a time twice (compilation, then timed per block),
@@ -10,9 +10,6 @@ prints the memory still allocated and the graph breaks dynamo counted (a functio
 `folded_weight`, splits the graph without being counted), then the top kernels of 2 steady blocks.
 `--whole-graph` folds each convolution's weight inside the compiled graph instead of in
 `FoldedCausalConv3d.folded_weight` (which the compiler skips), so the decoder compiles as one graph.
-`--ahead` is the switch that shipped from that: `fold_vae_ahead` (the weights folded before the call, the
-cached frames copies of their own), one graph per cache shape. `--split N` decodes the rows of part 0 of N
-through the compiled stages, as one rank of `parallel.sequence=N` does (`parallel.split_decode`).
 """
 
 from __future__ import annotations
@@ -29,7 +26,6 @@ from longlive.components import build_streaming_vae
 from longlive.config import load_config
 from longlive.presets import PRESETS
 from longlive.vae_convs import FoldedCausalConv3d, fold_weight
-from longlive.vae_split import RowShare
 
 CONFIG = "configs/longlive_video_conditional_inference.yaml"
 OVERRIDES = ["wan_model_dir=null", "fold_vae_convs=true", "fuse_vae_norms=true", "compile_vae=true"]
@@ -70,36 +66,23 @@ def kernel_table(prof, rows: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--whole-graph", action="store_true", help="fold weights inside the compiled graph")
-    parser.add_argument("--ahead", action="store_true", help="fold_vae_ahead=true (weights folded before the call)")
-    parser.add_argument("--split", type=int, default=1, help="decode part 0 of this many row parts")
     parser.add_argument("--rows", type=int, default=30, help="kernels to list")
     args = parser.parse_args()
-    if args.whole_graph and args.ahead:
-        parser.error("--whole-graph and --ahead are two ways of one graph: pick one")
     if args.whole_graph:
         FoldedCausalConv3d.folded_weight = traceable_folded_weight
-    overrides = [*OVERRIDES, f"fold_vae_ahead={str(args.ahead).lower()}"]
-    if args.split > 1:  # build_streaming_vae then compiles the stages the split decode calls
-        overrides += [f"parallel.sequence={args.split}", "parallel.split_decode=true"]
 
-    cfg = load_config(CONFIG, overrides)
+    cfg = load_config(CONFIG, OVERRIDES)
     stream = build_streaming_vae(cfg, torch.device("cuda"))
-    if args.split > 1:
-        stream.split_rows(RowShare(0, args.split))
     vae = PRESETS[cfg.model_name].vae
     scale = stream.vae.config.scale_factor_spatial
     latent_shape = (1, LATENT_FRAMES, vae.z_dim, cfg.height // scale, cfg.width // scale)
     latents = torch.randn(latent_shape, device="cuda")
     decode_video(stream, latents)  # compilation
-    compiled = f"{counters['stats']['unique_graphs']} graphs, {sum(counters['graph_break'].values())} graph breaks"
-    print(f"compiling: {compiled}")
     counters.clear()
-    torch.cuda.reset_peak_memory_stats()
     seconds = decode_video(stream, latents)
     steady = sorted(seconds[1:])[len(seconds[1:]) // 2]
     print(f"ms per block: {[round(1000 * s, 1) for s in seconds]}; steady median {1000 * steady:.1f}")
     print(f"allocated after the video: {torch.cuda.memory_allocated() / 2**30:.2f} GiB")
-    print(f"peak allocated during the video: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     print(f"graph breaks: {sum(counters['graph_break'].values())}")
 
     stream.reset_decoder()
