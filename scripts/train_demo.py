@@ -93,7 +93,16 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
 
 from longlive.attention import FramePositions
-from longlive.demo_world import Clip, DemoWorld, foreground_centroid, foreground_mask, render
+from longlive.demo_world import (
+    Change,
+    DemoWorld,
+    Scene,
+    foreground_centroid,
+    foreground_mask,
+    paint,
+    rasterize,
+    trajectory,
+)
 from longlive.kv_cache import CrossAttentionCache, KVCache, frame_visibility_mask
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.presets import PRESETS, ModelPreset
@@ -348,7 +357,7 @@ def latent_bank(vae, clips: DemoWorld, size: int, cfg: TrainConfig, device: torc
 
 class Batch(NamedTuple):
     """One generator step's clips: latents [B, F, C, h, w], captions (strings or `Captions`), and the clips'
-    indices in the run's `DemoWorld` (`DemoWorld.clip(i)` is deterministic: their scenes, for
+    indices in the run's `DemoWorld` (`DemoWorld.story(i)` is deterministic: their scenes, for
     `consistent_targets`; None where the batch does not come from a bank)."""
 
     latents: torch.Tensor
@@ -610,52 +619,71 @@ def rollout_blocks(cfg: TrainConfig, frames: int, rng: torch.Generator) -> int:
 ROLLOUT_TARGETS = ("true", "consistent")
 
 
-def shifted_continuation(clip: Clip, offset: Sequence[float], context_frames: int) -> torch.Tensor:
-    """The clip's video [3, N, H, W] with its frames after the first `context_frames` latent frames
-    re-rendered: the shape's true state at the last context frame (video frame 4 * context_frames - 4),
-    its position moved by `offset` (dy, dx) px (kept inside the frame), continued by the world's physics
-    (`render`: walls, the clip's change if it comes later). The frames up to that one stay the true ones."""
-    height, width = clip.video.shape[2:]
+def shifted_continuation(
+    scene: Scene,
+    change: Change | None,
+    num_frames: int,
+    height: int,
+    width: int,
+    offset: Sequence[float],
+    context_frames: int,
+) -> list[Scene]:
+    """The shape's state at each of a clip's `num_frames` video frames: the true ones (`trajectory`) up to
+    the last frame of its first `context_frames` latent frames (video frame 4 * context_frames - 4); from
+    there its true state (colour, velocity, size) moved by `offset` (dy, dx) px, kept inside the frame, and
+    continued by the world's physics (walls, the clip's change if it comes later)."""
     last = 4 * context_frames - 4
-    state = clip.trajectory()[last]
+    true = trajectory(scene, last + 1, height, width, change)
+    state = true[last]
     half = state.size / 2
     position = (
         min(max(state.position[0] + offset[0], half), height - half),
         min(max(state.position[1] + offset[1], half), width - half),
     )
     # A change at or before `last` is already in `state` (its colour and velocity); a later one comes later.
-    change = clip.change
     if change is not None:
         change = None if change.frame <= last else replace(change, frame=change.frame - last)
-    rest = render(replace(state, position=position), clip.video.shape[1] - last, height, width, change)
-    return torch.cat([clip.video[:, : last + 1], rest[:, 1:]], dim=1)
+    return true + trajectory(replace(state, position=position), num_frames - last, height, width, change)[1:]
 
 
 @torch.no_grad()
 def consistent_targets(
-    vae, sampled: torch.Tensor, context_frames: int, clips: Sequence[Clip]
+    vae, sampled: torch.Tensor, context_frames: int, stories: Sequence[tuple[Scene, Change | None]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`sampled` [B, F, C, h, w] (a `rollout_context`: its first `context_frames` sampled, the rest the
     clips' true latents) with the later frames replaced by latents that continue from the sampled context.
 
     The sampled context is decoded as the pipeline decodes it (`StreamingVAE`) and the shape's centroid in
-    its last frame compared with the true clip's there; clip b is then re-rendered with its shape moved by
-    that offset (`shifted_continuation`) and encoded as the bank is (`encode_latents`, float32). A clip
-    whose sampled last frame shows no shape keeps its true later latents. Returns (latents, found [B] bool).
+    its last frame compared with the true clip's there (`stories`: each clip's scene and change,
+    `DemoWorld.story`); clip b is then re-rendered with its shape moved by that offset
+    (`shifted_continuation`; drawn on the CPU, painted on the latents' device) and encoded as the bank is
+    (`encode_latents`, float32). A clip whose sampled last frame shows no shape keeps its true later
+    latents. Returns (latents, found [B] bool).
     """
-    last = 4 * context_frames - 4  # the video frame of the last context latent frame
+    last, num_frames = 4 * context_frames - 4, 4 * sampled.shape[1] - 3  # video frames
     with torch.autocast(sampled.device.type, enabled=False):
         decoded = StreamingVAE(vae).decode(sampled[:, :context_frames].float())[:, :, last]  # [B, 3, H, W]
-    model_at = foreground_centroid(decoded.float().cpu().transpose(0, 1))  # [B, 2]: clips as frames
-    true_at = foreground_centroid(torch.stack([clip.video[:, last] for clip in clips], dim=1))  # [B, 2]
-    offsets = model_at - true_at
+    height, width = decoded.shape[-2:]
+    model_at = foreground_centroid(decoded.float().cpu().transpose(0, 1))  # [B, 2]: the clips as frames
+    truths = [trajectory(scene, last + 1, height, width, change)[last] for scene, change in stories]
+    true_at = torch.cat([foreground_centroid(paint(*rasterize([state], height, width))) for state in truths])
+    offsets = model_at - true_at  # [B, 2]
     found = ~offsets.isnan().any(1)  # [B]
     out = sampled.clone()
     rows = found.nonzero().flatten().tolist()
     if rows:
-        videos = torch.stack([shifted_continuation(clips[b], offsets[b].tolist(), context_frames) for b in rows])
+        drawn = [
+            rasterize(
+                shifted_continuation(*stories[b], num_frames, height, width, offsets[b].tolist(), context_frames),
+                height,
+                width,
+            )
+            for b in rows
+        ]
+        masks, colours = (torch.stack(parts) for parts in zip(*drawn, strict=True))  # [R, N, H, W], [R, N, 3]
+        videos = paint(masks.to(sampled.device), colours)  # [R, 3, N, H, W]
         with torch.autocast(sampled.device.type, enabled=False):
-            encoded = encode_latents(vae, videos.to(sampled.device))  # [R, F, C, h, w]
+            encoded = encode_latents(vae, videos)  # [R, F, C, h, w]
         out[rows, context_frames:] = encoded[:, context_frames:].to(out.dtype)
     return out, found
 
@@ -779,7 +807,7 @@ def train_generator(
                     if clips is None or indices is None:
                         raise ValueError("rollout_targets consistent needs the batches' clip indices and their world")
                     began = time.perf_counter()
-                    latents, shown = consistent_targets(models.vae, latents, context, [clips.clip(i) for i in indices])
+                    latents, shown = consistent_targets(models.vae, latents, context, [clips.story(i) for i in indices])
                     found += shown.tolist()
                     if device.type == "cuda":  # the encode is queued: time it done
                         torch.cuda.synchronize(device)

@@ -502,7 +502,7 @@ def planted():
     frames 0-20): a red square whose sampled context is its own clip with the square 3 px further right
     (it then bounces off the right wall 2 frames before the truth does), and a blue circle whose sampled
     context is the empty background."""
-    from longlive.demo_world import BACKGROUND, Clip, Scene, render
+    from longlive.demo_world import BACKGROUND, Scene, render
     from longlive.weights import load_vae
 
     vae = load_vae(PRESETS["demo"].vae, REPO / "demo_model" / "vae", "cpu", torch.float32)
@@ -510,35 +510,34 @@ def planted():
     num_video = 4 * frames - 3
     square = Scene("square", "red", (30.0, 20.0), (0.0, 1.5), 14.0)
     circle = Scene("circle", "blue", (20.0, 40.0), (1.0, 0.0), 16.0)
-    clips = [Clip(render(scene, num_video), scene, None, "", "") for scene in (square, circle)]
-    true = train_demo.encode_latents(vae, torch.stack([clip.video for clip in clips]))
+    videos = torch.stack([render(scene, num_video) for scene in (square, circle)])
+    true = train_demo.encode_latents(vae, videos)
     moved = render(dataclasses.replace(square, position=(30.0, 23.0)), num_video)
     empty = torch.tensor(BACKGROUND, dtype=torch.float32).view(3, 1, 1, 1).expand_as(moved) / 127.5 - 1
     sampled = torch.cat(
         [train_demo.encode_latents(vae, torch.stack([moved, empty]))[:, :context], true[:, context:]], 1
     )
-    out, found = train_demo.consistent_targets(vae, sampled, context, clips)
-    return vae, clips, true, sampled, out, found, context
+    out, found = train_demo.consistent_targets(vae, sampled, context, [(square, None), (circle, None)])
+    return vae, videos, true, sampled, out, found, context, square
 
 
 def test_consistent_targets_continue_from_where_the_context_put_the_shape(planted):
     """`--rollout_targets consistent`: after a context whose shape sits 3 px right of the truth, the targets
     (decoded as the pipeline decodes) continue from there with the true velocity and bounce off the wall
     2 frames before the truth; a change later in the clip (colour, direction) comes at its frame."""
-    from longlive.demo_world import Change, Clip, dominant_colours, foreground_centroid, render, trajectory
+    from longlive.demo_world import Change, dominant_colours, foreground_centroid, paint, rasterize, render, trajectory
     from longlive.vae import StreamingVAE
 
-    vae, clips, _, sampled, out, found, context = planted
+    vae, videos, _, sampled, out, found, context, square = planted
     assert found[0]
     assert torch.equal(out[0, :context], sampled[0, :context])  # the context stays the sampled one
     decoded = StreamingVAE(vae).decode(out[:1])[0]  # [3, N, H, W]
     first, num_video = 4 * context - 3, decoded.shape[1]  # the first video frame after the context
     measured = foreground_centroid(decoded)[first:]  # [12, 2]
-    square = clips[0].scene
     moved = dataclasses.replace(square, position=(30.0, square.position[1] + 3))
     expected = torch.tensor([s.position for s in trajectory(moved, num_video, 64, 64)][first:])  # the world's physics
     assert (expected[1:, 1] - expected[:-1, 1]).min() < 0 < (expected[1:, 1] - expected[:-1, 1]).max()  # a bounce
-    truth = foreground_centroid(clips[0].video)[first:]
+    truth = foreground_centroid(videos[0])[first:]
     error = (measured - expected.float()).norm(dim=1)
     assert error.mean() < 1.0 and error.max() < 1.6, error  # measured: 0.6 mean, 1.2 at most
     assert (measured - truth).norm(dim=1).mean() > 2.0  # the true targets (measured: 2.6 px away)
@@ -549,9 +548,9 @@ def test_consistent_targets_continue_from_where_the_context_put_the_shape(plante
         (Change(25, colour="blue"), "blue", (0, -1.5)),
         (Change(25, direction="down"), "red", (1.5, 0)),
     ):
-        clip = Clip(render(square, num_video, change=change), square, change, "", "")
-        video = train_demo.shifted_continuation(clip, (0.0, 3.0), context)
-        assert torch.equal(video[:, :first], clip.video[:, :first])  # the true frames up to the context's end
+        states = train_demo.shifted_continuation(square, change, num_video, 64, 64, (0.0, 3.0), context)
+        video = paint(*rasterize(states, 64, 64))
+        assert torch.equal(video[:, :first], render(square, first, change=change))  # true up to the context's end
         assert dominant_colours(video[:, first:25]) == ["red"] * (25 - first)
         assert dominant_colours(video[:, 25:]) == [colour] * (num_video - 25)
         path = foreground_centroid(video)[25:]
@@ -561,13 +560,13 @@ def test_consistent_targets_continue_from_where_the_context_put_the_shape(plante
 def test_consistent_targets_keep_the_truth_where_the_context_shows_no_shape(planted):
     """A clip whose sampled context shows no shape cannot say where to continue from: its targets stay the
     clip's true later latents, bit for bit, its context the sampled one."""
-    _, _, true, sampled, out, found, context = planted
+    _, _, true, sampled, out, found, context, _ = planted
     assert found.tolist() == [True, False]
     assert torch.equal(out[1, context:], true[1, context:]) and torch.equal(out[1, :context], sampled[1, :context])
     assert not torch.allclose(out[0, context:], true[0, context:], atol=1e-2)
 
 
-def test_true_rollout_targets_are_the_step_as_before(trained, tmp_path):
+def test_true_rollout_targets_are_the_step_as_before(trained, tmp_path, caplog):
     """`--rollout_targets true` (the default) is the rollout step as it was: the clip's true later blocks
     after the sampled context, the same random stream, the same loss; `consistent` changes it (a batch
     whose clips are the world's first two, the tiny VAE's decode finding a shape in both)."""
@@ -595,4 +594,6 @@ def test_true_rollout_targets_are_the_step_as_before(trained, tmp_path):
     context = sum(train_demo.block_sizes(cfg, 12)[:blocks])
     before = float(train_demo.diffusion_forcing_loss(generator, latents, text, cfg, rng, None, context))
     assert step("true") == before
-    assert step("consistent") != before
+    with caplog.at_level("INFO", logger="train_demo"):
+        assert step("consistent") != before
+    assert "2 rolled-out clips, 0.0% kept their true targets" in caplog.text, caplog.text
