@@ -121,11 +121,25 @@ def render(
     scene: Scene, num_frames: int, height: int = 64, width: int = 64, change: Change | None = None
 ) -> torch.Tensor:
     """The scene as a video [3, N, H, W] float32 in [-1, 1]."""
-    states = trajectory(scene, num_frames, height, width, change)
-    masks = shape_masks(scene.shape, scene.size, np.array([s.position for s in states]), height, width)
-    colours = np.array([COLOURS[s.colour] for s in states], dtype=np.float32)[:, None, None, :]  # [N, 1, 1, 3]
-    video = np.where(masks[..., None], colours, np.array(BACKGROUND, dtype=np.float32))  # [N, H, W, 3]
-    return torch.from_numpy(video).permute(3, 0, 1, 2) / 127.5 - 1  # [3, N, H, W]
+    return paint(*rasterize(trajectory(scene, num_frames, height, width, change), height, width))
+
+
+def rasterize(states: Sequence[Scene], height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A trajectory's frames (one shape and size) as the shape's pixels [N, H, W] bool and its colour per
+    frame [N, 3] (RGB, 0-255): `paint` makes them a video where it is needed (on a GPU: a twelfth of the
+    bytes a float video takes to get there)."""
+    positions = np.array([s.position for s in states])
+    masks = shape_masks(states[0].shape, states[0].size, positions, height, width)
+    colours = torch.tensor([COLOURS[s.colour] for s in states], dtype=torch.float32)
+    return torch.from_numpy(masks), colours
+
+
+def paint(masks: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """Shape pixels [..., N, H, W] bool and colours [..., N, 3] (RGB, 0-255) -> videos [..., 3, N, H, W]
+    float32 in [-1, 1] on the background, on the masks' device."""
+    background = torch.tensor(BACKGROUND, dtype=torch.float32, device=masks.device).view(3, 1, 1, 1)
+    shape = colours.to(masks.device).transpose(-1, -2)[..., None, None]  # [..., 3, N, 1, 1]
+    return torch.where(masks.unsqueeze(-4), shape, background) / 127.5 - 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,8 +240,20 @@ def make_clip(
     change_frame: int | None = None,
 ) -> Clip:
     """A random clip; with `change_frame`, its frames from there on show a change named by prompt2."""
+    scene, change = sample_story(rng, height, width, change_frame)
+    return clip_of(scene, change, num_frames, height, width)
+
+
+def sample_story(
+    rng: np.random.Generator, height: int = 64, width: int = 64, change_frame: int | None = None
+) -> tuple[Scene, Change | None]:
+    """A random scene and, with `change_frame`, its change there: what `make_clip` renders."""
     scene = sample_scene(rng, height, width)
-    change = None if change_frame is None else sample_change(rng, scene, change_frame)
+    return scene, None if change_frame is None else sample_change(rng, scene, change_frame)
+
+
+def clip_of(scene: Scene, change: Change | None, num_frames: int, height: int = 64, width: int = 64) -> Clip:
+    """The scene (and change) rendered as a `Clip` with its prompts."""
     video = render(scene, num_frames, height, width, change)
     prompt1 = caption(scene)
     return Clip(video, scene, change, prompt1, prompt1 if change is None else change_caption(scene, change))
@@ -257,12 +283,16 @@ class DemoWorld:
         self.change_frames = None if change_frames is None else tuple(change_frames)
 
     def clip(self, index: int) -> Clip:
+        return clip_of(*self.story(index), self.num_frames, self.height, self.width)
+
+    def story(self, index: int) -> tuple[Scene, Change | None]:
+        """Clip `index`'s scene and change, without rendering it."""
         rng = np.random.default_rng([self.seed, index])
         changes = rng.random() < self.change_prob
         frame = self.change_frame
         if changes and self.change_frames is not None:
             frame = int(rng.choice(self.change_frames))
-        return make_clip(rng, self.num_frames, self.height, self.width, frame if changes else None)
+        return sample_story(rng, self.height, self.width, frame if changes else None)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         clip = self.clip(index)

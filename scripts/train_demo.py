@@ -45,6 +45,15 @@ later blocks with those sampled blocks as clean context. Trained on true context
 sees its own errors; in a long rollout they compound (its speed drifts off the path). Here the target
 after a drifted context is still the true continuation, so a systematic error is trained away.
 
+Consistent targets (issue 19): `--rollout_targets consistent` learns, after such a sampled context, not
+the clip's true later blocks (which contradict a context whose shape sits a little off the truth, and
+measured on a GPU taught double and faded blobs) but the clip re-rendered to continue from where the
+model put the shape (`consistent_targets`): the last context frame is decoded as the pipeline decodes,
+the shape's offset from the truth measured there (`foreground_centroid`), and the clip's true state
+(colour, direction, speed, size, a later change) shifted by it and continued by the world's own physics
+(`shifted_continuation`), then encoded as the bank is. Clips whose sampled context shows no shape keep
+their true targets. `true` (the default) trains the true later blocks as before.
+
 Prompt switches anywhere (issue 19): `--switch_anywhere` makes change clips change at a random block
 boundary after the first (late in a long clip too), the frames before it under prompt1 and those after
 under prompt2, each frame's tokens cross-attending to their own frame's prompt (`per_frame_text`). At a
@@ -75,7 +84,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,7 +93,16 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
 
 from longlive.attention import FramePositions
-from longlive.demo_world import DemoWorld, foreground_mask
+from longlive.demo_world import (
+    Change,
+    DemoWorld,
+    Scene,
+    foreground_centroid,
+    foreground_mask,
+    paint,
+    rasterize,
+    trajectory,
+)
 from longlive.kv_cache import CrossAttentionCache, KVCache, frame_visibility_mask
 from longlive.model import CausalWanModel, init_random_weights
 from longlive.presets import PRESETS, ModelPreset
@@ -132,6 +150,9 @@ class TrainConfig:
     # (`rollout_context`): blocks 1..k-1 sampled by the engine's few-step sampler from the clip's first block,
     # k random, then the loss on the clip's true later blocks; 0: diffusion forcing on true context alone.
     rollout_prob: float = 0.0
+    # What a rollout step learns after its sampled context: the clip's true later blocks (true), or the clip
+    # re-rendered to continue from where the sampled context put the shape (consistent, `consistent_targets`).
+    rollout_targets: str = "true"
     # The sampler's nominal steps, as the demo config's `denoising_step_list` (warped onto the shifted grid).
     denoising_steps: tuple[int, ...] = (1000, 750, 500, 250)
     vae_steps: int = 6000
@@ -334,15 +355,23 @@ def latent_bank(vae, clips: DemoWorld, size: int, cfg: TrainConfig, device: torc
     return torch.cat(latents)[:size], captions[:size]
 
 
-def bank_batches(
-    latents: torch.Tensor, captions: Sequence, batch_size: int, seed: int
-) -> Iterator[tuple[torch.Tensor, list]]:
-    """Endless shuffled batches (latents [B, F, C, h, w], captions) of a bank, a new order every epoch."""
+class Batch(NamedTuple):
+    """One generator step's clips: latents [B, F, C, h, w], captions (strings or `Captions`), and the clips'
+    indices in the run's `DemoWorld` (`DemoWorld.story(i)` is deterministic: their scenes, for
+    `consistent_targets`; None where the batch does not come from a bank)."""
+
+    latents: torch.Tensor
+    captions: list
+    clips: list[int] | None = None
+
+
+def bank_batches(latents: torch.Tensor, captions: Sequence, batch_size: int, seed: int) -> Iterator[Batch]:
+    """Endless shuffled `Batch`es of a bank (clip i of the bank is clip i of its world), a new order every epoch."""
     order = torch.Generator().manual_seed(seed)
     while True:
         for index in torch.randperm(len(captions), generator=order).split(batch_size):
             if len(index) == batch_size:
-                yield latents[index.to(latents.device)], [captions[i] for i in index]
+                yield Batch(latents[index.to(latents.device)], [captions[i] for i in index], index.tolist())
 
 
 def encode_text(
@@ -587,6 +616,78 @@ def rollout_blocks(cfg: TrainConfig, frames: int, rng: torch.Generator) -> int:
     return int(torch.randint(2, blocks, (), generator=rng))
 
 
+ROLLOUT_TARGETS = ("true", "consistent")
+
+
+def shifted_continuation(
+    scene: Scene,
+    change: Change | None,
+    num_frames: int,
+    height: int,
+    width: int,
+    offset: Sequence[float],
+    context_frames: int,
+) -> list[Scene]:
+    """The shape's state at each of a clip's `num_frames` video frames: the true ones (`trajectory`) up to
+    the last frame of its first `context_frames` latent frames (video frame 4 * context_frames - 4); from
+    there its true state (colour, velocity, size) moved by `offset` (dy, dx) px, kept inside the frame, and
+    continued by the world's physics (walls, the clip's change if it comes later)."""
+    last = 4 * context_frames - 4
+    true = trajectory(scene, last + 1, height, width, change)
+    state = true[last]
+    half = state.size / 2
+    position = (
+        min(max(state.position[0] + offset[0], half), height - half),
+        min(max(state.position[1] + offset[1], half), width - half),
+    )
+    # A change at or before `last` is already in `state` (its colour and velocity); a later one comes later.
+    if change is not None:
+        change = None if change.frame <= last else replace(change, frame=change.frame - last)
+    return true + trajectory(replace(state, position=position), num_frames - last, height, width, change)[1:]
+
+
+@torch.no_grad()
+def consistent_targets(
+    vae, sampled: torch.Tensor, context_frames: int, stories: Sequence[tuple[Scene, Change | None]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sampled` [B, F, C, h, w] (a `rollout_context`: its first `context_frames` sampled, the rest the
+    clips' true latents) with the later frames replaced by latents that continue from the sampled context.
+
+    The sampled context is decoded as the pipeline decodes it (`StreamingVAE`) and the shape's centroid in
+    its last frame compared with the true clip's there (`stories`: each clip's scene and change,
+    `DemoWorld.story`); clip b is then re-rendered with its shape moved by that offset
+    (`shifted_continuation`; drawn on the CPU, painted on the latents' device) and encoded as the bank is
+    (`encode_latents`, float32). A clip whose sampled last frame shows no shape keeps its true later
+    latents. Returns (latents, found [B] bool).
+    """
+    last, num_frames = 4 * context_frames - 4, 4 * sampled.shape[1] - 3  # video frames
+    with torch.autocast(sampled.device.type, enabled=False):
+        decoded = StreamingVAE(vae).decode(sampled[:, :context_frames].float())[:, :, last]  # [B, 3, H, W]
+    height, width = decoded.shape[-2:]
+    model_at = foreground_centroid(decoded.float().cpu().transpose(0, 1))  # [B, 2]: the clips as frames
+    truths = [trajectory(scene, last + 1, height, width, change)[last] for scene, change in stories]
+    true_at = torch.cat([foreground_centroid(paint(*rasterize([state], height, width))) for state in truths])
+    offsets = model_at - true_at  # [B, 2]
+    found = ~offsets.isnan().any(1)  # [B]
+    out = sampled.clone()
+    rows = found.nonzero().flatten().tolist()
+    if rows:
+        drawn = [
+            rasterize(
+                shifted_continuation(*stories[b], num_frames, height, width, offsets[b].tolist(), context_frames),
+                height,
+                width,
+            )
+            for b in rows
+        ]
+        masks, colours = (torch.stack(parts) for parts in zip(*drawn, strict=True))  # [R, N, H, W], [R, N, 3]
+        videos = paint(masks.to(sampled.device), colours)  # [R, 3, N, H, W]
+        with torch.autocast(sampled.device.type, enabled=False):
+            encoded = encode_latents(vae, videos)  # [R, F, C, h, w]
+        out[rows, context_frames:] = encoded[:, context_frames:].to(out.dtype)
+    return out, found
+
+
 # ----------------------------------------------------------------------------------------------
 # The loops.
 # ----------------------------------------------------------------------------------------------
@@ -664,17 +765,19 @@ def _fit_vae(
 def train_generator(
     models: DemoModels,
     cfg: TrainConfig,
-    batches: Iterable[tuple[torch.Tensor, list[str]]],
+    batches: Iterable[tuple],
     device: torch.device,
     noise: Callable[[int], torch.Generator] | None = None,
     run_index: int = 0,
+    clips: DemoWorld | None = None,
 ) -> list[float]:
     """Stage 2: AdamW on the generator (and the text encoder unless frozen) by diffusion forcing.
 
-    `batches` gives latents [B, F, C, h, w] (`encode_latents`) and captions (strings, or `Captions`: a
-    prompt switch per clip, `PromptSwitch`), one batch a step; `noise(step)`
-    the generator of the step's timesteps and noise (default: one seeded stream for the run, another for
-    each resumed run, `run_index`).
+    `batches` gives a `Batch` a step (or its first two fields): latents [B, F, C, h, w] (`encode_latents`)
+    and captions (strings, or `Captions`: a prompt switch per clip, `PromptSwitch`), and under
+    `rollout_targets` consistent the clips' indices in `clips`, the world the bank was encoded from;
+    `noise(step)` the generator of the step's timesteps and noise (default: one seeded stream for the run,
+    another for each resumed run, `run_index`).
     """
     generator, text_encoder = models.generator.train().requires_grad_(True), models.text_encoder.eval()
     text_encoder.requires_grad_(not cfg.freeze_text_encoder)  # eval(): no dropout, as at inference
@@ -684,7 +787,9 @@ def train_generator(
     text_len = models.preset.generator.text_len
     losses, start = [], time.perf_counter()
     total = cfg.steps(cfg.generator_steps)
-    for step, (latents, captions) in zip(range(total), batches, strict=False):
+    found, target_seconds = [], []  # consistent targets: the sampled context showed the shape; s per step
+    for step, item in zip(range(total), batches, strict=False):
+        latents, captions, indices = Batch(*item)
         latents = latents.to(device)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             switch = None
@@ -698,6 +803,15 @@ def train_generator(
                 blocks = rollout_blocks(cfg, latents.shape[1], rng)
                 latents = rollout_context(generator, latents, text, cfg, blocks, rng, switch)
                 context = sum(block_sizes(cfg, latents.shape[1])[:blocks])
+                if cfg.rollout_targets == "consistent":
+                    if clips is None or indices is None:
+                        raise ValueError("rollout_targets consistent needs the batches' clip indices and their world")
+                    began = time.perf_counter()
+                    latents, shown = consistent_targets(models.vae, latents, context, [clips.story(i) for i in indices])
+                    found += shown.tolist()
+                    if device.type == "cuda":  # the encode is queued: time it done
+                        torch.cuda.synchronize(device)
+                    target_seconds.append(time.perf_counter() - began)
             loss = diffusion_forcing_loss(generator, latents, text, cfg, rng, switch, context)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -706,6 +820,14 @@ def train_generator(
         losses.append(_log("generator", step, total, loss, start, cfg))
         if _out_of_time(start, cfg, "generator", step):
             break
+    if found:
+        logger.info(
+            "consistent targets: %d rolled-out clips, %.1f%% kept their true targets (no shape in the sampled "
+            "context); %.3fs per rollout step to decode, re-render and encode them",
+            len(found),
+            100 * (1 - sum(found) / len(found)),
+            sum(target_seconds) / len(target_seconds),
+        )
     generator.eval().requires_grad_(False)
     text_encoder.requires_grad_(False)
     return losses
@@ -777,6 +899,8 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         raise SystemExit(f"--clip_latent_frames {cfg.clip_latent_frames}: a clip needs at least 1 latent frame")
     if cfg.switch_recache not in RECACHE_CHOICES:
         raise SystemExit(f"--switch_recache {cfg.switch_recache}: choose one of {', '.join(RECACHE_CHOICES)}")
+    if cfg.rollout_targets not in ROLLOUT_TARGETS:
+        raise SystemExit(f"--rollout_targets {cfg.rollout_targets}: choose one of {', '.join(ROLLOUT_TARGETS)}")
     if not 0 <= cfg.rollout_prob <= 1:
         raise SystemExit(f"--rollout_prob {cfg.rollout_prob}: a probability must be in [0, 1]")
     if cfg.rollout_prob > 0 and len(block_sizes(cfg, cfg.generator_latent_frames)) < 3:
@@ -828,7 +952,7 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         encode_seconds = time.perf_counter() - start
         logger.info("encoded %d clips in %.1fs", cfg.bank_clips, encode_seconds)
         order = bank_batches(*bank, cfg.batch_size, cfg.seed + previous)
-        losses = train_generator(models, cfg, order, device, run_index=previous)
+        losses = train_generator(models, cfg, order, device, run_index=previous, clips=clips)
         record = _stage_log(losses, time.perf_counter() - start, cfg) | {"encode_seconds": encode_seconds}
         _record_run(log, "generator", record, continued=cfg.resume)
     save_demo_model(models, out, log, parts=("vae",) if cfg.stage in ("vae", "decoder") else PARTS)
@@ -878,6 +1002,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
             parser.add_argument("--denoising_steps", type=int, nargs="+", default=list(default))
         elif field.name == "switch_recache":
             parser.add_argument("--switch_recache", choices=RECACHE_CHOICES, default=default)
+        elif field.name == "rollout_targets":
+            parser.add_argument("--rollout_targets", choices=ROLLOUT_TARGETS, default=default)
         elif field.name == "stage":
             parser.add_argument("--stage", choices=("all", "vae", "generator", "decoder"), default="all")
         else:

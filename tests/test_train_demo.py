@@ -4,6 +4,7 @@ through the engine's normal loaders and generates."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -278,9 +279,10 @@ def test_bank_batches_cover_each_clip_once_per_epoch():
     captions = [str(i) for i in range(10)]
     batches = train_demo.bank_batches(latents, captions, batch_size=3, seed=0)
     epoch = [next(batches) for _ in range(3)]  # 10 // 3 full batches; the remainder is dropped
-    seen = [int(x) for lat, _ in epoch for x in lat.flatten()]
+    seen = [int(x) for lat, _, _ in epoch for x in lat.flatten()]
     assert len(set(seen)) == 9
-    assert all(caps == [str(int(x)) for x in lat.flatten()] for lat, caps in epoch)
+    assert all(caps == [str(int(x)) for x in lat.flatten()] for lat, caps, _ in epoch)
+    assert all(clips == [int(x) for x in lat.flatten()] for lat, _, clips in epoch)  # each clip's world index
     assert next(batches)[0].shape == (3, 1, 1, 1, 1)  # the next epoch, in a new order
 
 
@@ -492,3 +494,106 @@ def test_rollout_settings_are_checked(tmp_path):
     ):
         with pytest.raises(SystemExit, match=message):
             train_demo.run(tiny_train_config(tmp_path, stage="generator", **settings))
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """`consistent_targets` with the shipped demo VAE on two clips of 9 latent frames, context 6 (video
+    frames 0-20): a red square whose sampled context is its own clip with the square 3 px further right
+    (it then bounces off the right wall 2 frames before the truth does), and a blue circle whose sampled
+    context is the empty background."""
+    from longlive.demo_world import BACKGROUND, Scene, render
+    from longlive.weights import load_vae
+
+    vae = load_vae(PRESETS["demo"].vae, REPO / "demo_model" / "vae", "cpu", torch.float32)
+    frames, context = 9, 6
+    num_video = 4 * frames - 3
+    square = Scene("square", "red", (30.0, 20.0), (0.0, 1.5), 14.0)
+    circle = Scene("circle", "blue", (20.0, 40.0), (1.0, 0.0), 16.0)
+    videos = torch.stack([render(scene, num_video) for scene in (square, circle)])
+    true = train_demo.encode_latents(vae, videos)
+    moved = render(dataclasses.replace(square, position=(30.0, 23.0)), num_video)
+    empty = torch.tensor(BACKGROUND, dtype=torch.float32).view(3, 1, 1, 1).expand_as(moved) / 127.5 - 1
+    sampled = torch.cat(
+        [train_demo.encode_latents(vae, torch.stack([moved, empty]))[:, :context], true[:, context:]], 1
+    )
+    out, found = train_demo.consistent_targets(vae, sampled, context, [(square, None), (circle, None)])
+    return vae, videos, true, sampled, out, found, context, square
+
+
+def test_consistent_targets_continue_from_where_the_context_put_the_shape(planted):
+    """`--rollout_targets consistent`: after a context whose shape sits 3 px right of the truth, the targets
+    (decoded as the pipeline decodes) continue from there with the true velocity and bounce off the wall
+    2 frames before the truth; a change later in the clip (colour, direction) comes at its frame."""
+    from longlive.demo_world import Change, dominant_colours, foreground_centroid, paint, rasterize, render, trajectory
+    from longlive.vae import StreamingVAE
+
+    vae, videos, _, sampled, out, found, context, square = planted
+    assert found[0]
+    assert torch.equal(out[0, :context], sampled[0, :context])  # the context stays the sampled one
+    decoded = StreamingVAE(vae).decode(out[:1])[0]  # [3, N, H, W]
+    first, num_video = 4 * context - 3, decoded.shape[1]  # the first video frame after the context
+    measured = foreground_centroid(decoded)[first:]  # [12, 2]
+    moved = dataclasses.replace(square, position=(30.0, square.position[1] + 3))
+    expected = torch.tensor([s.position for s in trajectory(moved, num_video, 64, 64)][first:])  # the world's physics
+    assert (expected[1:, 1] - expected[:-1, 1]).min() < 0 < (expected[1:, 1] - expected[:-1, 1]).max()  # a bounce
+    truth = foreground_centroid(videos[0])[first:]
+    error = (measured - expected.float()).norm(dim=1)
+    assert error.mean() < 1.0 and error.max() < 1.6, error  # measured: 0.6 mean, 1.2 at most
+    assert (measured - truth).norm(dim=1).mean() > 2.0  # the true targets (measured: 2.6 px away)
+    assert (measured - (truth + torch.tensor([0.0, 3.0]))).norm(dim=1).mean() > 3.0  # not the truth shifted: 4.0
+    assert dominant_colours(decoded[:, first:]) == ["red"] * (num_video - first)
+
+    for change, colour, step in (
+        (Change(25, colour="blue"), "blue", (0, -1.5)),
+        (Change(25, direction="down"), "red", (1.5, 0)),
+    ):
+        states = train_demo.shifted_continuation(square, change, num_video, 64, 64, (0.0, 3.0), context)
+        video = paint(*rasterize(states, 64, 64))
+        assert torch.equal(video[:, :first], render(square, first, change=change))  # true up to the context's end
+        assert dominant_colours(video[:, first:25]) == ["red"] * (25 - first)
+        assert dominant_colours(video[:, 25:]) == [colour] * (num_video - 25)
+        path = foreground_centroid(video)[25:]
+        assert torch.allclose(path[1:] - path[:-1], torch.tensor(step), atol=1e-4)  # the velocity after the change
+
+
+def test_consistent_targets_keep_the_truth_where_the_context_shows_no_shape(planted):
+    """A clip whose sampled context shows no shape cannot say where to continue from: its targets stay the
+    clip's true later latents, bit for bit, its context the sampled one."""
+    _, _, true, sampled, out, found, context, _ = planted
+    assert found.tolist() == [True, False]
+    assert torch.equal(out[1, context:], true[1, context:]) and torch.equal(out[1, :context], sampled[1, :context])
+    assert not torch.allclose(out[0, context:], true[0, context:], atol=1e-2)
+
+
+def test_true_rollout_targets_are_the_step_as_before(trained, tmp_path, caplog):
+    """`--rollout_targets true` (the default) is the rollout step as it was: the clip's true later blocks
+    after the sampled context, the same random stream, the same loss; `consistent` changes it (a batch
+    whose clips are the world's first two, the tiny VAE's decode finding a shape in both)."""
+    models, _, _, _ = trained
+    cfg = tiny_train_config(tmp_path, clip_latent_frames=12, rollout_prob=1.0, generator_steps=1)
+    clips = train_demo.world(cfg, stream=2, num_frames=4 * cfg.generator_latent_frames - 3)
+    videos, captions = clips.batch(0, 2)
+    batch = train_demo.Batch(train_demo.encode_latents(models.vae, videos), captions, [0, 1])
+
+    def step(targets):
+        trial = dataclass_replace(models, generator=copy.deepcopy(models.generator))
+        trial.text_encoder = copy.deepcopy(models.text_encoder)
+        config = dataclass_replace(cfg, rollout_targets=targets)
+        seeded = lambda step: torch.Generator().manual_seed(3)  # noqa: E731
+        return train_demo.train_generator(trial, config, [batch], torch.device("cpu"), seeded, clips=clips)[0]
+
+    # The step as written before `rollout_targets`, in full.
+    generator, rng = copy.deepcopy(models.generator).train(), torch.Generator().manual_seed(3)
+    text = train_demo.encode_text(
+        models.text_encoder.eval(), models.tokenizer, captions, models.preset.generator.text_len
+    )
+    assert torch.rand((), generator=rng) < 1.0
+    blocks = train_demo.rollout_blocks(cfg, 12, rng)
+    latents = train_demo.rollout_context(generator, batch.latents, text, cfg, blocks, rng)
+    context = sum(train_demo.block_sizes(cfg, 12)[:blocks])
+    before = float(train_demo.diffusion_forcing_loss(generator, latents, text, cfg, rng, None, context))
+    assert step("true") == before
+    with caplog.at_level("INFO", logger="train_demo"):
+        assert step("consistent") != before
+    assert "2 rolled-out clips, 0.0% kept their true targets" in caplog.text, caplog.text
