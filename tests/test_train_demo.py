@@ -593,7 +593,8 @@ def test_true_rollout_targets_are_the_step_as_before(trained, tmp_path, caplog):
     latents = train_demo.rollout_context(generator, batch.latents, text, cfg, blocks, rng)
     context = sum(train_demo.block_sizes(cfg, 12)[:blocks])
     before = float(train_demo.diffusion_forcing_loss(generator, latents, text, cfg, rng, None, context))
-    assert step("true") == before
+    # (Equal up to float rounding: with autograd on, as in the loop, the CPU may pick other kernels.)
+    assert step("true") == pytest.approx(before, rel=1e-6, abs=0)
     with caplog.at_level("INFO", logger="train_demo"):
-        assert step("consistent") != before
+        assert step("consistent") != pytest.approx(before, rel=1e-4, abs=0)  # measured: 8e-4 apart
     assert "2 rolled-out clips, 0.0% kept their true targets" in caplog.text, caplog.text
