@@ -52,7 +52,10 @@ model put the shape (`consistent_targets`): the last context frame is decoded as
 the shape's offset from the truth measured there (`foreground_centroid`), and the clip's true state
 (colour, direction, speed, size, a later change) shifted by it and continued by the world's own physics
 (`shifted_continuation`), then encoded as the bank is. Clips whose sampled context shows no shape keep
-their true targets. `true` (the default) trains the true later blocks as before.
+their true targets. `true` (the default) trains the true later blocks as before. Only the context's last
+`CONTEXT_DECODE_LATENTS` latent frames are decoded and the clip is encoded from `TARGET_WARMUP_LATENTS`
+before the context's end, within 0.1 px of the whole decode and encode on the demo VAE, and on a GPU
+`VAE_PER_CALL` latent frames go through the VAE per call (its frame-by-frame loops are launch-bound there).
 
 Prompt switches anywhere (issue 19): `--switch_anywhere` makes change clips change at a random block
 boundary after the first (late in a long clip too), the frames before it under prompt1 and those after
@@ -651,13 +654,14 @@ def shifted_continuation(
 # latent frames before the context's end (cold encoder cache) instead of whole: what the causal VAE's caches
 # carry from older frames has faded by then. Measured on the shipped demo VAE, 36-latent-frame clips
 # (scripts/experiments/consistent_targets_cost.py): the last context frame's centroid moves by at most
-# 0.25 px decoding 18 latent frames, 0 from 24 (32 true and 16 generator-sampled contexts; 1.0 px from 12,
-# 1.2 from 6, 32 from 1); targets encoded after a warm-up of 12 latent frames are within 0.15% (relative L2)
-# of the whole encode's and decode 0.05 px apart at most, the colour never (6: 7% and 0.3 px, 3 colour flips
-# in 768 frames; the VAE's own round trip: 0.65 px mean, 3.6 at most, 113 frames' colour). The decoder's
-# reach is long, so it saves only contexts of 27-33 latent frames; the encoder's a third of a clip.
-CONTEXT_DECODE_LATENTS = 24
-TARGET_WARMUP_LATENTS = 12
+# 0.034 px decoding 22 latent frames (32 true and 16 generator-sampled contexts; 20: 0.15 px, 18: 0.27,
+# 12: 1.0, 6: 1.2, 1: 32); targets encoded after a warm-up of 9 latent frames are within 1.4% (relative L2,
+# 0.4% mean) of the whole encode's and decode 0.14 px apart at most, the colour never, far inside the VAE's
+# own round trip (0.65 px mean, 3.6 at most, 113 of 768 frames in another colour; a warm-up of 6: 7%,
+# 0.31 px, 3 frames' colour; 12: 0.15%, 0.05 px). The decoder's reach is long: it saves contexts of 24-33
+# latent frames only.
+CONTEXT_DECODE_LATENTS = 22
+TARGET_WARMUP_LATENTS = 9
 # Latent frames per VAE call after a video's first, on a GPU (`StreamingVAE` encode/decode): one a call is
 # launch-bound there (1.8 s a rollout step at batch 64); the same frames in fewer calls. On a CPU (1 thread)
 # larger calls measured up to a third slower (4 and all latent frames a call: decode 11% and 34%), so one.
