@@ -54,7 +54,7 @@ the shape's offset from the truth measured there (`foreground_centroid`), and th
 (`shifted_continuation`), then encoded as the bank is. Clips whose sampled context shows no shape keep
 their true targets. `true` (the default) trains the true later blocks as before. Only the context's last
 `CONTEXT_DECODE_LATENTS` latent frames are decoded and the clip is encoded from `TARGET_WARMUP_LATENTS`
-before the context's end, within 0.1 px of the whole decode and encode on the demo VAE, and on a GPU
+before the context's end, within 0.15 px of the whole decode and encode on the demo VAE, and on a GPU
 `VAE_PER_CALL` latent frames go through the VAE per call (its frame-by-frame loops are launch-bound there).
 
 Prompt switches anywhere (issue 19): `--switch_anywhere` makes change clips change at a random block
