@@ -102,14 +102,21 @@ class StreamingVAE:
     # -- encode ------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """Feed video frames [B, 3, N, H, W]; return the latents [B, F, C, h, w] they complete (F may be 0)."""
+    def encode(self, frames: torch.Tensor, groups_per_call: int = 1) -> torch.Tensor:
+        """Feed video frames [B, 3, N, H, W]; return the latents [B, F, C, h, w] they complete (F may be 0).
+
+        `groups_per_call` > 1 passes up to that many complete groups of `temporal_stride` frames through the
+        encoder at once (the first frame still alone): the causal convolutions and the strided temporal
+        downsampling give the same latents (up to float rounding) in fewer, larger calls, which is what a
+        GPU wants for many frames (one group per call, as diffusers encodes, is launch-bound there)."""
         frames = frames.to(device=self.device, dtype=self.dtype)
         if self._pending is not None:
             frames = torch.cat([self._pending, frames], dim=2)
         latents = []
         while frames.shape[2] >= self._next_group_size():
             size = self._next_group_size()
+            if size == self.stride:  # after the first frame: as many whole groups as asked and present
+                size *= max(1, min(groups_per_call, frames.shape[2] // self.stride))
             latents.append(self._encode_group(frames[:, :, :size]))
             frames = frames[:, :, size:]
         self._pending = frames if frames.shape[2] else None
@@ -134,14 +141,24 @@ class StreamingVAE:
     # -- decode ------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, latents_per_call: int = 1) -> torch.Tensor:
         """Decode the next latents [B, F, C, h, w] -> frames [B, 3, N, H, W] in [-1, 1] (with `rows`, only
-        that part's rows of H: `row_plan(h).output`)."""
+        that part's rows of H: `row_plan(h).output`).
+
+        One latent frame per decoder call, as diffusers decodes: the activations of a call are those of 4
+        output frames whatever the block size. `latents_per_call` > 1 (whole frames only) passes up to that
+        many through the decoder at once after the video's first (which must be alone: it makes 1 frame):
+        the same frames up to float rounding in fewer, larger calls, for a GPU decoding many latent frames
+        of a large batch (one per call is launch-bound there)."""
+        if latents_per_call > 1 and self.rows is not None:
+            raise ValueError(f"latents_per_call={latents_per_call}: a row-split decoder takes one latent frame a call")
         latents = self.denormalize(latents.to(device=self.device, dtype=torch.float32)).to(self.dtype)
         latents = latents.transpose(1, 2)  # [B, C, F, h, w]
-        # One latent frame per decoder call, as diffusers decodes: the activations of a call are those of
-        # 4 output frames whatever the block size (the first call must be a single frame anyway).
-        pieces = [self._decode_piece(latents[:, :, i : i + 1]) for i in range(latents.shape[2])]
+        pieces, start = [], 0
+        while start < latents.shape[2]:
+            end = start + (1 if self._decoded_latents == 0 else latents_per_call)
+            pieces.append(self._decode_piece(latents[:, :, start:end]))
+            start = end
         return torch.cat(pieces, dim=2)
 
     def _decode_piece(self, latents: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,10 @@ model put the shape (`consistent_targets`): the last context frame is decoded as
 the shape's offset from the truth measured there (`foreground_centroid`), and the clip's true state
 (colour, direction, speed, size, a later change) shifted by it and continued by the world's own physics
 (`shifted_continuation`), then encoded as the bank is. Clips whose sampled context shows no shape keep
-their true targets. `true` (the default) trains the true later blocks as before.
+their true targets. `true` (the default) trains the true later blocks as before. Only the context's last
+`CONTEXT_DECODE_LATENTS` latent frames are decoded and the clip is encoded from `TARGET_WARMUP_LATENTS`
+before the context's end, within 0.15 px of the whole decode and encode on the demo VAE, and on a GPU
+`VAE_PER_CALL` latent frames go through the VAE per call (its frame-by-frame loops are launch-bound there).
 
 Prompt switches anywhere (issue 19): `--switch_anywhere` makes change clips change at a random block
 boundary after the first (late in a long clip too), the frames before it under prompt1 and those after
@@ -646,23 +649,82 @@ def shifted_continuation(
     return true + trajectory(replace(state, position=position), num_frames - last, height, width, change)[1:]
 
 
+# `consistent_targets` decodes only the context's last CONTEXT_DECODE_LATENTS latent frames (the first of them
+# as a first chunk, from a cold decoder cache) and encodes the re-rendered clip from TARGET_WARMUP_LATENTS
+# latent frames before the context's end (cold encoder cache) instead of whole: what the causal VAE's caches
+# carry from older frames has faded by then. Measured on the shipped demo VAE, 36-latent-frame clips
+# (scripts/experiments/consistent_targets_cost.py): the last context frame's centroid moves by at most
+# 0.034 px decoding 22 latent frames (32 true and 16 generator-sampled contexts; 20: 0.15 px, 18: 0.27,
+# 12: 1.0, 6: 1.2, 1: 32); targets encoded after a warm-up of 9 latent frames are within 1.4% (relative L2,
+# 0.4% mean) of the whole encode's and decode 0.14 px apart at most, the colour never, far inside the VAE's
+# own round trip (0.65 px mean, 3.6 at most, 113 of 768 frames in another colour; a warm-up of 6: 7%,
+# 0.31 px, 3 frames' colour; 12: 0.15%, 0.05 px). The decoder's reach is long: it saves contexts of 24-33
+# latent frames only.
+CONTEXT_DECODE_LATENTS = 22
+TARGET_WARMUP_LATENTS = 9
+# Latent frames per VAE call after a video's first, on a GPU (`StreamingVAE` encode/decode): one a call is
+# launch-bound there (1.8 s a rollout step at batch 64); the same frames in fewer calls. On a CPU (1 thread)
+# larger calls measured up to a third slower (4 and all latent frames a call: decode 11% and 34%), so one.
+VAE_PER_CALL = 8
+
+
+@torch.no_grad()
+def context_end_frames(
+    vae, sampled: torch.Tensor, context_frames: int, decode_latents: int | None, latents_per_call: int = 1
+) -> torch.Tensor:
+    """The last video frame [B, 3, H, W] of the first `context_frames` latent frames of `sampled`
+    [B, F, C, h, w], decoded as `StreamingVAE` decodes (`latents_per_call` at a time after the first): from
+    the start (`decode_latents` None, the reference) or from only the last `decode_latents` latent frames
+    through a cold cache."""
+    start = 0 if decode_latents is None else max(0, context_frames - decode_latents)
+    with torch.autocast(sampled.device.type, enabled=False):
+        streaming = StreamingVAE(vae)
+        return streaming.decode(sampled[:, start:context_frames].float(), latents_per_call)[:, :, -1]
+
+
+def warmup_start(context_frames: int, warmup_latents: int | None, stride: int) -> int:
+    """The video frame a cold encode starts at so that its latents after `warmup_latents` line up with a
+    whole clip's: the last frame of latent frame `context_frames - warmup_latents` (encoded alone, as a
+    first frame); 0 (the whole clip, the reference) for None or a warm-up reaching the clip's start."""
+    if warmup_latents is None or warmup_latents >= context_frames:
+        return 0
+    return stride * (context_frames - warmup_latents)
+
+
+@torch.no_grad()
+def encode_tail(vae, videos: torch.Tensor, num_latents: int, groups_per_call: int = 1) -> torch.Tensor:
+    """The last `num_latents` latent frames [B, num_latents, C, h, w] of `videos` [B, 3, N, H, W] encoded as
+    the bank is (`encode_latents`, float32; `groups_per_call` groups of frames at a time after the first):
+    with a cold start (`warmup_start`) the videos are a clip's tail."""
+    with torch.autocast(videos.device.type, enabled=False):
+        return StreamingVAE(vae).encode(videos, groups_per_call)[:, -num_latents:]
+
+
 @torch.no_grad()
 def consistent_targets(
-    vae, sampled: torch.Tensor, context_frames: int, stories: Sequence[tuple[Scene, Change | None]]
+    vae,
+    sampled: torch.Tensor,
+    context_frames: int,
+    stories: Sequence[tuple[Scene, Change | None]],
+    decode_latents: int | None = CONTEXT_DECODE_LATENTS,
+    warmup_latents: int | None = TARGET_WARMUP_LATENTS,
+    per_call: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`sampled` [B, F, C, h, w] (a `rollout_context`: its first `context_frames` sampled, the rest the
     clips' true latents) with the later frames replaced by latents that continue from the sampled context.
 
-    The sampled context is decoded as the pipeline decodes it (`StreamingVAE`) and the shape's centroid in
-    its last frame compared with the true clip's there (`stories`: each clip's scene and change,
-    `DemoWorld.story`); clip b is then re-rendered with its shape moved by that offset
-    (`shifted_continuation`; drawn on the CPU, painted on the latents' device) and encoded as the bank is
-    (`encode_latents`, float32). A clip whose sampled last frame shows no shape keeps its true later
-    latents. Returns (latents, found [B] bool).
+    The sampled context's last frame is decoded as the pipeline decodes it (`context_end_frames`, from its
+    last `decode_latents` latent frames) and the shape's centroid there compared with the true clip's
+    (`stories`: each clip's scene and change, `DemoWorld.story`); clip b is then re-rendered with its shape
+    moved by that offset (`shifted_continuation`; drawn on the CPU, painted on the latents' device) from
+    `warmup_latents` latent frames before the context's end on, and encoded as the bank is (`encode_tail`).
+    None for either is the reference: the whole context decoded, the whole clip encoded. `per_call` latent
+    frames go through the VAE per call (after a video's first; see `VAE_PER_CALL`). A clip whose
+    sampled last frame shows no shape keeps its true later latents. Returns (latents, found [B] bool).
     """
-    last, num_frames = 4 * context_frames - 4, 4 * sampled.shape[1] - 3  # video frames
-    with torch.autocast(sampled.device.type, enabled=False):
-        decoded = StreamingVAE(vae).decode(sampled[:, :context_frames].float())[:, :, last]  # [B, 3, H, W]
+    stride = vae.config.scale_factor_temporal
+    last, num_frames = stride * (context_frames - 1), stride * (sampled.shape[1] - 1) + 1  # video frames
+    decoded = context_end_frames(vae, sampled, context_frames, decode_latents, per_call)  # [B, 3, H, W]
     height, width = decoded.shape[-2:]
     model_at = foreground_centroid(decoded.float().cpu().transpose(0, 1))  # [B, 2]: the clips as frames
     truths = [trajectory(scene, last + 1, height, width, change)[last] for scene, change in stories]
@@ -672,19 +734,16 @@ def consistent_targets(
     out = sampled.clone()
     rows = found.nonzero().flatten().tolist()
     if rows:
-        drawn = [
-            rasterize(
-                shifted_continuation(*stories[b], num_frames, height, width, offsets[b].tolist(), context_frames),
-                height,
-                width,
-            )
+        start = warmup_start(context_frames, warmup_latents, stride)
+        states = [
+            shifted_continuation(*stories[b], num_frames, height, width, offsets[b].tolist(), context_frames)[start:]
             for b in rows
         ]
-        masks, colours = (torch.stack(parts) for parts in zip(*drawn, strict=True))  # [R, N, H, W], [R, N, 3]
-        videos = paint(masks.to(sampled.device), colours)  # [R, 3, N, H, W]
-        with torch.autocast(sampled.device.type, enabled=False):
-            encoded = encode_latents(vae, videos)  # [R, F, C, h, w]
-        out[rows, context_frames:] = encoded[:, context_frames:].to(out.dtype)
+        drawn = [rasterize(clip, height, width) for clip in states]
+        masks, colours = (torch.stack(parts) for parts in zip(*drawn, strict=True))  # [R, N', H, W], [R, N', 3]
+        videos = paint(masks.to(sampled.device), colours)  # [R, 3, N', H, W]
+        encoded = encode_tail(vae, videos, sampled.shape[1] - context_frames, per_call)  # [R, F - context, ...]
+        out[rows, context_frames:] = encoded.to(out.dtype)
     return out, found
 
 
@@ -807,7 +866,9 @@ def train_generator(
                     if clips is None or indices is None:
                         raise ValueError("rollout_targets consistent needs the batches' clip indices and their world")
                     began = time.perf_counter()
-                    latents, shown = consistent_targets(models.vae, latents, context, [clips.story(i) for i in indices])
+                    stories = [clips.story(i) for i in indices]
+                    per_call = VAE_PER_CALL if device.type == "cuda" else 1
+                    latents, shown = consistent_targets(models.vae, latents, context, stories, per_call=per_call)
                     found += shown.tolist()
                     if device.type == "cuda":  # the encode is queued: time it done
                         torch.cuda.synchronize(device)

@@ -133,6 +133,21 @@ def test_streaming_vae_matches_full():
 
 
 @torch.no_grad()
+def test_streaming_vae_encodes_several_groups_per_call_as_one_per_call():
+    """`encode(groups_per_call=k)` (fewer, larger encoder calls: what a GPU wants for long clips) gives the
+    latents of one group per call, also when frames arrive in pieces that split groups."""
+    torch.manual_seed(0)
+    vae: AutoencoderKLWan = build_vae(PRESETS["tiny"].vae).eval()
+    video = torch.rand(2, 3, 25, 32, 48) * 2 - 1  # 25 = 4*6 + 1 frames -> 7 latent frames
+    reference = StreamingVAE(vae).encode(video)
+    for groups, pieces in ((3, ((0, 25),)), (100, ((0, 25),)), (2, ((0, 2), (2, 11), (11, 25)))):
+        stream = StreamingVAE(vae)
+        latents = torch.cat([stream.encode(video[:, :, a:b], groups) for a, b in pieces], dim=1)
+        assert latents.shape == reference.shape
+        torch.testing.assert_close(latents, reference, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
 def test_cache_memory_constant():
     pipe = VideoConditionalPipeline.from_config(tiny_config("num_output_frames=300", "num_conditioning_frames=0"))
     sizes, pointers = {}, set()
