@@ -10,20 +10,8 @@
 #      `longlive compare` of the frames and the latents' relative difference for each pair.
 # Logs and JSON go to a work folder, packed into ONE file, $OUT/split_decode_2gpu.tgz (the device tool
 # brings back a few files only). Run from the repo root: `bash scripts/experiments/split_decode_2gpu.sh`.
-OUT=${OUT:-videos/split_decode_2gpu}; mkdir -p "$OUT"; W=$(mktemp -d)/split_decode_2gpu; mkdir -p "$W"
-T0=$(date +%s); left() { echo $((560 - ($(date +%s) - T0))); }
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-nvidia-smi --query-gpu=name --format=csv,noheader | tee "$W/gpus.txt"
-SW="compile_generator=true cuda_graphs=true fold_vae_convs=true fuse_vae_norms=true compile_vae=true fuse_ffn_gelu=true compile_cache_dir=/tmp/llcc"
-S="wan_model_dir=null generator_ckpt=null lora_ckpt=null num_output_frames=60 num_conditioning_frames=0 $SW"
-C=configs/longlive_video_conditional_inference.yaml
+NAME=split_decode_2gpu; source "$(dirname "$0")/two_gpu_call.sh"
 TR="torchrun --nproc_per_node=2 -m longlive.cli"
-run() {  # run LIMIT NAME COMMAND...: at most LIMIT seconds, fewer if the budget is short; skipped under 20
-    local limit=$1 name=$2; shift 2; local rest; rest=$(left); [ "$rest" -lt "$limit" ] && limit=$rest
-    [ "$limit" -lt 20 ] && { echo "== $name: skipped (budget)"; return; }
-    echo "== $name"; timeout "$limit" "$@" > "$W/$name.log" 2>&1; echo "rc=$? $(date -u +%T)"
-    grep '^{' "$W/$name.log" | tail -1 | tee "$W/$name.json" | cut -c1-300
-}
 run 300 bench_split $TR bench --config_path $C $S parallel.sequence=2 parallel.split_decode=true
 run 100 bench_split_overlap $TR bench --config_path $C $S parallel.sequence=2 parallel.split_decode=true \
     parallel.overlap_decode=true

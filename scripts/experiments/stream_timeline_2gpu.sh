@@ -9,21 +9,8 @@
 # $OUT/stream_timeline_2gpu.tgz; run 1's raw traces (Perfetto) apart, $OUT/rank{0,1}.trace.json.gz, so that
 # traces too large for the trip back leave the summaries alone. Run from the repo root:
 #   bash scripts/experiments/stream_timeline_2gpu.sh
-OUT=${OUT:-videos/stream_timeline_2gpu}; mkdir -p "$OUT"; W=$(mktemp -d)/stream_timeline_2gpu; mkdir -p "$W"
-T0=$(date +%s); left() { echo $((560 - ($(date +%s) - T0))); }
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # this tree's longlive, whatever is installed
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-nvidia-smi --query-gpu=name --format=csv,noheader | tee "$W/gpus.txt"
-SW="compile_generator=true cuda_graphs=true fold_vae_convs=true fuse_vae_norms=true compile_vae=true fuse_ffn_gelu=true compile_cache_dir=/tmp/llcc"
-S="wan_model_dir=null generator_ckpt=null lora_ckpt=null num_output_frames=60 num_conditioning_frames=0 $SW"
-C=configs/longlive_video_conditional_inference.yaml
+NAME=stream_timeline_2gpu; source "$(dirname "$0")/two_gpu_call.sh"
 TL="torchrun --nproc_per_node=2 scripts/experiments/stream_timeline.py --config_path $C"
-run() {  # run LIMIT NAME COMMAND...: at most LIMIT seconds, fewer if the budget is short; skipped under 20
-    local limit=$1 name=$2; shift 2; local rest; rest=$(left); [ "$rest" -lt "$limit" ] && limit=$rest
-    [ "$limit" -lt 20 ] && { echo "== $name: skipped (budget)"; return; }
-    echo "== $name"; timeout "$limit" "$@" > "$W/$name.log" 2>&1; echo "rc=$? $(date -u +%T)"
-    grep '^{' "$W/$name.log" | cut -c1-400
-}
 run 300 split $TL --out "$W/split" --keep_trace -- $S parallel.sequence=2 parallel.split_decode=true
 mv "$W"/split/*.trace.json.gz "$OUT"/ 2>/dev/null
 run 150 split_stack $TL --out "$W/split_stack" --with_stack -- $S parallel.sequence=2 parallel.split_decode=true
