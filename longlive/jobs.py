@@ -380,7 +380,7 @@ def write_sample(
         tick = time.perf_counter()
         encoder.close()
         if cfg.save_latents:
-            write_latents(_latents_path(path), torch.cat(landed(latents), dim=0))
+            write_latents(_latents_path(path), torch.cat([landed(copy) for copy in latents], dim=0))
     timings["write_s"] += time.perf_counter() - tick
     return path
 

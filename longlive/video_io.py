@@ -171,10 +171,7 @@ def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
 
 def tensor_to_uint8(frames: torch.Tensor) -> np.ndarray:
     """[3, N, H, W] in [-1, 1] -> uint8 [N, H, W, 3] (converted on the frames' device)."""
-    host, done = to_host_uint8(frames)
-    if done is not None:
-        done.synchronize()
-    return host.numpy()
+    return landed(to_host_uint8(frames)).numpy()
 
 
 def write_video(path: str | Path, frames: torch.Tensor, fps: int) -> Path:
@@ -268,12 +265,12 @@ def to_host(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None
     return host, done
 
 
-def landed(copies: list[tuple[torch.Tensor, torch.cuda.Event | None]]) -> list[torch.Tensor]:
-    """The host tensors of `to_host` copies, once each copy has landed."""
-    for _, done in copies:
-        if done is not None:
-            done.synchronize()
-    return [host for host, _ in copies]
+def landed(copy: tuple[torch.Tensor, torch.cuda.Event | None]) -> torch.Tensor:
+    """The host tensor of a `to_host` copy, once the copy has landed."""
+    host, done = copy
+    if done is not None:
+        done.synchronize()
+    return host
 
 
 QUEUE_BLOCKS = 4  # blocks waiting for the encoder at most: the frames a job holds on the host
@@ -352,9 +349,7 @@ class FrameEncoder:
             while (item := self._queue.get()) is not self._END:
                 if self._aborted.is_set():
                     continue
-                frames, done = item
-                if done is not None:
-                    done.synchronize()  # the block's copy to pinned memory has landed
+                frames = landed(item)  # the block's copy to pinned memory
                 for frame in frames.numpy():
                     self._writer.append_data(frame)
                     self.frames_written += 1
