@@ -337,10 +337,12 @@ def set_latent_stats(vae, videos: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def encode_latents(vae, videos: torch.Tensor) -> torch.Tensor:
-    """Videos [B, 3, N, H, W] -> normalised latents [B, F, C, h, w], exactly as the pipeline encodes."""
-    streaming = StreamingVAE(vae)
-    return streaming.encode(videos)
+def encode_latents(vae, videos: torch.Tensor, groups_per_call: int = 1) -> torch.Tensor:
+    """Videos [B, 3, N, H, W] -> normalised latents [B, F, C, h, w], exactly as the pipeline encodes (in the
+    VAE's dtype, autocast off; `groups_per_call` groups of frames at a time after the first, as
+    `StreamingVAE.encode`)."""
+    with torch.autocast(videos.device.type, enabled=False):
+        return StreamingVAE(vae).encode(videos, groups_per_call)
 
 
 def latent_bank(vae, clips: DemoWorld, size: int, cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, list]:
@@ -629,13 +631,12 @@ def shifted_continuation(
     height: int,
     width: int,
     offset: Sequence[float],
-    context_frames: int,
+    last: int,
 ) -> list[Scene]:
     """The shape's state at each of a clip's `num_frames` video frames: the true ones (`trajectory`) up to
-    the last frame of its first `context_frames` latent frames (video frame 4 * context_frames - 4); from
-    there its true state (colour, velocity, size) moved by `offset` (dy, dx) px, kept inside the frame, and
-    continued by the world's physics (walls, the clip's change if it comes later)."""
-    last = 4 * context_frames - 4
+    video frame `last` (the context's last); from there its true state (colour, velocity, size) moved by
+    `offset` (dy, dx) px, kept inside the frame, and continued by the world's physics (walls, the clip's
+    change if it comes later)."""
     true = trajectory(scene, last + 1, height, width, change)
     state = true[last]
     half = state.size / 2
@@ -692,15 +693,6 @@ def warmup_start(context_frames: int, warmup_latents: int | None, stride: int) -
 
 
 @torch.no_grad()
-def encode_tail(vae, videos: torch.Tensor, num_latents: int, groups_per_call: int = 1) -> torch.Tensor:
-    """The last `num_latents` latent frames [B, num_latents, C, h, w] of `videos` [B, 3, N, H, W] encoded as
-    the bank is (`encode_latents`, float32; `groups_per_call` groups of frames at a time after the first):
-    with a cold start (`warmup_start`) the videos are a clip's tail."""
-    with torch.autocast(videos.device.type, enabled=False):
-        return StreamingVAE(vae).encode(videos, groups_per_call)[:, -num_latents:]
-
-
-@torch.no_grad()
 def consistent_targets(
     vae,
     sampled: torch.Tensor,
@@ -717,7 +709,7 @@ def consistent_targets(
     last `decode_latents` latent frames) and the shape's centroid there compared with the true clip's
     (`stories`: each clip's scene and change, `DemoWorld.story`); clip b is then re-rendered with its shape
     moved by that offset (`shifted_continuation`; drawn on the CPU, painted on the latents' device) from
-    `warmup_latents` latent frames before the context's end on, and encoded as the bank is (`encode_tail`).
+    `warmup_latents` latent frames before the context's end on, and encoded as the bank is (`encode_latents`).
     None for either is the reference: the whole context decoded, the whole clip encoded. `per_call` latent
     frames go through the VAE per call (after a video's first; see `VAE_PER_CALL`). A clip whose
     sampled last frame shows no shape keeps its true later latents. Returns (latents, found [B] bool).
@@ -736,14 +728,14 @@ def consistent_targets(
     if rows:
         start = warmup_start(context_frames, warmup_latents, stride)
         states = [
-            shifted_continuation(*stories[b], num_frames, height, width, offsets[b].tolist(), context_frames)[start:]
+            shifted_continuation(*stories[b], num_frames, height, width, offsets[b].tolist(), last)[start:]
             for b in rows
         ]
         drawn = [rasterize(clip, height, width) for clip in states]
         masks, colours = (torch.stack(parts) for parts in zip(*drawn, strict=True))  # [R, N', H, W], [R, N', 3]
         videos = paint(masks.to(sampled.device), colours)  # [R, 3, N', H, W]
-        encoded = encode_tail(vae, videos, sampled.shape[1] - context_frames, per_call)  # [R, F - context, ...]
-        out[rows, context_frames:] = encoded.to(out.dtype)
+        encoded = encode_latents(vae, videos, per_call)  # [R, F', C, h, w]: a cold encode of the clips' tails
+        out[rows, context_frames:] = encoded[:, context_frames - sampled.shape[1] :].to(out.dtype)
     return out, found
 
 

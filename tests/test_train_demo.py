@@ -549,7 +549,7 @@ def test_consistent_targets_continue_from_where_the_context_put_the_shape(plante
         (Change(25, colour="blue"), "blue", (0, -1.5)),
         (Change(25, direction="down"), "red", (1.5, 0)),
     ):
-        states = train_demo.shifted_continuation(square, change, num_video, 64, 64, (0.0, 3.0), context)
+        states = train_demo.shifted_continuation(square, change, num_video, 64, 64, (0.0, 3.0), first - 1)
         video = paint(*rasterize(states, 64, 64))
         assert torch.equal(video[:, :first], render(square, first, change=change))  # true up to the context's end
         assert dominant_colours(video[:, first:25]) == ["red"] * (25 - first)

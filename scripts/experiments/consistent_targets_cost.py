@@ -156,7 +156,7 @@ def part_encode(args: argparse.Namespace) -> dict:
                 paint(
                     *rasterize(
                         train_demo.shifted_continuation(
-                            *world.story(i), num_frames, 64, 64, rng.uniform(-3, 3, 2).tolist(), context
+                            *world.story(i), num_frames, 64, 64, rng.uniform(-3, 3, 2).tolist(), 4 * context - 4
                         ),
                         64,
                         64,
@@ -179,7 +179,7 @@ def part_encode(args: argparse.Namespace) -> dict:
             frames_compared += reference.shape[2]
         for w in args.warmups:
             start = train_demo.warmup_start(context, w, 4)
-            cold = train_demo.encode_tail(vae, videos[:, :, start:], CLIP_LATENTS - context)
+            cold = train_demo.encode_latents(vae, videos[:, :, start:])[:, context - CLIP_LATENTS :]
             diff = cold - targets
             rows[w]["rel_l2"] += (diff.flatten(1).norm(dim=1) / targets.flatten(1).norm(dim=1)).tolist()
             rows[w]["max_abs"].append(float(diff.abs().max()))
