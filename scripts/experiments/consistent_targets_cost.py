@@ -211,7 +211,7 @@ def part_encode(args: argparse.Namespace) -> dict:
     return report
 
 
-PARTS = ("context_end_frames", "shifted_continuation", "rasterize", "paint", "encode_tail", "foreground_centroid")
+PARTS = ("context_end_frames", "shifted_continuation", "rasterize", "paint", "encode_latents", "foreground_centroid")
 
 
 def part_profile(args: argparse.Namespace) -> dict:
