@@ -9,12 +9,14 @@ progress (and the engine's part in it) is one JSON report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from longlive.demo_world import (
+    DIRECTIONS,
+    SPEEDS,
     Change,
     Scene,
     caption,
@@ -66,6 +68,41 @@ def velocity(centroids: torch.Tensor) -> tuple[float, float]:
         x, y = t[ok] - t[ok].mean(), centroids[ok, axis] - centroids[ok, axis].mean()
         slopes.append(float((x * y).sum() / (x * x).sum()))
     return slopes[0], slopes[1]
+
+
+def centred(scene: Scene, first: int, then: int, height: int, width: int, turn: str | None = None) -> Scene:
+    """The scene started where its path over `first` frames its way, then `then` frames `turn`'s way, is
+    centred in the frame: with room to spare, no wall is met, so a velocity fitted there sees no bounce."""
+    leg = np.array(DIRECTIONS[scene.direction]) * scene.speed * first
+    end = leg + np.array(DIRECTIONS[turn or scene.direction]) * scene.speed * then
+    corners = np.stack([np.zeros(2), leg, end])
+    start = np.array([height, width]) / 2 - (corners.min(0) + corners.max(0)) / 2
+    return replace(scene, position=(float(start[0]), float(start[1])))
+
+
+def speed_ratios(pipe: VideoConditionalPipeline, clips_per_speed: int = 6, seed: int = 0) -> dict[str, dict]:
+    """Generated speed over the true one along the motion (least squares over the first PATH_FRAMES
+    generated frames), per world speed (`SPEEDS`): random scenes turned to each direction in turn, set
+    at that speed and centred so that no wall is met. A model that cannot tell the speeds apart from
+    the conditioning frames pulls them toward the middle one (above 1 for the slowest, below for the
+    fastest); over a long rollout that error is the path's drift (issue 19)."""
+    rng = np.random.default_rng(seed)
+    cfg = pipe.cfg
+    directions = list(DIRECTIONS)
+    ratios: dict[str, list[float]] = {}
+    for i in range(clips_per_speed * len(SPEEDS)):
+        world_speed = SPEEDS[i % len(SPEEDS)]
+        speed = world_speed * min(cfg.height, cfg.width) / 64  # as `sample_scene` scales it
+        way = directions[(i // len(SPEEDS)) % len(directions)]
+        scene = sample_scene(rng, cfg.height, cfg.width)
+        scene = replace(scene, velocity=tuple(float(v) * speed for v in DIRECTIONS[way]))
+        scene = centred(scene, cfg.num_conditioning_frames, PATH_FRAMES, cfg.height, cfg.width)
+        report = measure(pipe, scene, seed=i, velocity_frames=PATH_FRAMES)
+        ratios.setdefault(f"{world_speed:g}", []).append(float(np.dot(report.velocity, DIRECTIONS[way])) / speed)
+    return {
+        speed: {"mean": round(float(np.mean(v)), 3), "sd": round(float(np.std(v)), 3), "clips": len(v)}
+        for speed, v in ratios.items()
+    }
 
 
 def measure(

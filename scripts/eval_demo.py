@@ -8,7 +8,8 @@ For each kind of clip (continued, changing colour, changing direction at the fir
 with and without the conditioning frames: the mean path error (px), velocity error (px/frame), and the
 share of frames in the expected colour in the first generated block and after it, and the path error
 of every 12 generated frames in turn (`path_error_per_window`; `--latent_frames` makes the rollouts
-longer than the config's `num_output_frames`, conditioning included). Run it before and
+longer than the config's `num_output_frames`, conditioning included); and `speed_ratio`, the generated
+speed over the true one per world speed (`--speed_clips` a speed; 0 skips it). Run it before and
 after more training (`scripts/train_demo.py --resume`) to see what the training bought.
 """
 
@@ -20,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from longlive.config import load_config
-from longlive.demo_eval import evaluate
+from longlive.demo_eval import evaluate, speed_ratios
 from longlive.pipeline import VideoConditionalPipeline
 
 
@@ -32,13 +33,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--latent_frames", type=int, default=None, help="latent frames per rollout (default: num_output_frames)"
     )
+    parser.add_argument("--speed_clips", type=int, default=6, help="clips a world speed for speed_ratio (0: none)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. wan_model_dir=/tmp/demo")
     args = parser.parse_args(argv)
     overrides = args.overrides + ([] if args.latent_frames is None else [f"num_output_frames={args.latent_frames}"])
     cfg = load_config(args.config_path, overrides)
     start = time.perf_counter()
-    report = evaluate(VideoConditionalPipeline.from_config(cfg), args.clips, args.seed)
-    report["settings"] = {"config": args.config_path, "overrides": overrides, "clips": args.clips}
+    pipe = VideoConditionalPipeline.from_config(cfg)
+    report = evaluate(pipe, args.clips, args.seed)
+    if args.speed_clips:
+        report["speed_ratio"] = speed_ratios(pipe, args.speed_clips, args.seed)
+    report["settings"] = {
+        "config": args.config_path,
+        "overrides": overrides,
+        "clips": args.clips,
+        "speed_clips": args.speed_clips,
+    }
     report["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(report, indent=1))
 
