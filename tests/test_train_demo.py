@@ -640,3 +640,82 @@ def test_true_rollout_targets_are_the_step_as_before(trained, tmp_path, caplog):
     with caplog.at_level("INFO", logger="train_demo"):
         assert step("consistent") != pytest.approx(before, rel=1e-4, abs=0)  # measured: 8e-4 apart
     assert "2 rolled-out clips, 0.0% kept their true targets" in caplog.text, caplog.text
+
+
+def test_training_from_trained_weights_warms_the_learning_rate_up(trained, tmp_path):
+    """A resumed generator (and a decoder fine-tune) starts with the learning rate warming up: AdamW's first
+    step moves every weight by about the learning rate whatever its gradient (resuming the demo generator
+    without it raised the loss by 44% for a few steps). From scratch, and with --warmup_steps 0, no warm-up."""
+    models, _, _, _ = trained
+    cfg = tiny_train_config(tmp_path, generator_steps=1, lr=1e-3, resume=True)
+    videos, captions = train_demo.world(cfg, stream=2).batch(0, cfg.batch_size)
+    batch = train_demo.encode_latents(models.vae, videos), captions
+
+    def first_step_move(config) -> float:
+        trial = dataclass_replace(models, generator=copy.deepcopy(models.generator))
+        trial.text_encoder = copy.deepcopy(models.text_encoder)
+        before = [p.detach().clone() for p in trial.generator.parameters()]
+        seeded = lambda step: torch.Generator().manual_seed(0)  # noqa: E731
+        train_demo.train_generator(trial, config, [batch], torch.device("cpu"), seeded)
+        return max(float((p - b).abs().max()) for p, b in zip(trial.generator.parameters(), before, strict=True))
+
+    resumed, cold = first_step_move(cfg), first_step_move(dataclass_replace(cfg, warmup_steps=0))
+    assert cold > 0.5 * cfg.lr  # Adam's first step: about lr for a weight with any gradient
+    assert resumed < 1.5 * cfg.lr / train_demo.WARMUP_FROM_TRAINED
+    assert first_step_move(dataclass_replace(cfg, resume=False)) == pytest.approx(cold)
+
+    schedule = train_demo.warmed_up(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), cfg, True)
+    rates = []
+    for _ in range(train_demo.WARMUP_FROM_TRAINED + 2):
+        rates.append(schedule.get_last_lr()[0])
+        schedule.optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(1 / train_demo.WARMUP_FROM_TRAINED) and rates[-2:] == [1.0, 1.0]
+    stage_cfg = dataclass_replace(cfg, stage="decoder")
+    assert train_demo.warmed_up(torch.optim.SGD([torch.zeros(1)], lr=1.0), stage_cfg, True).get_last_lr() == [
+        1 / train_demo.WARMUP_FROM_TRAINED
+    ]
+
+
+def test_latent_foreground_weights_find_the_shape_and_weigh_the_loss(planted, trained, tmp_path):
+    """`--latent_foreground_weight W`: on the shipped demo VAE's latents of a red square, against those of the
+    empty background, the heaviest latent position of every frame is at or next to the square's centroid's
+    cell (which weighs at least half as much) and the background about 1; the loss changes with W and is the
+    plain mean without a background."""
+    vae, videos, true = planted[:3]
+    cfg = tiny_train_config(tmp_path, height=64, width=64, num_latent_frames=true.shape[1])
+    background = train_demo.background_latents(vae, cfg, torch.device("cpu"))
+    assert background.shape == (1, *true.shape[1:])
+    weights = train_demo.latent_foreground_weights(true[:1], background, 10.0)[0]  # [F, h, w], the square
+    assert weights.amax() == pytest.approx(10.0) and weights.amin() >= 1.0
+    assert float(weights.median()) < 2.0  # most positions are background
+    stride = vae.config.scale_factor_spatial
+    for frame in range(true.shape[1]):
+        video_frame = max(0, 4 * frame - 2)  # a latent frame's middle video frame (frame 0: itself)
+        row, col = train_demo.foreground_centroid(videos[0, :, video_frame : video_frame + 1])[0].tolist()
+        cell, at = int(weights[frame].argmax()), (int(row // stride), int(col // stride))
+        assert max(abs(cell // weights.shape[-1] - at[0]), abs(cell % weights.shape[-1] - at[1])) <= 1, frame
+        assert weights[frame][at] >= 0.5 * weights[frame].amax(), frame  # the centroid's cell weighs much
+
+    models = trained[0]
+    cfg = tiny_train_config(tmp_path)
+    videos, captions = train_demo.world(cfg, stream=2).batch(0, cfg.batch_size)
+    latents = train_demo.encode_latents(models.vae, videos)
+    text = train_demo.encode_text(models.text_encoder, models.tokenizer, captions, models.preset.generator.text_len)
+    empty = train_demo.background_latents(models.vae, cfg, torch.device("cpu"))
+
+    def loss(weight: float, background) -> float:
+        config = dataclass_replace(cfg, latent_foreground_weight=weight)
+        rng = torch.Generator().manual_seed(5)
+        args = (models.generator, latents, text, config, rng, None, 0, background)
+        return float(train_demo.diffusion_forcing_loss(*args))
+
+    plain = loss(1.0, None)
+    assert loss(1.0, empty) == pytest.approx(plain, rel=1e-5)  # weight 1: every position alike
+    assert loss(10.0, empty) != pytest.approx(plain, rel=1e-3)
+    trial = dataclass_replace(models, generator=copy.deepcopy(models.generator))
+    trial.text_encoder = copy.deepcopy(models.text_encoder)
+    config = dataclass_replace(cfg, latent_foreground_weight=10.0, generator_steps=1)
+    seeded = lambda step: torch.Generator().manual_seed(5)  # noqa: E731
+    (step_loss,) = train_demo.train_generator(trial, config, [(latents, captions)], torch.device("cpu"), seeded)
+    assert step_loss == pytest.approx(loss(10.0, empty), rel=1e-4)  # the loop weighs as the loss does
