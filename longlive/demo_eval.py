@@ -9,6 +9,7 @@ progress (and the engine's part in it) is one JSON report.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,16 +19,20 @@ from longlive.demo_world import (
     DIRECTIONS,
     SPEEDS,
     Change,
+    Clip,
+    DemoWorld,
     Scene,
+    blob_sizes,
     caption,
     change_caption,
     dominant_colours,
     foreground_centroid,
+    foreground_mask,
     render,
     sample_change,
     sample_scene,
 )
-from longlive.pipeline import VideoConditionalPipeline
+from longlive.pipeline import PromptSchedule, VideoConditionalPipeline
 from longlive.vae import StreamingVAE
 
 PATH_FRAMES = 12  # generated frames the path error is measured over (the first generated block)
@@ -181,3 +186,94 @@ def vae_round_trip(vae, videos: torch.Tensor, frames_per_block: int) -> tuple[to
     latents = stream.encode(videos)
     decoded = torch.cat([stream.decode(block) for block in latents.split(frames_per_block, dim=1)], dim=2)
     return latents, decoded
+
+
+# The long cases (issue 19, `test_demo_long_rollout`, `scripts/eval_demo.py --long`): rollouts of LONG_FRAMES
+# latent frames (397 video frames) conditioned on clips no training stage reads, with a prompt switch late
+# in the video.
+LONG_FRAMES = 100  # latent frames per rollout, conditioning included
+LONG_SWITCH = 81  # latent frame of the late switch (a block boundary): video frame 4 * 81 - 3 = 321
+LONG_WORLD_SEED = 0  # train_demo's seed 0 reads streams 1, 2, 3, ... and 1000 (seed 1's stream 0), never 0
+LONG_EDGE = 3  # windows (of PATH_FRAMES) at each end whose mean error `long_measures` reports
+LONG_AREA = (0.6, 1.6)  # one blob: its area within this ratio of the reference's foreground
+LONG_GRACE = 12  # frames after the switch not counted in the colour share (the change takes a block)
+LONG_TURN_FRAMES = 8  # frames after the switch over which the turn is measured
+
+
+def long_clips(height: int = 64, width: int = 64) -> list[Clip]:
+    """The first colour-change and the first direction-change clip of a world stream no training reads,
+    each changing at LONG_SWITCH, LONG_FRAMES latent frames long."""
+    world = DemoWorld(LONG_WORLD_SEED, 4 * LONG_FRAMES - 3, height, width, 1.0, change_frames=(4 * LONG_SWITCH - 3,))
+    clips = (world.clip(i) for i in range(100))
+    colour = next(c for c in clips if c.change.colour is not None)
+    direction = next(c for c in clips if c.change.direction is not None)
+    return [colour, direction]
+
+
+def long_rollout(pipe: VideoConditionalPipeline, clip: Clip) -> torch.Tensor:
+    """Generated video frames [3, N, H, W] on the CPU: the clip's first `num_conditioning_frames` under
+    prompt1, prompt2 from latent frame LONG_SWITCH on (recached as `recache_on_switch` says, as a live
+    session would), for the pipeline's `num_output_frames`."""
+    first = pipe.cfg.num_conditioning_frames
+    schedule = PromptSchedule((clip.prompt1, clip.prompt2), (LONG_SWITCH,))
+    blocks = pipe.stream_prompts(schedule, clip.video[None, :, :first], seed=0)
+    return torch.cat([block.frames[0].float().cpu() for block in blocks], dim=1)[:, first:]
+
+
+def long_reference(pipe: VideoConditionalPipeline, clip: Clip) -> torch.Tensor:
+    """The VAE round trip of `clip`'s generated span [3, N, H, W] (encoded, then decoded block by block as the
+    pipeline decodes): what generated latents equal to the encoder's would show, the reference for size
+    and colour. The decoder widens a shape's foreground and loses some red; a generator cannot undo that."""
+    video = clip.video[None].to(pipe.vae.device)
+    with torch.no_grad():
+        _, decoded = vae_round_trip(pipe.vae.vae, video, frames_per_block=pipe.cfg.num_frame_per_block)
+    return decoded[0, :, pipe.cfg.num_conditioning_frames :].float().cpu()
+
+
+def long_measures(clip: Clip, frames: torch.Tensor, reference: torch.Tensor, first: int) -> dict:
+    """Per-window path error, blob and colour shares of generated `frames` (the clip's video frames from
+    `first` on) against the rendered clip, size and colour judged against `reference` (`long_reference`):
+    one blob of LONG_AREA times the reference's foreground; the rendered colour, counted over the frames
+    whose reference shows it."""
+    truth = clip.video[:, first:]
+    generated, expected = foreground_centroid(frames), foreground_centroid(truth)
+    distance = (generated - expected).norm(dim=1)  # [N]: NaN where no shape was found
+    windows = [float(w.nanmean()) if not w.isnan().all() else math.inf for w in distance.split(PATH_FRAMES)]
+    windows = windows[: len(distance) // PATH_FRAMES]  # whole windows only
+    blobs = [blob_sizes(m) for m in foreground_mask(frames)]
+    one_blob = [
+        len(b) == 1 and LONG_AREA[0] <= b[0] / float(r.sum()) <= LONG_AREA[1]
+        for b, r in zip(blobs, foreground_mask(reference), strict=True)
+    ]
+    states = clip.trajectory()[first:]
+    shown = [c == s.colour for c, s in zip(dominant_colours(reference), states, strict=True)]
+    right = [c == s.colour for c, s in zip(dominant_colours(frames), states, strict=True)]
+    switch = clip.change.frame - first  # generated-frame index of the change
+    after = slice(switch, switch + LONG_TURN_FRAMES)
+    moved, true_moved = generated[after][-1] - generated[after][0], expected[after][-1] - expected[after][0]
+
+    def colour_share(span: slice) -> float:
+        return float(np.mean([r for r, ok in zip(right[span], shown[span], strict=True) if ok]))
+
+    return {
+        "windows": [round(w, 2) for w in windows],
+        "first": float(np.mean(windows[:LONG_EDGE])),
+        "last": float(np.mean(windows[-LONG_EDGE:])),
+        "one_blob": float(np.mean(one_blob)),
+        "colour_before": colour_share(slice(0, switch)),
+        "colour_after": colour_share(slice(switch + LONG_GRACE, None)),
+        "colour_shown": float(np.mean(shown)),  # the reference's own share: what the decoder can show
+        "turn": float(moved @ true_moved / (true_moved @ true_moved)),
+        "bounces": int((np.diff(np.sign(np.diff(expected.numpy(), axis=0)), axis=0) != 0).any(1).sum()),
+    }
+
+
+def evaluate_long(pipe: VideoConditionalPipeline) -> dict[str, dict]:
+    """`long_measures` of both long cases ("colour", "direction") for `pipe`, whose `num_output_frames`
+    should be LONG_FRAMES (the cases' clips are that long)."""
+    first = pipe.cfg.num_conditioning_frames
+    clips = long_clips(pipe.cfg.height, pipe.cfg.width)
+    return {
+        kind: long_measures(clip, long_rollout(pipe, clip), long_reference(pipe, clip), first)
+        for kind, clip in zip(("colour", "direction"), clips, strict=True)
+    }

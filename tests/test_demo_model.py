@@ -13,27 +13,33 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from conftest import REPO, script_module
 
 from longlive import demo_eval
 from longlive.config import load_config
-from longlive.demo_eval import PATH_FRAMES, Report, evaluate, measure, vae_round_trip, velocity
+from longlive.demo_eval import (
+    LONG_FRAMES,
+    LONG_WORLD_SEED,
+    PATH_FRAMES,
+    Report,
+    evaluate,
+    long_clips,
+    long_measures,
+    long_reference,
+    long_rollout,
+    measure,
+    vae_round_trip,
+    velocity,
+)
 from longlive.demo_world import (
     COLOURS,
     DIRECTIONS,
     Change,
-    Clip,
-    DemoWorld,
     Scene,
-    blob_sizes,
-    dominant_colours,
-    foreground_centroid,
-    foreground_mask,
 )
-from longlive.pipeline import PromptSchedule, VideoConditionalPipeline
+from longlive.pipeline import VideoConditionalPipeline
 
 DEMO_CONFIG = REPO / "configs" / "demo_video_conditional.yaml"
 CONDITIONING = 9  # video frames, the config's num_conditioning_frames (where the changes below start)
@@ -49,21 +55,15 @@ COLOUR_SHARE = 0.75  # share of the first generated block's 12 frames whose shap
 HOLD_SHARE = 0.9  # share of the generated frames after the first block (24 of them) that keep it
 CONTROL_SHARE = 0.1  # most a control run (no colour asked) may show of another colour, over all its frames
 
-# test_demo_long_rollout (issue 19): rollouts of LONG_FRAMES latent frames (397 video frames) of the shipped
-# config, conditioned on clips no training stage reads, with a prompt switch late in the video. Distances in
-# px; the shapes there are 12-20 px wide and move 1-2 px a frame, bouncing off the walls many times. The
-# shipped weights (trained on 45-frame clips) score 1.7-4.5 px in the first three windows of these clips.
-LONG_FRAMES = 100  # latent frames per rollout, conditioning included
-LONG_SWITCH = 81  # latent frame of the late switch (a block boundary): video frame 4 * 81 - 3 = 321
-LONG_WORLD_SEED = 0  # train_demo's seed 0 reads streams 1, 2, 3, ... and 1000 (seed 1's stream 0), never 0
+# test_demo_long_rollout (issue 19): the long cases of demo_eval (LONG_FRAMES latent frames, 397 video frames,
+# of the shipped config, conditioned on clips no training stage reads, a prompt switch late in the video).
+# Distances in px; the shapes there are 12-20 px wide and move 1-2 px a frame, bouncing off the walls many
+# times. The shipped weights (trained on 45-frame clips) score 1.7-4.5 px in the first three windows.
 LONG_WINDOW_PX = 5.0  # most mean path error of any 12 generated frames: under half the smallest shape
 LONG_GROWTH = 2.0  # the last LONG_EDGE windows' mean error at most this x the first LONG_EDGE windows'...
 LONG_FLOOR_PX = 1.5  # ... taken as at least this (a near-perfect start must not make the bound unfair)
-LONG_EDGE = 3  # windows (of 12 frames) at each end compared
-LONG_BLOB_SHARE = 0.95  # share of generated frames showing exactly one blob...
-LONG_AREA = (0.6, 1.6)  # ... whose area is within this ratio of the rendered shape's
+LONG_BLOB_SHARE = 0.95  # share of generated frames showing exactly one blob of LONG_AREA times the reference's
 LONG_COLOUR_SHARE = 0.9  # share of generated frames in the rendered colour, before and after the switch
-LONG_GRACE = 12  # frames after the switch not counted in the colour share (the change takes a block)
 LONG_TURN = 0.5  # over the 8 frames after the switch, generated displacement along the true one (a share of it)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -206,16 +206,27 @@ def test_evaluate_reports_every_kind_with_and_without_conditioning(pipe):
     assert report["continue/conditioned"]["path_error"] < report["continue/unconditioned"]["path_error"]
 
 
-def test_eval_script_reports_the_error_per_window_of_a_long_rollout(capsys):
-    """`scripts/eval_demo.py --latent_frames`: rollouts past the config's length, the error per window."""
+def test_eval_script_reports_the_error_per_window_of_a_long_rollout(capsys, monkeypatch):
+    """`scripts/eval_demo.py --latent_frames`: rollouts past the config's length, the error per window; the
+    speed ratio per world speed; `--long`: the long cases' measures (shortened here to 24 latent frames,
+    the switch at 15, to keep the test quick)."""
+    monkeypatch.setattr(demo_eval, "LONG_FRAMES", 24)
+    monkeypatch.setattr(demo_eval, "LONG_SWITCH", 15)
     eval_demo = script_module("scripts/eval_demo.py")
     model = f"wan_model_dir={REPO / 'demo_model'}"
-    eval_demo.main(["--config_path", str(DEMO_CONFIG), "--clips", "1", "--latent_frames", "18", model])
+    argv = ["--config_path", str(DEMO_CONFIG), "--clips", "1", "--latent_frames", "18", "--speed_clips", "1"]
+    eval_demo.main([*argv, "--long", model])
     report = json.loads(capsys.readouterr().out)
     assert report["settings"]["overrides"] == [model, "num_output_frames=18"]
     windows = report["continue/conditioned"]["path_error_per_window"]
     assert len(windows) == -(-(4 * 18 - 3 - 9) // PATH_FRAMES) == 5  # 60 generated frames
     assert all(w >= 0 for w in windows)
+    assert sorted(report["speed_ratio"]) == ["1", "1.5", "2"]
+    assert all(r["clips"] == 1 and 0 < r["mean"] < 3 for r in report["speed_ratio"].values())
+    for kind in ("colour", "direction"):
+        long = report["long"][kind]
+        assert len(long["windows"]) == (4 * 24 - 3 - 9) // PATH_FRAMES == 7  # whole windows of 84 frames
+        assert 0 <= long["one_blob"] <= 1 and 0 <= long["colour_shown"] <= 1
 
 
 # Issue 19: the first output frame is the VAE's reconstruction of the first conditioning frame, which the
@@ -258,69 +269,6 @@ def test_first_frame_of_a_clip_depends_on_its_first_frame_alone(pipe):
     torch.testing.assert_close(whole[:, :, 0], alone[:, :, 0], rtol=0, atol=1e-5)
 
 
-def long_clips() -> list[Clip]:
-    """The first colour-change and the first direction-change clip of a world stream no training reads,
-    each changing at LONG_SWITCH, LONG_FRAMES latent frames long."""
-    world = DemoWorld(LONG_WORLD_SEED, 4 * LONG_FRAMES - 3, HEIGHT, WIDTH, 1.0, change_frames=(4 * LONG_SWITCH - 3,))
-    clips = (world.clip(i) for i in range(100))
-    colour = next(c for c in clips if c.change.colour is not None)
-    direction = next(c for c in clips if c.change.direction is not None)
-    return [colour, direction]
-
-
-def long_rollout(pipe: VideoConditionalPipeline, clip: Clip) -> torch.Tensor:
-    """Generated video frames [3, N, H, W]: the clip's first CONDITIONING frames under prompt1, prompt2 from
-    latent frame LONG_SWITCH on (recached as `recache_on_switch` says, as a live session would)."""
-    schedule = PromptSchedule((clip.prompt1, clip.prompt2), (LONG_SWITCH,))
-    blocks = pipe.stream_prompts(schedule, clip.video[None, :, :CONDITIONING], seed=0)
-    return torch.cat([block.frames[0] for block in blocks], dim=1)[:, CONDITIONING:]
-
-
-def long_reference(pipe: VideoConditionalPipeline, clip: Clip) -> torch.Tensor:
-    """The VAE round trip of `clip`'s generated span [3, N, H, W] (encoded, then decoded block by block as the
-    pipeline decodes): what generated latents equal to the encoder's would show, the reference for size
-    and colour. The decoder widens a shape's foreground and loses some red; a generator cannot undo that."""
-    _, decoded = vae_round_trip(pipe.vae.vae, clip.video[None], frames_per_block=pipe.cfg.num_frame_per_block)
-    return decoded[0, :, CONDITIONING:]
-
-
-def long_measures(clip: Clip, frames: torch.Tensor, reference: torch.Tensor) -> dict:
-    """Per-window path error, blob and colour shares of generated `frames` against the rendered clip, size and
-    colour judged against `reference` (`long_reference`): one blob of LONG_AREA times the reference's
-    foreground; the rendered colour, counted over the frames whose reference shows it."""
-    truth = clip.video[:, CONDITIONING:]
-    generated, expected = foreground_centroid(frames), foreground_centroid(truth)
-    distance = (generated - expected).norm(dim=1)  # [N]: NaN where no shape was found
-    windows = [float(w.nanmean()) if not w.isnan().all() else math.inf for w in distance.split(PATH_FRAMES)]
-    windows = windows[: len(distance) // PATH_FRAMES]  # whole windows only
-    blobs = [blob_sizes(m) for m in foreground_mask(frames)]
-    one_blob = [
-        len(b) == 1 and LONG_AREA[0] <= b[0] / float(r.sum()) <= LONG_AREA[1]
-        for b, r in zip(blobs, foreground_mask(reference), strict=True)
-    ]
-    states = clip.trajectory()[CONDITIONING:]
-    shown = [c == s.colour for c, s in zip(dominant_colours(reference), states, strict=True)]
-    right = [c == s.colour for c, s in zip(dominant_colours(frames), states, strict=True)]
-    switch = clip.change.frame - CONDITIONING  # generated-frame index of the change
-    after = slice(switch, switch + 8)
-    moved, true_moved = generated[after][-1] - generated[after][0], expected[after][-1] - expected[after][0]
-
-    def colour_share(span: slice) -> float:
-        return float(np.mean([r for r, ok in zip(right[span], shown[span], strict=True) if ok]))
-
-    return {
-        "windows": [round(w, 2) for w in windows],
-        "first": float(np.mean(windows[:LONG_EDGE])),
-        "last": float(np.mean(windows[-LONG_EDGE:])),
-        "one_blob": float(np.mean(one_blob)),
-        "colour_before": colour_share(slice(0, switch)),
-        "colour_after": colour_share(slice(switch + LONG_GRACE, None)),
-        "colour_shown": float(np.mean(shown)),  # the reference's own share: what the decoder can show
-        "turn": float(moved @ true_moved / (true_moved @ true_moved)),
-        "bounces": int((np.diff(np.sign(np.diff(expected.numpy(), axis=0)), axis=0) != 0).any(1).sum()),
-    }
-
-
 def assert_long_video_holds(m: dict) -> None:
     """The bounds of test_demo_long_rollout on `long_measures`' `m`."""
     assert m["bounces"] >= 2, m  # the path turns at walls: the check covers bounces
@@ -345,14 +293,16 @@ def test_long_measures_pass_the_vae_round_trip_of_the_truth(pipe, long_reference
     21% (CPU, 2026-11-30)."""
     index = ["colour", "direction"].index(kind)
     clip, reference = long_clips()[index], long_references[index]
-    m = long_measures(clip, reference, reference)
+    m = long_measures(clip, reference, reference, CONDITIONING)
     assert_long_video_holds(m)
     assert max(m["windows"]) <= 1.5 and m["one_blob"] == 1.0, m  # the decoder's own path error is small
 
 
-# Open (issue 19): the shipped weights drift past 45 video frames (7-38 px per window at 100 latent frames).
-# Two GPU runs of long-clip training (BENCHMARKS.md, 2026-11-30) did not bring it under these bounds, so the
-# weights stayed as they were. Strict: the day new weights pass, this mark has to go.
+# Open (issue 19): the shipped weights drift past 45 video frames (7-39 px per window at 100 latent frames):
+# they pull the world's speeds toward the middle one (demo_eval.speed_ratios: 1.16, 0.98, 0.81 of 1, 1.5 and
+# 2 px/frame). The GPU runs of long-clip, own-rollout and consistent-target training (BENCHMARKS.md,
+# 2026-11-30) did not bring it under these bounds, so the weights stayed as they were. Strict: the day new
+# weights pass, this mark has to go.
 @pytest.mark.xfail(strict=True, reason="issue 19: the demo weights are not yet trained for length")
 @pytest.mark.parametrize("kind", ["colour", "direction"])
 def test_demo_long_rollout(long_references, kind):
@@ -363,4 +313,4 @@ def test_demo_long_rollout(long_references, kind):
     pipe = demo_pipeline(f"num_output_frames={LONG_FRAMES}")
     index = ["colour", "direction"].index(kind)
     clip = long_clips()[index]
-    assert_long_video_holds(long_measures(clip, long_rollout(pipe, clip), long_references[index]))
+    assert_long_video_holds(long_measures(clip, long_rollout(pipe, clip), long_references[index], CONDITIONING))
