@@ -461,9 +461,9 @@ def test_rollout_steps_train_later_blocks_from_sampled_context(trained, tmp_path
     batch = train_demo.encode_latents(models.vae, videos), captions
     seen, loss = [], train_demo.diffusion_forcing_loss
 
-    def spy(generator, latents, text, cfg_, rng, switch=None, context_frames=0):
+    def spy(generator, latents, text, cfg_, rng, switch=None, context_frames=0, background=None):
         seen.append((latents, context_frames))
-        return loss(generator, latents, text, cfg_, rng, switch, context_frames)
+        return loss(generator, latents, text, cfg_, rng, switch, context_frames, background)
 
     trained_on, forward = [], type(models.generator).forward
 
