@@ -112,7 +112,8 @@ def test_bench_job_times_the_real_job(tmp_path, capsys, monkeypatch, caplog):
         phases = ("device_init", "generator_random_weights", "generator_adapt", "vae_random_weights", "vae_adapt")
         phases = tuple(f"{name}_s" for name in (*phases, "pipeline_setup"))
         assert all(startup[key] >= 0 for key in phases)
-        assert startup["pipeline_build_s"] >= sum(startup[key] for key in phases)
+        rounding = 0.0005 * (len(phases) + 1)  # each figure is rounded to the millisecond
+        assert startup["pipeline_build_s"] + rounding >= sum(startup[key] for key in phases)
         assert startup["first_sample_first_block_s"] == report["first_block_s"][0]
         assert startup["compiled_graphs"] > 0 and startup["compile_s"] >= startup["compile_backend_s"] > 0
         assert startup["compile_dynamo_s"] == pytest.approx(
