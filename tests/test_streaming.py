@@ -238,8 +238,11 @@ def test_long_rollout_constant_memory(tmp_path, monkeypatch):
     report = jobs.run_text_to_video_job(pipe.cfg, pipe)
     assert put.count == blocks
     (rss_tenth, tensors_tenth), (rss_end, tensors_end) = marks[blocks // 10], marks[blocks - 1]
-    # The old job kept every frame as float32: 9601 x 16 x 16 x 3 x 4 B = 29.5 MB by the end.
-    assert abs(rss_end - rss_tenth) < 2 * 2**20, (rss_tenth, rss_end)
+    # The old job kept every frame as float32: 9601 x 16 x 16 x 3 x 4 B = 29.5 MB by the end, 26.5 MB of it
+    # after the first tenth. Host RSS also moves with the allocator's heap: 6.9 MB once in a full clean-clone
+    # run (2026-11-30, fifth session), under 2 MiB in two other full runs and alone; the live tensors are
+    # checked exactly below. So the bound is 8 MiB, under a third of that leak.
+    assert abs(rss_end - rss_tenth) < 8 * 2**20, (rss_tenth, rss_end)
     assert abs(tensors_end - tensors_tenth) < queue_bytes(pipe), (tensors_tenth, tensors_end)
     assert mp4_frames(Path(report.written[0])) == 4 * latent_frames - 3
 
