@@ -209,6 +209,11 @@ class TrainConfig:
         return self.clip_latent_frames or self.num_latent_frames
 
     @property
+    def generator_video_frames(self) -> int:
+        """Video frames of a generator training clip (`generator_latent_frames` of them encoded)."""
+        return 4 * (self.generator_latent_frames - 1) + 1
+
+    @property
     def vae_video_frames(self) -> int:
         return 4 * (self.vae_latent_frames - 1) + 1
 
@@ -279,7 +284,7 @@ def switch_world(cfg: TrainConfig, stream: int) -> DemoWorld:
     starts = [4 * s - 3 for s in range(cfg.frames_per_block, frames, cfg.frames_per_block)]
     if not starts:
         raise SystemExit(f"--switch_anywhere: clips of {frames} latent frames have no block after the first")
-    return world(cfg, stream, 4 * frames - 3, change_frames=starts)
+    return world(cfg, stream, cfg.generator_video_frames, change_frames=starts)
 
 
 class Captions(NamedTuple):
@@ -595,9 +600,9 @@ def latent_foreground_weights(latents: torch.Tensor, background: torch.Tensor, w
 @torch.no_grad()
 def background_latents(vae, cfg: TrainConfig, device: torch.device) -> torch.Tensor:
     """[1, F, C, h, w]: a generator clip's worth of the world's empty background, encoded as the bank is."""
-    frames = 4 * (cfg.generator_latent_frames - 1) + 1
     colour = torch.tensor(BACKGROUND, dtype=torch.float32, device=device) / 127.5 - 1
-    return encode_latents(vae, colour.view(1, 3, 1, 1, 1).expand(1, 3, frames, cfg.height, cfg.width))
+    shape = (1, 3, cfg.generator_video_frames, cfg.height, cfg.width)
+    return encode_latents(vae, colour.view(1, 3, 1, 1, 1).expand(shape))
 
 
 def clip_text(
@@ -834,7 +839,7 @@ def _fit_vae(
     kl_weight = cfg.kl_weight if kl_weight is None else kl_weight
     vae.train()
     optimizer = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
-    schedule = warmed_up(optimizer, cfg, from_trained=stage == "decoder" and cfg.stage == "decoder")
+    schedule = warmed_up(optimizer, cfg, from_trained=cfg.stage == "decoder")  # not the decoder after vae in `all`
     rng = torch.Generator(device).manual_seed(cfg.seed)
     losses, start = [], time.perf_counter()
     for step, videos in zip(range(total), batches, strict=False):
@@ -1057,7 +1062,7 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         if cfg.switch_anywhere:
             clips = switch_world(cfg, stream=2 + previous)
         else:
-            clips = world(cfg, stream=2 + previous, num_frames=4 * cfg.generator_latent_frames - 3)
+            clips = world(cfg, stream=2 + previous, num_frames=cfg.generator_video_frames)
         bank = latent_bank(models.vae, clips, cfg.bank_clips, cfg, device)
         encode_seconds = time.perf_counter() - start
         logger.info("encoded %d clips in %.1fs", cfg.bank_clips, encode_seconds)

@@ -65,6 +65,15 @@ def dataclass_replace(cfg, **changes):
     return dataclasses.replace(cfg, **changes)
 
 
+def train_a_copy(models, cfg, batches, seed: int, **kwargs) -> tuple:
+    """`train_generator` on a copy of `models`' generator and text encoder (the module's trained models stay
+    as they are), each step's noise from a generator seeded with `seed`; returns (the copy, the losses)."""
+    trial = dataclass_replace(models, generator=copy.deepcopy(models.generator))
+    trial.text_encoder = copy.deepcopy(models.text_encoder)
+    seeded = lambda step: torch.Generator().manual_seed(seed)  # noqa: E731
+    return trial, train_demo.train_generator(trial, cfg, batches, torch.device("cpu"), seeded, **kwargs)
+
+
 def test_vae_loss_is_finite_and_falls(trained):
     _, vae_losses, _, _ = trained
     assert all(math.isfinite(v) for v in vae_losses)
@@ -317,7 +326,7 @@ def test_long_clip_stage_trains_with_the_inference_mask(trained, tmp_path, monke
     engine's sink + rolling-window mask (and its window positions under `infinite_attention`)."""
     models, _, _, _ = trained
     cfg = tiny_train_config(tmp_path, clip_latent_frames=12, infinite_attention=infinite, generator_steps=2)
-    videos, captions = train_demo.world(cfg, stream=2, num_frames=4 * cfg.generator_latent_frames - 3).batch(0, 2)
+    videos, captions = train_demo.world(cfg, stream=2, num_frames=cfg.generator_video_frames).batch(0, 2)
     batch = train_demo.encode_latents(models.vae, videos), captions
     assert batch[0].shape[1] == 12
     seen, forward = [], type(models.generator).forward
@@ -457,7 +466,7 @@ def test_rollout_steps_train_later_blocks_from_sampled_context(trained, tmp_path
     clean (context, no loss)."""
     models, _, _, _ = trained
     cfg = tiny_train_config(tmp_path, clip_latent_frames=12, rollout_prob=1.0, generator_steps=2)
-    videos, captions = train_demo.world(cfg, stream=2, num_frames=4 * cfg.generator_latent_frames - 3).batch(0, 2)
+    videos, captions = train_demo.world(cfg, stream=2, num_frames=cfg.generator_video_frames).batch(0, 2)
     batch = train_demo.encode_latents(models.vae, videos), captions
     seen, loss = [], train_demo.diffusion_forcing_loss
 
@@ -614,16 +623,12 @@ def test_true_rollout_targets_are_the_step_as_before(trained, tmp_path, caplog):
     whose clips are the world's first two, the tiny VAE's decode finding a shape in both)."""
     models, _, _, _ = trained
     cfg = tiny_train_config(tmp_path, clip_latent_frames=12, rollout_prob=1.0, generator_steps=1)
-    clips = train_demo.world(cfg, stream=2, num_frames=4 * cfg.generator_latent_frames - 3)
+    clips = train_demo.world(cfg, stream=2, num_frames=cfg.generator_video_frames)
     videos, captions = clips.batch(0, 2)
     batch = train_demo.Batch(train_demo.encode_latents(models.vae, videos), captions, [0, 1])
 
     def step(targets):
-        trial = dataclass_replace(models, generator=copy.deepcopy(models.generator))
-        trial.text_encoder = copy.deepcopy(models.text_encoder)
-        config = dataclass_replace(cfg, rollout_targets=targets)
-        seeded = lambda step: torch.Generator().manual_seed(3)  # noqa: E731
-        return train_demo.train_generator(trial, config, [batch], torch.device("cpu"), seeded, clips=clips)[0]
+        return train_a_copy(models, dataclass_replace(cfg, rollout_targets=targets), [batch], 3, clips=clips)[1][0]
 
     # The step as written before `rollout_targets`, in full.
     generator, rng = copy.deepcopy(models.generator).train(), torch.Generator().manual_seed(3)
@@ -652,12 +657,9 @@ def test_training_from_trained_weights_warms_the_learning_rate_up(trained, tmp_p
     batch = train_demo.encode_latents(models.vae, videos), captions
 
     def first_step_move(config) -> float:
-        trial = dataclass_replace(models, generator=copy.deepcopy(models.generator))
-        trial.text_encoder = copy.deepcopy(models.text_encoder)
-        before = [p.detach().clone() for p in trial.generator.parameters()]
-        seeded = lambda step: torch.Generator().manual_seed(0)  # noqa: E731
-        train_demo.train_generator(trial, config, [batch], torch.device("cpu"), seeded)
-        return max(float((p - b).abs().max()) for p, b in zip(trial.generator.parameters(), before, strict=True))
+        trial, _ = train_a_copy(models, config, [batch], 0)
+        pairs = zip(trial.generator.parameters(), models.generator.parameters(), strict=True)
+        return max(float((p - b).abs().max()) for p, b in pairs)
 
     resumed, cold = first_step_move(cfg), first_step_move(dataclass_replace(cfg, warmup_steps=0))
     assert cold > 0.5 * cfg.lr  # Adam's first step: about lr for a weight with any gradient
@@ -713,9 +715,6 @@ def test_latent_foreground_weights_find_the_shape_and_weigh_the_loss(planted, tr
     plain = loss(1.0, None)
     assert loss(1.0, empty) == pytest.approx(plain, rel=1e-5)  # weight 1: every position alike
     assert loss(10.0, empty) != pytest.approx(plain, rel=1e-3)
-    trial = dataclass_replace(models, generator=copy.deepcopy(models.generator))
-    trial.text_encoder = copy.deepcopy(models.text_encoder)
     config = dataclass_replace(cfg, latent_foreground_weight=10.0, generator_steps=1)
-    seeded = lambda step: torch.Generator().manual_seed(5)  # noqa: E731
-    (step_loss,) = train_demo.train_generator(trial, config, [(latents, captions)], torch.device("cpu"), seeded)
+    _, (step_loss,) = train_a_copy(models, config, [(latents, captions)], 5)
     assert step_loss == pytest.approx(loss(10.0, empty), rel=1e-4)  # the loop weighs as the loss does
