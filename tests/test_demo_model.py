@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, script_module
@@ -38,6 +39,7 @@ from longlive.demo_world import (
     DIRECTIONS,
     Change,
     Scene,
+    foreground_centroid,
 )
 from longlive.pipeline import VideoConditionalPipeline
 
@@ -314,3 +316,18 @@ def test_demo_long_rollout(long_references, kind):
     index = ["colour", "direction"].index(kind)
     clip = long_clips()[index]
     assert_long_video_holds(long_measures(clip, long_rollout(pipe, clip), long_references[index], CONDITIONING))
+
+
+def test_demo_bounces_finds_where_a_rendered_shape_turns():
+    """scripts/experiments/demo_bounces.py (where a long rollout leaves its path): the turns it finds in the
+    rendered colour case, 397 frames along one axis, are the world's own reversals of the velocity, within a
+    frame each."""
+    bounces = script_module("scripts/experiments/demo_bounces.py")
+    clip = long_clips()[0]  # the colour case: one axis of motion throughout
+    states = clip.trajectory()
+    axis = int(np.argmax(np.abs(states[0].velocity)))
+    along = np.array([state.velocity[axis] for state in states])
+    reversals = [i for i in range(1, len(along)) if along[i] * along[i - 1] < 0]
+    found = bounces.turns(foreground_centroid(clip.video).numpy()[:, axis])
+    assert len(reversals) >= 5 and len(found) == len(reversals), (found, reversals)  # 8 bounces
+    assert all(abs(f - r) <= 1 for f, r in zip(found, reversals, strict=True)), (found, reversals)
