@@ -230,6 +230,27 @@ def long_reference(pipe: VideoConditionalPipeline, clip: Clip) -> torch.Tensor:
     return decoded[0, :, pipe.cfg.num_conditioning_frames :].float().cpu()
 
 
+def turns(positions: np.ndarray) -> list[int]:
+    """Frames where a position along one axis reverses (a bounce, or a switch's turn): the extremes of its
+    3-frame moving average, frames without a shape (NaN) filled in from their neighbours, a flat stretch
+    between two moves not a turn."""
+    frames = np.arange(len(positions))
+    known = ~np.isnan(positions)
+    filled = np.interp(frames, frames[known], positions[known])
+    smooth = np.convolve(filled, np.ones(3) / 3, "valid")  # smooth[j]: the mean of frames j .. j + 2
+    found, last = [], 0.0
+    for i, step in enumerate(np.sign(np.diff(smooth))):  # step i: smooth[i] -> smooth[i + 1]
+        if step and last and step != last:
+            found.append(i + 1)  # smooth[i] was the extreme: frame i + 1 its middle
+        last = step or last
+    return found
+
+
+def motion_axis(centroids: np.ndarray) -> int:
+    """The axis (0: y, 1: x) a shape's centroids [N, 2] move along: the one that varies most."""
+    return int(np.argmax(np.nanstd(centroids, axis=0)))
+
+
 def long_measures(clip: Clip, frames: torch.Tensor, reference: torch.Tensor, first: int) -> dict:
     """Per-window path error, blob and colour shares of generated `frames` (the clip's video frames from
     `first` on) against the rendered clip, size and colour judged against `reference` (`long_reference`):
@@ -264,7 +285,7 @@ def long_measures(clip: Clip, frames: torch.Tensor, reference: torch.Tensor, fir
         "colour_after": colour_share(slice(switch + LONG_GRACE, None)),
         "colour_shown": float(np.mean(shown)),  # the reference's own share: what the decoder can show
         "turn": float(moved @ true_moved / (true_moved @ true_moved)),
-        "bounces": int((np.diff(np.sign(np.diff(expected.numpy(), axis=0)), axis=0) != 0).any(1).sum()),
+        "bounces": len(turns(expected[:switch, motion_axis(expected[:switch].numpy())].numpy())),  # true path
     }
 
 

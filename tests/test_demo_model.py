@@ -318,16 +318,17 @@ def test_demo_long_rollout(long_references, kind):
     assert_long_video_holds(long_measures(clip, long_rollout(pipe, clip), long_references[index], CONDITIONING))
 
 
-def test_demo_bounces_finds_where_a_rendered_shape_turns():
-    """scripts/experiments/demo_bounces.py (where a long rollout leaves its path): the turns it finds in the
-    rendered colour case, 397 frames along one axis, are the world's own reversals of the velocity, within a
-    frame each."""
-    bounces = script_module("scripts/experiments/demo_bounces.py")
+def test_turns_are_where_a_rendered_shape_bounces():
+    """`demo_eval.turns` (long_measures' bounces, scripts/experiments/demo_bounces.py): the turns it finds in
+    the rendered colour case, 397 frames along one axis, are the world's own reversals of the velocity, within
+    a frame each."""
     clip = long_clips()[0]  # the colour case: one axis of motion throughout
     states = clip.trajectory()
     axis = int(np.argmax(np.abs(states[0].velocity)))
     along = np.array([state.velocity[axis] for state in states])
     reversals = [i for i in range(1, len(along)) if along[i] * along[i - 1] < 0]
-    found = bounces.turns(foreground_centroid(clip.video).numpy()[:, axis])
+    centroids = foreground_centroid(clip.video).numpy()
+    assert demo_eval.motion_axis(centroids) == axis
+    found = demo_eval.turns(centroids[:, axis])
     assert len(reversals) >= 5 and len(found) == len(reversals), (found, reversals)  # 8 bounces
     assert all(abs(f - r) <= 1 for f, r in zip(found, reversals, strict=True)), (found, reversals)

@@ -25,21 +25,6 @@ from longlive.pipeline import VideoConditionalPipeline
 CONFIG = "configs/demo_video_conditional.yaml"
 
 
-def turns(positions: np.ndarray) -> list[int]:
-    """Frames where a position along one axis reverses: the extremes of its 3-frame moving average, frames
-    without a shape (NaN) filled in from their neighbours, a flat stretch between two moves not a turn."""
-    frames = np.arange(len(positions))
-    known = ~np.isnan(positions)
-    filled = np.interp(frames, frames[known], positions[known])
-    smooth = np.convolve(filled, np.ones(3) / 3, "valid")  # smooth[j]: the mean of frames j .. j + 2
-    found, last = [], 0.0
-    for i, step in enumerate(np.sign(np.diff(smooth))):  # step i: smooth[i] -> smooth[i + 1]
-        if step and last and step != last:
-            found.append(i + 1)  # smooth[i] was the extreme: frame i + 1 its middle
-        last = step or last
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
@@ -55,11 +40,11 @@ def main() -> None:
     for kind, clip in zip(("colour", "direction"), demo_eval.long_clips(cfg.height, cfg.width), strict=True):
         generated = demo_world.foreground_centroid(demo_eval.long_rollout(pipe, clip)).numpy()
         true = demo_world.foreground_centroid(clip.video[:, first:]).numpy()
-        axis = int(np.argmax(np.nanstd(true[: clip.change.frame - first], axis=0)))  # before the switch
+        axis = demo_eval.motion_axis(true[: clip.change.frame - first])  # before the switch
         report[kind] = {
             "axis": "yx"[axis],
-            "true_turns": turns(true[:, axis]),
-            "generated_turns": turns(generated[:, axis]),
+            "true_turns": demo_eval.turns(true[:, axis]),
+            "generated_turns": demo_eval.turns(generated[:, axis]),
             "true_every_4": np.round(true[::4, axis], 1).tolist(),
             "generated_every_4": np.round(generated[::4, axis], 1).tolist(),
         }
