@@ -198,12 +198,22 @@ LONG_EDGE = 3  # windows (of PATH_FRAMES) at each end whose mean error `long_mea
 LONG_AREA = (0.6, 1.6)  # one blob: its area within this ratio of the reference's foreground
 LONG_GRACE = 12  # frames after the switch not counted in the colour share (the change takes a block)
 LONG_TURN_FRAMES = 8  # frames after the switch over which the turn is measured
+# What a long video must hold (test_demo_long_rollout, `long_failures`). Distances in px; the shapes are 12-20 px
+# wide and move 1-2 px a frame, bouncing off the walls many times over the 397 frames.
+LONG_WINDOW_PX = 5.0  # most mean path error of any 12 generated frames: under half the smallest shape
+LONG_GROWTH = 2.0  # the last LONG_EDGE windows' mean error at most this x the first LONG_EDGE windows'...
+LONG_FLOOR_PX = 1.5  # ... taken as at least this (a near-perfect start must not make the bound unfair)
+LONG_BLOB_SHARE = 0.95  # share of generated frames showing exactly one blob of LONG_AREA times the reference's
+LONG_COLOUR_SHARE = 0.9  # share of generated frames in the rendered colour, before and after the switch
+LONG_TURN = 0.5  # over the LONG_TURN_FRAMES after the switch, generated displacement along the true one (a share)
+LONG_BOUNCES = 2  # the true path turns at walls at least this often before the switch: the bounds cover bounces
 
 
-def long_clips(height: int = 64, width: int = 64) -> list[Clip]:
-    """The first colour-change and the first direction-change clip of a world stream no training reads,
-    each changing at LONG_SWITCH, LONG_FRAMES latent frames long."""
-    world = DemoWorld(LONG_WORLD_SEED, 4 * LONG_FRAMES - 3, height, width, 1.0, change_frames=(4 * LONG_SWITCH - 3,))
+def long_clips(height: int = 64, width: int = 64, seed: int | None = None) -> list[Clip]:
+    """The first colour-change and the first direction-change clip of a world stream no training reads
+    (`seed`, default LONG_WORLD_SEED: the test's), each changing at LONG_SWITCH, LONG_FRAMES latent frames long."""
+    seed = LONG_WORLD_SEED if seed is None else seed
+    world = DemoWorld(seed, 4 * LONG_FRAMES - 3, height, width, 1.0, change_frames=(4 * LONG_SWITCH - 3,))
     clips = (world.clip(i) for i in range(100))
     colour = next(c for c in clips if c.change.colour is not None)
     direction = next(c for c in clips if c.change.direction is not None)
@@ -289,12 +299,30 @@ def long_measures(clip: Clip, frames: torch.Tensor, reference: torch.Tensor, fir
     }
 
 
-def evaluate_long(pipe: VideoConditionalPipeline) -> dict[str, dict]:
-    """`long_measures` of both long cases ("colour", "direction") for `pipe`, whose `num_output_frames`
-    should be LONG_FRAMES (the cases' clips are that long)."""
+def long_failures(m: dict) -> list[str]:
+    """The bounds of test_demo_long_rollout that `long_measures`' `m` misses, each as 'what: value vs bound'
+    (empty: the long video holds)."""
+    growth_bound = LONG_GROWTH * max(m["first"], LONG_FLOOR_PX)
+    checks = [
+        ("bounces", m["bounces"], m["bounces"] >= LONG_BOUNCES, f">= {LONG_BOUNCES}"),
+        ("worst window px", max(m["windows"]), max(m["windows"]) <= LONG_WINDOW_PX, f"<= {LONG_WINDOW_PX}"),
+        ("last windows px", m["last"], m["last"] <= growth_bound, f"<= {growth_bound:.2f}"),
+        ("one blob", m["one_blob"], m["one_blob"] >= LONG_BLOB_SHARE, f">= {LONG_BLOB_SHARE}"),
+        ("colour before", m["colour_before"], m["colour_before"] >= LONG_COLOUR_SHARE, f">= {LONG_COLOUR_SHARE}"),
+        ("colour after", m["colour_after"], m["colour_after"] >= LONG_COLOUR_SHARE, f">= {LONG_COLOUR_SHARE}"),
+        ("turn", m["turn"], m["turn"] >= LONG_TURN, f">= {LONG_TURN}"),
+    ]
+    return [f"{name}: {value:.3g} vs {bound}" for name, value, held, bound in checks if not held]
+
+
+def evaluate_long(pipe: VideoConditionalPipeline, seed: int | None = None) -> dict[str, dict]:
+    """`long_measures` of both long cases ("colour", "direction") of world `seed` (default the test's) for
+    `pipe`, whose `num_output_frames` should be LONG_FRAMES (the cases' clips are that long), each with the
+    bounds it misses (`failures`)."""
     first = pipe.cfg.num_conditioning_frames
-    clips = long_clips(pipe.cfg.height, pipe.cfg.width)
-    return {
-        kind: long_measures(clip, long_rollout(pipe, clip), long_reference(pipe, clip), first)
-        for kind, clip in zip(("colour", "direction"), clips, strict=True)
-    }
+    clips = long_clips(pipe.cfg.height, pipe.cfg.width, seed)
+    report = {}
+    for kind, clip in zip(("colour", "direction"), clips, strict=True):
+        m = long_measures(clip, long_rollout(pipe, clip), long_reference(pipe, clip), first)
+        report[kind] = {**m, "failures": long_failures(m)}
+    return report
