@@ -718,3 +718,29 @@ def test_latent_foreground_weights_find_the_shape_and_weigh_the_loss(planted, tr
     config = dataclass_replace(cfg, latent_foreground_weight=10.0, generator_steps=1)
     _, (step_loss,) = train_a_copy(models, config, [(latents, captions)], 5)
     assert step_loss == pytest.approx(loss(10.0, empty), rel=1e-4)  # the loop weighs as the loss does
+
+
+def test_average_demo_weights_writes_the_mean_of_the_models(tmp_path, monkeypatch):
+    """scripts/experiments/average_demo_weights.py: the generator's and text encoder's tensors are the means of
+    the models' (integer tensors and every other file from the first); models of other shapes are refused."""
+    from safetensors.torch import save_file
+
+    soup = script_module("scripts/experiments/average_demo_weights.py")
+    models = []
+    for i, (weight, step) in enumerate(((1.0, 3), (4.0, 5))):
+        folder = tmp_path / f"m{i}"
+        for rel in soup.AVERAGED:
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            save_file({"w": torch.full((2, 3), weight), "step": torch.tensor([step])}, folder / rel)
+        (folder / "vae").mkdir()
+        (folder / "vae" / "note.txt").write_text(f"vae {i}")
+        models.append(str(folder))
+    out = tmp_path / "soup"
+    monkeypatch.setattr("sys.argv", ["average_demo_weights.py", str(out), *models])
+    soup.main()
+    for rel in soup.AVERAGED:
+        state = load_file(out / rel)
+        assert torch.equal(state["w"], torch.full((2, 3), 2.5)) and torch.equal(state["step"], torch.tensor([3]))
+    assert (out / "vae" / "note.txt").read_text() == "vae 0"
+    with pytest.raises(SystemExit, match="differ in their tensors"):
+        soup.average([{"w": torch.zeros(2)}, {"w": torch.zeros(3)}])
