@@ -315,14 +315,21 @@ def long_failures(m: dict) -> list[str]:
     return [f"{name}: {value:.3g} vs {bound}" for name, value, held, bound in checks if not held]
 
 
+def long_case_measures(pipe: VideoConditionalPipeline, clip: Clip, reference: torch.Tensor | None = None) -> dict:
+    """`long_measures` of `pipe`'s long rollout of `clip` (a `long_clips` case), against `reference` (default:
+    `long_reference`, computed here)."""
+    if reference is None:
+        reference = long_reference(pipe, clip)
+    return long_measures(clip, long_rollout(pipe, clip), reference, pipe.cfg.num_conditioning_frames)
+
+
 def evaluate_long(pipe: VideoConditionalPipeline, seed: int | None = None) -> dict[str, dict]:
-    """`long_measures` of both long cases ("colour", "direction") of world `seed` (default the test's) for
-    `pipe`, whose `num_output_frames` should be LONG_FRAMES (the cases' clips are that long), each with the
+    """`long_case_measures` of both long cases ("colour", "direction") of world `seed` (default the test's)
+    for `pipe`, whose `num_output_frames` should be LONG_FRAMES (the cases' clips are that long), each with the
     bounds it misses (`failures`)."""
-    first = pipe.cfg.num_conditioning_frames
     clips = long_clips(pipe.cfg.height, pipe.cfg.width, seed)
     report = {}
     for kind, clip in zip(("colour", "direction"), clips, strict=True):
-        m = long_measures(clip, long_rollout(pipe, clip), long_reference(pipe, clip), first)
+        m = long_case_measures(pipe, clip)
         report[kind] = {**m, "failures": long_failures(m)}
     return report

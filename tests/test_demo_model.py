@@ -29,7 +29,6 @@ from longlive.demo_eval import (
     long_clips,
     long_measures,
     long_reference,
-    long_rollout,
     measure,
     vae_round_trip,
     velocity,
@@ -347,12 +346,9 @@ def test_demo_long_rollout(long_references, kind):
     prompt switch of colour or direction: the test's own clip of that kind, then those of LONG_MORE_SEEDS."""
     pipe = demo_pipeline(f"num_output_frames={LONG_FRAMES}")
     index = ["colour", "direction"].index(kind)
-    clip = long_clips()[index]
-    assert_long_video_holds(long_measures(clip, long_rollout(pipe, clip), long_references[index], CONDITIONING))
+    assert_long_video_holds(demo_eval.long_case_measures(pipe, long_clips()[index], long_references[index]))
     for seed in LONG_MORE_SEEDS:
-        clip = long_clips(seed=seed)[index]
-        reference = long_reference(pipe, clip)
-        assert_long_video_holds(long_measures(clip, long_rollout(pipe, clip), reference, CONDITIONING))
+        assert_long_video_holds(demo_eval.long_case_measures(pipe, long_clips(seed=seed)[index]))
 
 
 def test_turns_are_where_a_rendered_shape_bounces():
