@@ -36,6 +36,7 @@ from longlive.demo_eval import (
 from longlive.demo_world import (
     COLOURS,
     DIRECTIONS,
+    SPEEDS,
     Change,
     Scene,
     foreground_centroid,
@@ -46,12 +47,14 @@ DEMO_CONFIG = REPO / "configs" / "demo_video_conditional.yaml"
 CONDITIONING = 9  # video frames, the config's num_conditioning_frames (where the changes below start)
 HEIGHT = WIDTH = 64  # the config's frame size
 
-# Tolerances, in pixels and pixels per frame (the true speed is 1.0).
+SPEED = min(SPEEDS)  # px/frame of the scenes below: the world's slowest (its only one, 1.5)
+
+# Tolerances, in pixels and pixels per frame.
 PATH_PX = 6.0  # mean distance of the generated centroid from the true one over the first 12 generated
 # frames (demo_eval.PATH_FRAMES): under half the shape's width, so it overlaps where the true one is
 MEASURED = 24  # generated frames the velocity is fitted over (scenes are placed so no wall is near)
 MIN_SPEED = 0.3  # velocity along the expected direction over those frames
-MAX_SIDEWAYS = 0.3  # |velocity| across it (a shape that keeps its old direction moves about 1.0 across)
+MAX_SIDEWAYS = 0.3  # |velocity| across it (a shape that keeps its old direction moves SPEED across)
 COLOUR_SHARE = 0.75  # share of the first generated block's 12 frames whose shape has the expected colour
 HOLD_SHARE = 0.9  # share of the generated frames after the first block (24 of them) that keep it
 CONTROL_SHARE = 0.1  # most a control run (no colour asked) may show of another colour, over all its frames
@@ -65,10 +68,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # One shape and colour per direction: every colour, shape and direction appears.
 SCENES = {
-    "right": Scene("square", "red", (32.0, 32.0), (0.0, 1.0), 14.0),
-    "up": Scene("circle", "blue", (32.0, 32.0), (-1.0, 0.0), 14.0),
-    "left": Scene("triangle", "green", (32.0, 32.0), (0.0, -1.0), 14.0),
-    "down": Scene("square", "yellow", (32.0, 32.0), (1.0, 0.0), 14.0),
+    "right": Scene("square", "red", (32.0, 32.0), (0.0, SPEED), 14.0),
+    "up": Scene("circle", "blue", (32.0, 32.0), (-SPEED, 0.0), 14.0),
+    "left": Scene("triangle", "green", (32.0, 32.0), (0.0, -SPEED), 14.0),
+    "down": Scene("square", "yellow", (32.0, 32.0), (SPEED, 0.0), 14.0),
 }
 COLOUR_CASES = [(scene, colour) for scene in SCENES.values() for colour in COLOURS if colour != scene.colour]
 DIRECTION_CASES = [(scene, d) for scene in SCENES.values() for d in DIRECTIONS if d != scene.direction]
@@ -216,7 +219,7 @@ def test_eval_script_reports_the_error_per_window_of_a_long_rollout(capsys, monk
     windows = report["continue/conditioned"]["path_error_per_window"]
     assert len(windows) == -(-(4 * 18 - 3 - 9) // PATH_FRAMES) == 5  # 60 generated frames
     assert all(w >= 0 for w in windows)
-    assert sorted(report["speed_ratio"]) == ["1", "1.5", "2"]
+    assert sorted(report["speed_ratio"]) == sorted(f"{speed:g}" for speed in SPEEDS)
     assert all(r["clips"] == 1 and 0 < r["mean"] < 3 for r in report["speed_ratio"].values())
     cases = [(report["long"], LONG_WORLD_SEED), (report["long_seeds"]["5000"], 5000)]
     for long_report, seed in cases:
