@@ -259,6 +259,37 @@ def clip_of(scene: Scene, change: Change | None, num_frames: int, height: int = 
     return Clip(video, scene, change, prompt1, prompt1 if change is None else change_caption(scene, change))
 
 
+def hurried_start(
+    scene: Scene, change: Change | None, frames: int, factor: float, height: int, width: int
+) -> Scene | None:
+    """The scene of `hurried_context`'s first `frames` frames: the shape at frame `frames` of the story (scene,
+    change), moving `factor` times as fast along its line and started where it arrives there; None where
+    that run would cross a wall or the change comes first."""
+    if change is not None and change.frame < frames:
+        return None
+    state = trajectory(scene, frames + 1, height, width, change)[frames]
+    velocity = np.array(state.velocity) * factor
+    start = np.array(state.position) - frames * velocity
+    half = state.size / 2
+    for end in (start, start + (frames - 1) * velocity):
+        if not (half <= end[0] <= height - half and half <= end[1] <= width - half):
+            return None
+    return replace(state, colour=scene.colour, position=tuple(start), velocity=tuple(velocity))
+
+
+def hurried_context(clip: Clip, frames: int, factor: float) -> torch.Tensor | None:
+    """`clip`'s video with its first `frames` frames replaced by the same shape moving `factor` times as fast
+    along the same line and arriving where the clip has it at frame `frames`, the rest the world's own; None
+    where that run would cross a wall or the clip changes before `frames` (`hurried_start`). A context whose
+    speed is off, and a continuation that does not follow it: what a generator sees of its own slightly
+    wrong output."""
+    height, width = clip.video.shape[2:]
+    start = hurried_start(clip.scene, clip.change, frames, factor, height, width)
+    if start is None:
+        return None
+    return torch.cat([render(start, frames, height, width), clip.video[:, frames:]], dim=1)
+
+
 class DemoWorld:
     """Endless (video, caption) pairs, item i a pure function of (seed, i).
 

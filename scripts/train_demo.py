@@ -91,6 +91,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
@@ -99,10 +100,13 @@ from longlive.attention import FramePositions
 from longlive.demo_world import (
     BACKGROUND,
     Change,
+    Clip,
     DemoWorld,
     Scene,
     foreground_centroid,
     foreground_mask,
+    hurried_context,
+    hurried_start,
     paint,
     rasterize,
     trajectory,
@@ -140,6 +144,11 @@ class TrainConfig:
     change_prob: float = 0.5  # share of clips whose second part changes (captioned with prompt2)
     change_latent_frame: int = 3  # the change starts at this latent frame (video frame 4k-3 = 9)
     clean_context_prob: float = 0.5
+    # --stage generator: the share of clips whose first blocks (a random number of them, clean context, no loss)
+    # show the shape moving up to this factor too fast or too slow along its line, arriving where the world has
+    # it (`demo_world.hurried_context`): the generator learns to go on at the world's speed, not the context's.
+    context_speed_jitter: float = 0.0
+    context_jitter_prob: float = 0.5
     # --stage generator on long clips (issue 19): latent frames per generator clip (default num_latent_frames);
     # past local_attn_size the mask rolls the window as the KV cache does, so training sees long rollouts.
     clip_latent_frames: int | None = None
@@ -241,23 +250,80 @@ def build_models(cfg: TrainConfig, device: torch.device) -> DemoModels:
     return DemoModels(generator.to(device), vae.to(device), text_encoder.to(device), byte_level_tokenizer(), preset)
 
 
-def loader(world: DemoWorld, batch_size: int, steps: int, cfg: TrainConfig) -> Iterable[tuple[torch.Tensor, list]]:
-    """Batches of items 0, 1, 2, ... in order, rendered by `cfg.workers` processes ahead of the GPU."""
-    dataset = (_SwitchItems if world.change_frames is not None else _Items)(world, batch_size * steps)
+def loader(
+    world: DemoWorld, batch_size: int, steps: int, cfg: TrainConfig, jitter: ContextJitter | None = None
+) -> Iterable[tuple[torch.Tensor, list]]:
+    """Batches of items 0, 1, 2, ... in order, rendered by `cfg.workers` processes ahead of the GPU (with
+    `jitter`, some clips' first blocks hurried or slowed: `ContextJitter`)."""
+    dataset = (_SwitchItems if world.change_frames is not None else _Items)(world, batch_size * steps, jitter)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0
     )
 
 
+@dataclass(frozen=True)
+class ContextJitter:
+    """`context_speed_jitter`: which clips of a world get a context at another speed, how long and how fast,
+    a pure function of the world's seed and the clip's index (the bank's renderer and the training step, which
+    masks the loss there, agree without passing anything along)."""
+
+    seed: int
+    latent_frames: int  # of a clip
+    jitter: float
+    prob: float
+
+    def context(self, index: int) -> tuple[int, float] | None:
+        """(latent frames of context, speed factor) for clip `index`, or None."""
+        rng = np.random.default_rng([self.seed, index, 1])
+        if self.jitter <= 0 or self.latent_frames < 3 or rng.random() >= self.prob:
+            return None
+        return int(rng.integers(2, self.latent_frames)), float(1 + rng.uniform(-self.jitter, self.jitter))
+
+    def apply(self, clip: Clip, index: int) -> tuple[torch.Tensor, int]:
+        """The clip's video with its context hurried, and the context's latent frames (0: left as it was)."""
+        chosen = self.context(index)
+        if chosen is None:
+            return clip.video, 0
+        latent_frames, factor = chosen
+        video = hurried_context(clip, 4 * latent_frames - 3, factor)  # latent frame m starts at video frame 4m-3
+        return (clip.video, 0) if video is None else (video, latent_frames)
+
+    def context_frames(self, indices: Sequence[int], clips: DemoWorld) -> torch.Tensor:
+        """Each clip's hurried latent frames [B] (0 where none), as `apply` made them, from the clips' stories
+        (nothing rendered)."""
+        counts = []
+        for index in indices:
+            chosen = self.context(index)
+            if chosen is not None:
+                start = hurried_start(*clips.story(index), 4 * chosen[0] - 3, chosen[1], clips.height, clips.width)
+                chosen = None if start is None else chosen
+            counts.append(0 if chosen is None else chosen[0])
+        return torch.tensor(counts)
+
+
+def context_jitter(cfg: TrainConfig, clips: DemoWorld) -> ContextJitter | None:
+    """The run's `ContextJitter` for the generator's world `clips` (None without `context_speed_jitter`)."""
+    if cfg.context_speed_jitter <= 0:
+        return None
+    latent_frames = (clips.num_frames + 3) // 4
+    return ContextJitter(clips.seed, latent_frames, cfg.context_speed_jitter, cfg.context_jitter_prob)
+
+
 class _Items(torch.utils.data.Dataset):
-    def __init__(self, world: DemoWorld, length: int) -> None:
-        self.world, self.length = world, length
+    def __init__(self, world: DemoWorld, length: int, jitter: ContextJitter | None = None) -> None:
+        self.world, self.length, self.jitter = world, length, jitter
 
     def __len__(self) -> int:
         return self.length
 
+    def video(self, clip: Clip, index: int) -> torch.Tensor:
+        return clip.video if self.jitter is None else self.jitter.apply(clip, index)[0]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        return self.world[index]
+        if self.jitter is None:
+            return self.world[index]
+        clip = self.world.clip(index)
+        return self.video(clip, index), clip.prompt2
 
 
 def world(
@@ -302,7 +368,7 @@ class _SwitchItems(_Items):
         clip = self.world.clip(index)
         latent_frames = (self.world.num_frames + 3) // 4
         change = latent_frames if clip.change is None else (clip.change.frame + 3) // 4
-        return clip.video, Captions(clip.prompt1, clip.prompt2, change)
+        return self.video(clip, index), Captions(clip.prompt1, clip.prompt2, change)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -367,8 +433,9 @@ def latent_bank(vae, clips: DemoWorld, size: int, cfg: TrainConfig, device: torc
 
     The causal VAE encodes chunk by chunk, a launch-bound loop: encoding each step's batch cost most of a
     step on the GPU, while encoding a few hundred clips at a time costs about as much as a few."""
-    latents, captions = [], []
-    for videos, batch_captions in loader(clips, cfg.encode_batch_size, -(-size // cfg.encode_batch_size), cfg):
+    latents, captions, jitter = [], [], context_jitter(cfg, clips)
+    steps = -(-size // cfg.encode_batch_size)
+    for videos, batch_captions in loader(clips, cfg.encode_batch_size, steps, cfg, jitter):
         latents.append(encode_latents(vae, videos.to(device)))
         if isinstance(batch_captions, Captions):  # collated field by field: back to one Captions per clip
             batch_captions = [Captions(a, b, int(c)) for a, b, c in zip(*batch_captions, strict=True)]
@@ -555,21 +622,23 @@ def diffusion_forcing_loss(
     cfg: TrainConfig,
     rng: torch.Generator,
     switch: PromptSwitch | None = None,
-    context_frames: int = 0,
+    context_frames: int | torch.Tensor = 0,
     background: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Flow-matching loss of one block-causal full-sequence forward.
 
     latents [B, F, C, h, w] clean (x0); text_embeddings [B, L, D] (prompt1's under a `switch`). x_t =
     (1 - s) x0 + s eps with s = t / 1000 per frame; the network predicts v = eps - x0. Clean frames
-    (t = 0) are context only; so are the first `context_frames` (a `rollout_context`'s). With `background`
+    (t = 0) are context only; so are the first `context_frames` (a `rollout_context`'s; or per clip [B], a
+    `ContextJitter`'s). With `background`
     (`background_latents`) each latent position weighs as `latent_foreground_weights` says.
     """
     batch, frames = latents.shape[:2]
     timesteps = sample_timesteps(cfg, batch, frames, rng)  # [B, F]
     if switch is not None:
         timesteps = timesteps.masked_fill(switch.recached(frames), 0.0)
-    timesteps[:, :context_frames] = 0.0
+    context = torch.as_tensor(context_frames).expand(batch)  # one count for all clips, or one each
+    timesteps = timesteps.masked_fill(torch.arange(frames)[None] < context[:, None], 0.0)
     timesteps = timesteps.to(latents.device)
     noise = torch.randn(latents.shape, generator=rng).to(latents.device)
     sigma = (timesteps / NUM_TRAIN_TIMESTEPS).view(batch, frames, 1, 1, 1)
@@ -886,6 +955,7 @@ def train_generator(
     found, target_seconds = [], []  # consistent targets: the sampled context showed the shape; s per step
     weighed = cfg.latent_foreground_weight != 1
     background = background_latents(models.vae, cfg, device) if weighed else None
+    jitter = None if clips is None else context_jitter(cfg, clips)
     for step, item in zip(range(total), batches, strict=False):
         latents, captions, indices = Batch(*item)
         latents = latents.to(device)
@@ -912,6 +982,8 @@ def train_generator(
                     if device.type == "cuda":  # the encode is queued: time it done
                         torch.cuda.synchronize(device)
                     target_seconds.append(time.perf_counter() - began)
+            if jitter is not None and indices is not None:  # hurried contexts: no loss there either
+                context = jitter.context_frames(indices, clips).clamp(min=context)
             loss = diffusion_forcing_loss(generator, latents, text, cfg, rng, switch, context, background)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

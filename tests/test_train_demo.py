@@ -744,3 +744,43 @@ def test_average_demo_weights_writes_the_mean_of_the_models(tmp_path, monkeypatc
     assert (out / "vae" / "note.txt").read_text() == "vae 0"
     with pytest.raises(SystemExit, match="differ in their tensors"):
         soup.average([{"w": torch.zeros(2)}, {"w": torch.zeros(3)}])
+
+
+def test_hurried_context_moves_at_its_factor_and_arrives_where_the_world_has_the_shape():
+    """`--context_speed_jitter`: a clip's first frames show its shape `factor` times as fast along the same
+    line, arriving at frame `frames` where the clip has it; from there on the clip is unchanged."""
+    from longlive.demo_world import DemoWorld, foreground_centroid, hurried_context, hurried_start
+
+    world, frames, factor, checked = DemoWorld(3, 45), 17, 1.2, 0
+    for index in range(40):
+        clip = world.clip(index)
+        video = hurried_context(clip, frames, factor)
+        if video is None:
+            continue
+        checked += 1
+        assert torch.equal(video[:, frames:], clip.video[:, frames:])
+        arrival = clip.trajectory()[frames]
+        start = hurried_start(clip.scene, clip.change, frames, factor, 64, 64)
+        step = torch.tensor(start.velocity)
+        assert step.norm() == pytest.approx(factor * arrival.speed)
+        assert torch.tensor(start.position) + frames * step == pytest.approx(torch.tensor(arrival.position))
+        moved = foreground_centroid(video[:, :frames]).diff(dim=0).norm(dim=1)  # px per frame, as rendered
+        assert moved.mean() == pytest.approx(factor * arrival.speed, abs=0.1)
+    assert checked >= 5
+
+
+def test_context_jitter_masks_the_clips_it_hurried(tmp_path):
+    """The training step's context counts (no loss there) are the latent frames the bank's renderer hurried,
+    clip by clip, and a hurried clip's video differs from the world's in those frames only."""
+    cfg = tiny_train_config(tmp_path, num_latent_frames=6, context_speed_jitter=0.3, context_jitter_prob=0.7)
+    clips = train_demo.world(cfg, stream=2)
+    jitter = train_demo.context_jitter(cfg, clips)
+    counts = jitter.context_frames(range(30), clips)
+    assert 0 < (counts > 0).sum() < 30
+    for index in range(30):
+        clip = clips.clip(index)
+        video, hurried = jitter.apply(clip, index)
+        assert hurried == counts[index]
+        assert torch.equal(video[:, max(4 * hurried - 3, 0) :], clip.video[:, max(4 * hurried - 3, 0) :])
+        assert hurried == 0 or not torch.equal(video, clip.video)
+    assert train_demo.context_jitter(tiny_train_config(tmp_path), clips) is None  # off by default
