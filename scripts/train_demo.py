@@ -269,15 +269,17 @@ class ContextJitter:
 
     seed: int
     latent_frames: int  # of a clip
+    block: int  # latent frames per block: a context is whole blocks, as the KV cache holds them
     jitter: float
     prob: float
 
     def context(self, index: int) -> tuple[int, float] | None:
         """(latent frames of context, speed factor) for clip `index`, or None."""
         rng = np.random.default_rng([self.seed, index, 1])
-        if self.jitter <= 0 or self.latent_frames < 3 or rng.random() >= self.prob:
+        blocks = self.latent_frames // self.block
+        if self.jitter <= 0 or blocks < 2 or rng.random() >= self.prob:
             return None
-        return int(rng.integers(2, self.latent_frames)), float(1 + rng.uniform(-self.jitter, self.jitter))
+        return self.block * int(rng.integers(1, blocks)), float(1 + rng.uniform(-self.jitter, self.jitter))
 
     def apply(self, clip: Clip, index: int) -> tuple[torch.Tensor, int]:
         """The clip's video with its context hurried, and the context's latent frames (0: left as it was)."""
@@ -306,7 +308,9 @@ def context_jitter(cfg: TrainConfig, clips: DemoWorld) -> ContextJitter | None:
     if cfg.context_speed_jitter <= 0:
         return None
     latent_frames = (clips.num_frames + 3) // 4
-    return ContextJitter(clips.seed, latent_frames, cfg.context_speed_jitter, cfg.context_jitter_prob)
+    return ContextJitter(
+        clips.seed, latent_frames, cfg.frames_per_block, cfg.context_speed_jitter, cfg.context_jitter_prob
+    )
 
 
 class _Items(torch.utils.data.Dataset):
