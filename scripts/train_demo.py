@@ -38,6 +38,14 @@ KV cache shows it when rolling out that far; `--infinite_attention` gives the fr
 RoPE positions of `model_kwargs.use_infinite_attention` (read from a `KVCache`, see `window_positions`)
 instead of absolute ones. Train with the mode the config infers with.
 
+Contexts at the wrong speed (issue 19): `--context_speed_jitter J` gives a share `--context_jitter_prob` of
+the bank's clips a context of whole blocks (a random number, at least one block short of the clip) in
+which the shape moves up to J times too fast or too slow along its line, arriving where the world has
+it (`demo_world.hurried_context`), then the world's own continuation. Those blocks are clean context (no
+loss; `ContextJitter` decides per clip index, so the renderer and the training step agree). A model
+trained on true contexts alone continues the speed it sees, so its own few percent off compound over a
+long rollout; here the continuation does not follow the context, and the speed is the world's.
+
 Own rollouts as context (issue 19): `--rollout_prob P` makes a share P of the steps first sample blocks
 1..k-1 of each clip with the generator itself (`rollout_context`: the engine's sampler and noise order, the
 inference mask, no gradients; k random in 2..blocks-1), then train diffusion forcing on the clip's true
