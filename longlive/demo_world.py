@@ -30,7 +30,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 BACKGROUND = (235, 235, 235)
 DIRECTIONS: dict[str, tuple[int, int]] = {"right": (0, 1), "left": (0, -1), "up": (-1, 0), "down": (1, 0)}
-SPEEDS = (1.5,)  # pixels per frame at 64x64, scaled with the frame size: one speed (README, "The demo model")
+SPEEDS = (2.0,)  # pixels per frame at 64x64, scaled with the frame size: one speed, a latent cell (8 px) per
+# latent frame (4 frames), so a shape's latent moves by whole cells (README, "The demo model")
 PHRASES = {"right": "to the right", "left": "to the left", "up": "up", "down": "down"}
 
 

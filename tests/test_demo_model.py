@@ -47,7 +47,7 @@ DEMO_CONFIG = REPO / "configs" / "demo_video_conditional.yaml"
 CONDITIONING = 9  # video frames, the config's num_conditioning_frames (where the changes below start)
 HEIGHT = WIDTH = 64  # the config's frame size
 
-SPEED = min(SPEEDS)  # px/frame of the scenes below: the world's slowest (its only one, 1.5)
+SPEED = min(SPEEDS)  # px/frame of the scenes below: the world's slowest (its only one, 2)
 
 # Tolerances, in pixels and pixels per frame.
 PATH_PX = 6.0  # mean distance of the generated centroid from the true one over the first 12 generated
