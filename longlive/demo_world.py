@@ -297,7 +297,7 @@ class DemoWorld:
     With probability `change_prob` a clip changes at video frame `change_frame` and its caption is the
     change caption (what prompt2 says for the whole clip); otherwise it is the plain caption. With
     `change_frames`, each change clip draws its change frame from them instead (a prompt switch anywhere
-    in the clip; `clip` gives both prompts and the frame).
+    in the clip; `clip` gives both prompts and the frame), uniformly or with `change_weights`.
     """
 
     def __init__(
@@ -309,10 +309,19 @@ class DemoWorld:
         change_prob: float = 0.0,
         change_frame: int = 9,
         change_frames: Sequence[int] | None = None,
+        change_weights: Sequence[float] | None = None,
     ) -> None:
         self.seed, self.num_frames, self.height, self.width = seed, num_frames, height, width
         self.change_prob, self.change_frame = change_prob, change_frame
         self.change_frames = None if change_frames is None else tuple(change_frames)
+        self.change_weights = None if change_weights is None else np.asarray(change_weights, dtype=float)
+        if self.change_weights is not None and (
+            self.change_frames is None
+            or len(self.change_weights) != len(self.change_frames)
+            or not np.isclose(self.change_weights.sum(), 1.0)
+            or (self.change_weights < 0).any()
+        ):
+            raise ValueError(f"change_weights {change_weights}: one probability per change frame, summing to 1")
 
     def clip(self, index: int) -> Clip:
         return clip_of(*self.story(index), self.num_frames, self.height, self.width)
@@ -323,7 +332,7 @@ class DemoWorld:
         changes = rng.random() < self.change_prob
         frame = self.change_frame
         if changes and self.change_frames is not None:
-            frame = int(rng.choice(self.change_frames))
+            frame = int(rng.choice(self.change_frames, p=self.change_weights))
         return sample_story(rng, self.height, self.width, frame if changes else None)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:

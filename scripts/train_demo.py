@@ -164,6 +164,10 @@ class TrainConfig:
     # --stage generator: change clips change (and switch prompts) at a random block boundary after the first
     # block, each frame under its own prompt (see `PromptSwitch`); off: the change caption for the whole clip.
     switch_anywhere: bool = False
+    # With switch_anywhere: the share of change clips that switch at change_latent_frame, the first generated
+    # block of a video-conditional job (its switch has no recache), the rest spread evenly over the later block
+    # boundaries; 0: every boundary alike (the first then gets 1 in clip_latent_frames / frames_per_block - 1).
+    first_switch_share: float = 0.0
     # What the engine does to the cached window at such a switch (`recache_mode` with recache_on_switch, the
     # demo config's longlive), mirrored in training: longlive | window | none (recache_on_switch: false).
     switch_recache: str = "longlive"
@@ -339,7 +343,11 @@ class _Items(torch.utils.data.Dataset):
 
 
 def world(
-    cfg: TrainConfig, stream: int, num_frames: int | None = None, change_frames: Sequence[int] | None = None
+    cfg: TrainConfig,
+    stream: int,
+    num_frames: int | None = None,
+    change_frames: Sequence[int] | None = None,
+    change_weights: Sequence[float] | None = None,
 ) -> DemoWorld:
     """The run's clips (`num_frames` video frames, default the generator's clip length); stage 1 and
     stage 2 read different streams of the same seed. A change clip changes at video frame
@@ -352,6 +360,7 @@ def world(
         change_prob=cfg.change_prob,
         change_frame=4 * cfg.change_latent_frame - 3,
         change_frames=change_frames,
+        change_weights=change_weights,
     )
 
 
@@ -362,7 +371,20 @@ def switch_world(cfg: TrainConfig, stream: int) -> DemoWorld:
     starts = [4 * s - 3 for s in range(cfg.frames_per_block, frames, cfg.frames_per_block)]
     if not starts:
         raise SystemExit(f"--switch_anywhere: clips of {frames} latent frames have no block after the first")
-    return world(cfg, stream, cfg.generator_video_frames, change_frames=starts)
+    weights = switch_weights(cfg, starts)
+    return world(cfg, stream, cfg.generator_video_frames, change_frames=starts, change_weights=weights)
+
+
+def switch_weights(cfg: TrainConfig, starts: Sequence[int]) -> list[float] | None:
+    """How often a change clip of `switch_world` switches at each of `starts`: `first_switch_share` at the
+    video-conditional switch (change_latent_frame), the rest evenly; None (evenly) when the share is 0."""
+    if cfg.first_switch_share == 0:
+        return None
+    first = 4 * cfg.change_latent_frame - 3
+    if first not in starts or len(starts) == 1:
+        raise SystemExit(f"--first_switch_share: clips switching at {starts} have no first switch and later ones")
+    rest = (1 - cfg.first_switch_share) / (len(starts) - 1)
+    return [cfg.first_switch_share if start == first else rest for start in starts]
 
 
 class Captions(NamedTuple):
@@ -1102,6 +1124,8 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         raise SystemExit(f"--rollout_targets {cfg.rollout_targets}: choose one of {', '.join(ROLLOUT_TARGETS)}")
     if not 0 <= cfg.rollout_prob <= 1:
         raise SystemExit(f"--rollout_prob {cfg.rollout_prob}: a probability must be in [0, 1]")
+    if not 0 <= cfg.first_switch_share <= 1 or (cfg.first_switch_share and not cfg.switch_anywhere):
+        raise SystemExit(f"--first_switch_share {cfg.first_switch_share}: a share in [0, 1], with --switch_anywhere")
     if cfg.rollout_prob > 0 and len(block_sizes(cfg, cfg.generator_latent_frames)) < 3:
         raise SystemExit(
             f"--rollout_prob needs clips of at least 3 blocks (block 0, a sampled one, one to learn): "

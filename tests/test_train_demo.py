@@ -496,6 +496,29 @@ def test_rollout_steps_train_later_blocks_from_sampled_context(trained, tmp_path
         assert not torch.allclose(latents[:, 3:context], clip[:, 3:context])  # sampled, not the clip's own
 
 
+def test_first_switch_share_weighs_the_video_conditional_switch(tmp_path):
+    """`--first_switch_share S`: under switch_anywhere, a share S of change clips switch at the first
+    generated block (the video-conditional switch, no recache), the later boundaries sharing the rest evenly;
+    without it every boundary is as likely (1 in 3 each for the tiny 12-frame clips)."""
+    cfg = tiny_train_config(tmp_path, clip_latent_frames=12, switch_anywhere=True, change_prob=1.0)
+    n = 3000
+
+    def shares(config) -> dict[int, float]:
+        clips = train_demo.switch_world(config, stream=2)
+        frames = [clips.story(i)[1].frame for i in range(n)]
+        return {f: frames.count(f) / n for f in sorted(set(frames))}
+
+    assert shares(cfg) == pytest.approx({9: 1 / 3, 21: 1 / 3, 33: 1 / 3}, abs=0.03)
+    weighted = shares(dataclass_replace(cfg, first_switch_share=0.6))
+    assert weighted == pytest.approx({9: 0.6, 21: 0.2, 33: 0.2}, abs=0.03)
+    for settings, message in (
+        (dict(first_switch_share=1.5), "--first_switch_share 1.5"),
+        (dict(first_switch_share=0.5, switch_anywhere=False), "with --switch_anywhere"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            train_demo.run(dataclass_replace(cfg, stage="generator", **settings))
+
+
 def test_rollout_settings_are_checked(tmp_path):
     for settings, message in (
         (dict(rollout_prob=1.5), "--rollout_prob 1.5"),
