@@ -154,7 +154,7 @@ def evaluate(pipe: VideoConditionalPipeline, num_clips: int = 12, seed: int = 0)
         scene = sample_scene(rng, cfg.height, cfg.width)
         change = None
         while kind != "continue" and (change is None or (change.colour is None) != (kind == "direction")):
-            change = sample_change(rng, scene, cfg.num_conditioning_frames)
+            change = sample_change(rng, scene, cfg.num_conditioning_frames, cfg.height, cfg.width)
         colour = change.colour if change is not None and change.colour else scene.colour
         for conditioning in (True, False):
             report = measure(pipe, scene, change, conditioning, seed=i, velocity_frames=PATH_FRAMES)

@@ -210,11 +210,25 @@ def sample_scene(rng: np.random.Generator, height: int = 64, width: int = 64) ->
     )
 
 
-def sample_change(rng: np.random.Generator, scene: Scene, frame: int) -> Change:
-    """A change of colour or of direction (never to the current one) at `frame`."""
+ROOM_FRAMES = 8  # a change of direction goes where the shape can move this many frames before it meets a wall
+
+
+def sample_change(rng: np.random.Generator, scene: Scene, frame: int, height: int = 64, width: int = 64) -> Change:
+    """A change of colour (never to the current one) or of direction at `frame`: never the way the shape moves
+    there (after its bounces), nor towards a wall it would meet within ROOM_FRAMES (the world would turn it
+    back at once, against its caption; where no way has that room, the roomiest one)."""
     if rng.random() < 0.5:
         return Change(frame, colour=str(rng.choice([c for c in COLOURS if c != scene.colour])))
-    return Change(frame, direction=str(rng.choice([d for d in DIRECTIONS if d != scene.direction])))
+    there = trajectory(scene, frame + 1, height, width)[frame]
+    room = {d: room_towards(there, d, height, width) for d in DIRECTIONS if d != there.direction}
+    roomy = [d for d, px in room.items() if px >= ROOM_FRAMES * scene.speed] or [max(room, key=room.get)]
+    return Change(frame, direction=str(rng.choice(roomy)))
+
+
+def room_towards(scene: Scene, direction: str, height: int, width: int) -> float:
+    """Pixels between the shape's edge and the wall it faces going `direction`."""
+    (y, x), half = scene.position, scene.size / 2
+    return {"right": width - x - half, "left": x - half, "down": height - y - half, "up": y - half}[direction]
 
 
 @dataclass(frozen=True)
@@ -250,7 +264,7 @@ def sample_story(
 ) -> tuple[Scene, Change | None]:
     """A random scene and, with `change_frame`, its change there: what `make_clip` renders."""
     scene = sample_scene(rng, height, width)
-    return scene, None if change_frame is None else sample_change(rng, scene, change_frame)
+    return scene, None if change_frame is None else sample_change(rng, scene, change_frame, height, width)
 
 
 def clip_of(scene: Scene, change: Change | None, num_frames: int, height: int = 64, width: int = 64) -> Clip:

@@ -11,6 +11,7 @@ import torch
 from longlive.demo_world import (
     COLOURS,
     DIRECTIONS,
+    ROOM_FRAMES,
     SHAPES,
     Change,
     DemoWorld,
@@ -176,3 +177,22 @@ def test_change_frames_draw_each_clips_change_frame():
     clip = world.clip(0)
     assert torch.equal(clip.video, render(clip.scene, 30, 64, 64, clip.change))
     assert DemoWorld(seed=3, num_frames=30, change_prob=1.0).clip(0).change.frame == 9  # the fixed frame
+
+
+def test_a_change_of_direction_goes_where_the_shape_has_room():
+    """The world's direction changes are visible: for ROOM_FRAMES frames after the change the shape moves the
+    way prompt2 says (never the way it already moved there, never into a wall it would meet at once), where
+    before some changes pointed at a wall a few px away and the shape came back the other way at once."""
+    world = DemoWorld(seed=11, num_frames=161, change_prob=1.0, change_frames=tuple(range(9, 150, 12)))
+    checked = 0
+    for index in range(400):
+        scene, change = world.story(index)
+        if change.direction is None:
+            continue
+        states = trajectory(scene, change.frame + ROOM_FRAMES + 1, 64, 64, change)
+        before = trajectory(scene, change.frame + 1, 64, 64)[change.frame]
+        assert change.direction != before.direction, (scene, change)
+        along = [states[i].direction for i in range(change.frame, change.frame + ROOM_FRAMES)]
+        assert set(along) == {change.direction}, (scene, change, along)
+        checked += 1
+    assert checked > 150
