@@ -28,6 +28,7 @@ from longlive.demo_world import (
     dominant_colours,
     foreground_centroid,
     foreground_mask,
+    on_lattice,
     render,
     sample_change,
     sample_scene,
@@ -77,12 +78,13 @@ def velocity(centroids: torch.Tensor) -> tuple[float, float]:
 
 def centred(scene: Scene, first: int, then: int, height: int, width: int, turn: str | None = None) -> Scene:
     """The scene started where its path over `first` frames its way, then `then` frames `turn`'s way, is
-    centred in the frame: with room to spare, no wall is met, so a velocity fitted there sees no bounce."""
+    centred in the frame (on the world's lattice): with room to spare, no wall is met, so a velocity fitted
+    there sees no bounce."""
     leg = np.array(DIRECTIONS[scene.direction]) * scene.speed * first
     end = leg + np.array(DIRECTIONS[turn or scene.direction]) * scene.speed * then
     corners = np.stack([np.zeros(2), leg, end])
     start = np.array([height, width]) / 2 - (corners.min(0) + corners.max(0)) / 2
-    return replace(scene, position=(float(start[0]), float(start[1])))
+    return on_lattice(replace(scene, position=(float(start[0]), float(start[1]))))
 
 
 def speed_ratios(pipe: VideoConditionalPipeline, clips_per_speed: int = 6, seed: int = 0) -> dict[str, dict]:

@@ -194,13 +194,13 @@ def parse_caption(text: str) -> dict[str, str]:
 
 
 def sample_scene(rng: np.random.Generator, height: int = 64, width: int = 64) -> Scene:
-    """A random shape, colour, direction and speed, placed fully inside the frame."""
+    """A random shape, colour and direction at the world's speed, placed fully inside the frame on the world's
+    lattice (`lattice_gaps`)."""
     scale = min(height, width) / 64
-    size = float(rng.uniform(12, 20) * scale)
-    half = size / 2
-    position = (float(rng.uniform(half, height - half)), float(rng.uniform(half, width - half)))
-    direction = DIRECTIONS[str(rng.choice(list(DIRECTIONS)))]
     speed = float(rng.choice(SPEEDS)) * scale
+    size = speed * max(1, round(float(rng.uniform(12, 20)) * scale / speed))
+    position = tuple(lattice_gaps(rng, extent, size, speed) + size / 2 for extent in (height, width))
+    direction = DIRECTIONS[str(rng.choice(list(DIRECTIONS)))]
     return Scene(
         shape=str(rng.choice(SHAPES)),
         colour=str(rng.choice(list(COLOURS))),
@@ -210,17 +210,39 @@ def sample_scene(rng: np.random.Generator, height: int = 64, width: int = 64) ->
     )
 
 
+def lattice_gaps(rng: np.random.Generator, extent: int, size: float, speed: float) -> float:
+    """A random gap between the shape's top (or left) edge and the wall, a whole number of frames' moves.
+
+    A shape whose size and gaps are whole multiples of its speed stays on that lattice: each frame moves it by
+    one step, a wall reflects it onto a step, and it turns exactly as its edge meets the wall (where the frame's
+    extent is a multiple of the speed too, as at 64x64 and 2 px/frame). At 2 px/frame its edges also lie on
+    pixel boundaries. So a generator that keeps to the lattice cannot drift by a little: a turn a pixel early,
+    the drift the continuous world allowed (README, "The demo model"), is a state it never saw."""
+    return speed * int(rng.integers(0, int((extent - size) // speed) + 1))
+
+
+def on_lattice(scene: Scene) -> Scene:
+    """The scene moved by less than a step onto the world's lattice (`lattice_gaps`): a hand-placed scene that
+    moves as the world's own do."""
+    gaps = np.array(scene.position) - scene.size / 2
+    position = np.round(gaps / scene.speed) * scene.speed + scene.size / 2
+    return replace(scene, position=(float(position[0]), float(position[1])))
+
+
 ROOM_FRAMES = 8  # a change of direction goes where the shape can move this many frames before it meets a wall
 
 
 def sample_change(rng: np.random.Generator, scene: Scene, frame: int, height: int = 64, width: int = 64) -> Change:
-    """A change of colour (never to the current one) or of direction at `frame`: never the way the shape moves
-    there (after its bounces), nor towards a wall it would meet within ROOM_FRAMES (the world would turn it
-    back at once, against its caption; where no way has that room, the roomiest one)."""
+    """A change of colour (never to the current one) or of direction at `frame`: never a way the shape moves
+    there without it (after its bounces, and a bounce at `frame` itself), nor towards a wall it would meet within
+    ROOM_FRAMES (the world would turn it back at once, against its caption; where no way has that room, the
+    roomiest one)."""
     if rng.random() < 0.5:
         return Change(frame, colour=str(rng.choice([c for c in COLOURS if c != scene.colour])))
-    there = trajectory(scene, frame + 1, height, width)[frame]
-    room = {d: room_towards(there, d, height, width) for d in DIRECTIONS if d != there.direction}
+    states = trajectory(scene, frame + 1, height, width)
+    there = states[frame - 1]  # the new velocity moves the shape on from here: the room is counted from it
+    unchanged = {there.direction, states[frame].direction}  # the way it moves, before and after a bounce there
+    room = {d: room_towards(there, d, height, width) for d in DIRECTIONS if d not in unchanged}
     roomy = [d for d, px in room.items() if px >= ROOM_FRAMES * scene.speed] or [max(room, key=room.get)]
     return Change(frame, direction=str(rng.choice(roomy)))
 

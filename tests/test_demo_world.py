@@ -25,6 +25,7 @@ from longlive.demo_world import (
     foreground_centroid,
     foreground_mask,
     make_clip,
+    on_lattice,
     parse_caption,
     render,
     sample_scene,
@@ -196,3 +197,27 @@ def test_a_change_of_direction_goes_where_the_shape_has_room():
         assert set(along) == {change.direction}, (scene, change, along)
         checked += 1
     assert checked > 150
+
+
+def test_shapes_keep_to_the_lattice_and_turn_touching_the_wall():
+    """The world's shapes keep to the lattice of its speed (`lattice_gaps`): every frame's gaps to the walls are
+    whole steps, direction changes included, and each bounce turns the shape the frame after its edge meets the
+    wall, never a pixel short of it: the drift a generator could make unseen in a continuous world."""
+    world = DemoWorld(seed=5, num_frames=161, change_prob=0.5, change_frames=(9, 57, 105))
+    bounces = 0
+    for index in range(120):
+        scene, change = world.story(index)
+        states = trajectory(scene, 161, 64, 64, change)
+        for before, state in zip(states, states[1:], strict=False):
+            gaps = np.array(state.position) - state.size / 2
+            assert np.allclose(gaps / state.speed, np.round(gaps / state.speed)), (scene, change, state)
+            for axis in range(2):
+                if before.velocity[axis] * state.velocity[axis] < 0 and (change is None or change.direction is None):
+                    edge = before.position[axis] - before.size / 2
+                    assert min(edge, 64 - before.size - edge) == 0, (scene, change, before)
+                    bounces += 1
+    assert bounces > 200
+    placed = on_lattice(replace(scene, position=(31.3, 20.9)))  # a hand-placed scene, as the tests place theirs
+    steps = (np.array(placed.position) - placed.size / 2) / placed.speed
+    assert np.allclose(steps, np.round(steps)), placed
+    assert np.abs(np.array(placed.position) - (31.3, 20.9)).max() <= placed.speed / 2

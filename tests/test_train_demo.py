@@ -775,7 +775,7 @@ def test_hurried_context_moves_at_its_factor_and_arrives_where_the_world_has_the
     from longlive.demo_world import DemoWorld, foreground_centroid, hurried_context, hurried_start
 
     world, frames, factor, checked = DemoWorld(3, 45), 17, 1.2, 0
-    for index in range(40):
+    for index in range(80):
         clip = world.clip(index)
         video = hurried_context(clip, frames, factor)
         if video is None:
