@@ -327,6 +327,19 @@ def hurried_context(clip: Clip, frames: int, factor: float) -> torch.Tensor | No
     return torch.cat([render(start, frames, height, width), clip.video[:, frames:]], dim=1)
 
 
+def shifted_context(clip: Clip, frames: int, offset: tuple[float, float]) -> torch.Tensor:
+    """`clip`'s video with its first `frames` frames showing the shape `offset` (y, x) px off where the world has
+    it (bounces and changes as they are), the rest the world's own: a context a little off the lattice
+    (`lattice_gaps`) and a continuation on it, what a generator sees of its own output drifting by less than
+    a step, and learns to come back from."""
+    height, width = clip.video.shape[2:]
+    states = [
+        replace(state, position=(state.position[0] + offset[0], state.position[1] + offset[1]))
+        for state in clip.trajectory()[:frames]
+    ]
+    return torch.cat([paint(*rasterize(states, height, width)), clip.video[:, frames:]], dim=1)
+
+
 class DemoWorld:
     """Endless (video, caption) pairs, item i a pure function of (seed, i).
 

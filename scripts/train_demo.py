@@ -45,6 +45,9 @@ it (`demo_world.hurried_context`), then the world's own continuation. Those bloc
 loss; `ContextJitter` decides per clip index, so the renderer and the training step agree). A model
 trained on true contexts alone continues the speed it sees, so its own few percent off compound over a
 long rollout; here the continuation does not follow the context, and the speed is the world's.
+`--context_offset_px O` shows the shape in such a context up to O px off where the world has it, per axis
+(`demo_world.shifted_context`), where no hurried run fits: the world keeps its shapes on a lattice of whole
+steps (`demo_world.lattice_gaps`), and the continuation comes back onto it.
 
 Own rollouts as context (issue 19): `--rollout_prob P` makes a share P of the steps first sample blocks
 1..k-1 of each clip with the generator itself (`rollout_context`: the engine's sampler and noise order, the
@@ -117,6 +120,7 @@ from longlive.demo_world import (
     hurried_start,
     paint,
     rasterize,
+    shifted_context,
     trajectory,
 )
 from longlive.kv_cache import CrossAttentionCache, KVCache, frame_visibility_mask
@@ -157,6 +161,10 @@ class TrainConfig:
     # it (`demo_world.hurried_context`): the generator learns to go on at the world's speed, not the context's.
     context_speed_jitter: float = 0.0
     context_jitter_prob: float = 0.5
+    # --stage generator: those clips' first blocks show the shape up to this many px off where the world has it,
+    # per axis (`demo_world.shifted_context`; with context_speed_jitter, where no hurried run fits): off the
+    # world's lattice by less than half a step, the continuation on it, so the generator learns to come back.
+    context_offset_px: float = 0.0
     # --stage generator on long clips (issue 19): latent frames per generator clip (default num_latent_frames);
     # past local_attn_size the mask rolls the window as the KV cache does, so training sees long rollouts.
     clip_latent_frames: int | None = None
@@ -284,31 +292,39 @@ class ContextJitter:
     block: int  # latent frames per block: a context is whole blocks, as the KV cache holds them
     jitter: float
     prob: float
+    offset_px: float = 0.0  # `context_offset_px`
 
-    def context(self, index: int) -> tuple[int, float] | None:
-        """(latent frames of context, speed factor) for clip `index`, or None."""
+    def context(self, index: int) -> tuple[int, float, tuple[float, float]] | None:
+        """(latent frames of context, speed factor, offset (y, x) in px) for clip `index`, or None."""
         rng = np.random.default_rng([self.seed, index, 1])
         blocks = self.latent_frames // self.block
-        if self.jitter <= 0 or blocks < 2 or rng.random() >= self.prob:
+        if (self.jitter <= 0 and self.offset_px <= 0) or blocks < 2 or rng.random() >= self.prob:
             return None
-        return self.block * int(rng.integers(1, blocks)), float(1 + rng.uniform(-self.jitter, self.jitter))
+        latent_frames = self.block * int(rng.integers(1, blocks))
+        factor = float(1 + rng.uniform(-self.jitter, self.jitter)) if self.jitter > 0 else 1.0
+        offset = rng.uniform(-self.offset_px, self.offset_px, size=2) if self.offset_px > 0 else np.zeros(2)
+        return latent_frames, factor, (float(offset[0]), float(offset[1]))
 
     def apply(self, clip: Clip, index: int) -> tuple[torch.Tensor, int]:
-        """The clip's video with its context hurried, and the context's latent frames (0: left as it was)."""
+        """The clip's video with its context hurried or shifted, and the context's latent frames (0: left as it
+        was)."""
         chosen = self.context(index)
         if chosen is None:
             return clip.video, 0
-        latent_frames, factor = chosen
-        video = hurried_context(clip, 4 * latent_frames - 3, factor)  # latent frame m starts at video frame 4m-3
+        latent_frames, factor, offset = chosen
+        frames = 4 * latent_frames - 3  # latent frame m starts at video frame 4m-3
+        video = hurried_context(clip, frames, factor) if factor != 1 else None
+        if video is None and self.offset_px > 0:  # no straight run at another speed fits: shifted alone
+            video = shifted_context(clip, frames, offset)
         return (clip.video, 0) if video is None else (video, latent_frames)
 
     def context_frames(self, indices: Sequence[int], clips: DemoWorld) -> torch.Tensor:
-        """Each clip's hurried latent frames [B] (0 where none), as `apply` made them, from the clips' stories
-        (nothing rendered)."""
+        """Each clip's hurried or shifted latent frames [B] (0 where none), as `apply` made them, from the clips'
+        stories (nothing rendered)."""
         counts = []
         for index in indices:
             chosen = self.context(index)
-            if chosen is not None:
+            if chosen is not None and self.offset_px <= 0:  # hurried alone: where its straight run fits
                 start = hurried_start(*clips.story(index), 4 * chosen[0] - 3, chosen[1], clips.height, clips.width)
                 chosen = None if start is None else chosen
             counts.append(0 if chosen is None else chosen[0])
@@ -316,12 +332,18 @@ class ContextJitter:
 
 
 def context_jitter(cfg: TrainConfig, clips: DemoWorld) -> ContextJitter | None:
-    """The run's `ContextJitter` for the generator's world `clips` (None without `context_speed_jitter`)."""
-    if cfg.context_speed_jitter <= 0:
+    """The run's `ContextJitter` for the generator's world `clips` (None without `context_speed_jitter` or
+    `context_offset_px`)."""
+    if cfg.context_speed_jitter <= 0 and cfg.context_offset_px <= 0:
         return None
     latent_frames = (clips.num_frames + 3) // 4
     return ContextJitter(
-        clips.seed, latent_frames, cfg.frames_per_block, cfg.context_speed_jitter, cfg.context_jitter_prob
+        clips.seed,
+        latent_frames,
+        cfg.frames_per_block,
+        cfg.context_speed_jitter,
+        cfg.context_jitter_prob,
+        cfg.context_offset_px,
     )
 
 

@@ -792,14 +792,24 @@ def test_hurried_context_moves_at_its_factor_and_arrives_where_the_world_has_the
     assert checked >= 5
 
 
-def test_context_jitter_masks_the_clips_it_hurried(tmp_path):
-    """The training step's context counts (no loss there) are the latent frames the bank's renderer hurried,
-    clip by clip, and a hurried clip's video differs from the world's in those frames only."""
-    cfg = tiny_train_config(tmp_path, num_latent_frames=6, context_speed_jitter=0.3, context_jitter_prob=0.7)
+@pytest.mark.parametrize("offset_px", [0.0, 1.0])
+def test_context_jitter_masks_the_clips_it_hurried(tmp_path, offset_px):
+    """The training step's context counts (no loss there) are the latent frames the bank's renderer hurried
+    (or, with `context_offset_px`, shifted where no hurried run fits), clip by clip, and such a clip's video
+    differs from the world's in those frames only."""
+    cfg = tiny_train_config(
+        tmp_path,
+        num_latent_frames=6,
+        context_speed_jitter=0.3,
+        context_jitter_prob=0.7,
+        context_offset_px=offset_px,
+    )
     clips = train_demo.world(cfg, stream=2)
     jitter = train_demo.context_jitter(cfg, clips)
     counts = jitter.context_frames(range(30), clips)
     assert 0 < (counts > 0).sum() < 30 and set(counts.tolist()) <= {0, 3}  # whole blocks: the first of two
+    if offset_px:  # every clip drawn gets its context: shifted where no hurried run fits
+        assert (counts > 0).sum() == sum(jitter.context(i) is not None for i in range(30))
     for index in range(30):
         clip = clips.clip(index)
         video, hurried = jitter.apply(clip, index)
@@ -807,3 +817,15 @@ def test_context_jitter_masks_the_clips_it_hurried(tmp_path):
         assert torch.equal(video[:, max(4 * hurried - 3, 0) :], clip.video[:, max(4 * hurried - 3, 0) :])
         assert hurried == 0 or not torch.equal(video, clip.video)
     assert train_demo.context_jitter(tiny_train_config(tmp_path), clips) is None  # off by default
+
+
+def test_shifted_context_shows_the_shape_offset_and_the_world_after():
+    """`--context_offset_px`: a clip's first frames show its shape `offset` px off where the world has it, with
+    its bounces; from frame `frames` on the clip is unchanged."""
+    from longlive.demo_world import DemoWorld, foreground_centroid, shifted_context
+
+    clip, frames, offset = DemoWorld(3, 45).clip(0), 17, (0.75, -0.5)
+    video = shifted_context(clip, frames, offset)
+    assert torch.equal(video[:, frames:], clip.video[:, frames:])
+    moved = foreground_centroid(video[:, :frames]) - foreground_centroid(clip.video[:, :frames])
+    assert moved.mean(0).tolist() == pytest.approx(list(offset), abs=0.15)
