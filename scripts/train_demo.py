@@ -38,6 +38,10 @@ KV cache shows it when rolling out that far; `--infinite_attention` gives the fr
 RoPE positions of `model_kwargs.use_infinite_attention` (read from a `KVCache`, see `window_positions`)
 instead of absolute ones. Train with the mode the config infers with.
 
+`--ema_decay D` saves an exponential moving average of the run's weights (decay D a step; the last iterate
+under `last_iterate/`): at a constant learning rate the last iterate is one noisy point, and two runs of one
+setting from one parent ended far apart (issue 19, BENCHMARKS.md, eighth session).
+
 Own rollouts as context (issue 19): `--rollout_prob P` makes a share P of the steps first sample blocks
 1..k-1 of each clip with the generator itself (`rollout_context`: the engine's sampler and noise order, the
 inference mask, no gradients; k random in 2..blocks-1), then train diffusion forcing on the clip's true
@@ -93,6 +97,7 @@ from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
 
 from longlive.attention import FramePositions
@@ -157,6 +162,10 @@ class TrainConfig:
     # What a rollout step learns after its sampled context: the clip's true later blocks (true), or the clip
     # re-rendered to continue from where the sampled context put the shape (consistent, `consistent_targets`).
     rollout_targets: str = "true"
+    # --stage generator: the run saves an exponential moving average of its weights with this decay per step
+    # (`WeightAverage`), its last iterate under `last_iterate/`; 0 saves the last iterate. At a constant learning
+    # rate the last iterate is one noisy point: two runs of one setting ended far apart (issue 19).
+    ema_decay: float = 0.0
     # --stage generator (issue 19): the flow loss at the shape's latent positions weighs up to this many times
     # the background's (`latent_foreground_weights`); 1 weighs them alike. The shape is a few of the 64
     # latent positions of a frame, and how far it moved is what the model gets wrong at length.
@@ -857,6 +866,25 @@ def _fit_vae(
     return losses
 
 
+class WeightAverage:
+    """An exponential moving average of modules' parameters (`torch.optim.swa_utils.AveragedModel`), updated after
+    each optimizer step and copied into the modules at the end of a run (`ema_decay`)."""
+
+    def __init__(self, modules: Sequence[torch.nn.Module], decay: float) -> None:
+        self.modules = list(modules)
+        self.averages = [AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(decay)) for m in self.modules]
+
+    def update(self) -> None:
+        for average, module in zip(self.averages, self.modules, strict=True):
+            average.update_parameters(module)
+
+    @torch.no_grad()
+    def copy_into_modules(self) -> None:
+        for average, module in zip(self.averages, self.modules, strict=True):
+            for mean, param in zip(average.module.parameters(), module.parameters(), strict=True):
+                param.copy_(mean)
+
+
 def train_generator(
     models: DemoModels,
     cfg: TrainConfig,
@@ -879,6 +907,8 @@ def train_generator(
     params = list(generator.parameters()) + ([] if cfg.freeze_text_encoder else list(text_encoder.parameters()))
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     schedule = warmed_up(optimizer, cfg, from_trained=cfg.resume)
+    trained = [generator] + ([] if cfg.freeze_text_encoder else [text_encoder])
+    average = WeightAverage(trained, cfg.ema_decay) if cfg.ema_decay > 0 else None
     stream = torch.Generator().manual_seed(cfg.seed + 1 + 1000 * run_index)
     text_len = models.preset.generator.text_len
     losses, start = [], time.perf_counter()
@@ -918,6 +948,8 @@ def train_generator(
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         schedule.step()
+        if average is not None:
+            average.update()
         losses.append(_log("generator", step, total, loss, start, cfg))
         if _out_of_time(start, cfg, "generator", step):
             break
@@ -931,6 +963,9 @@ def train_generator(
         )
     generator.eval().requires_grad_(False)
     text_encoder.requires_grad_(False)
+    if average is not None:
+        save_demo_model(models, Path(cfg.output_dir) / "last_iterate", parts=("transformer", "text_encoder"))
+        average.copy_into_modules()
     return losses
 
 

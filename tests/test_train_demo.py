@@ -261,6 +261,13 @@ def test_the_command_runs_end_to_end(tmp_path):
     with pytest.raises(SystemExit):
         train_demo.main(args + ["--stage", "generator", "--switch_recache", "sometimes"])
 
+    before = load_file(str(weights))  # --ema_decay: the average saved, the last iterate beside it
+    train_demo.main(args + ["--stage", "generator", "--max_steps", "3", "--resume", "--ema_decay", "0.5"])
+    averaged, last = load_file(str(weights)), load_file(str(out / "last_iterate" / weights.relative_to(out)))
+    moved = [k for k in before if not torch.equal(last[k], before[k])]
+    assert moved and any(not torch.equal(averaged[k], last[k]) for k in moved)
+    assert (out / "last_iterate" / "text_encoder" / "model.safetensors").is_file()
+
 
 def test_vae_statistics_of_the_wrong_length_are_refused(tmp_path):
     from longlive.weights import WeightsError, vae_latent_stats
@@ -744,3 +751,18 @@ def test_average_demo_weights_writes_the_mean_of_the_models(tmp_path, monkeypatc
     assert (out / "vae" / "note.txt").read_text() == "vae 0"
     with pytest.raises(SystemExit, match="differ in their tensors"):
         soup.average([{"w": torch.zeros(2)}, {"w": torch.zeros(3)}])
+
+
+def test_weight_average_is_the_exponential_moving_average_of_the_steps():
+    """`--ema_decay d`: after steps with parameters p1, p2, p3 the average is p1 blended as d * avg + (1 - d) * p
+    at each later step (the first update takes p1 as it is), and it is copied into the module at the end."""
+    module = torch.nn.Linear(2, 1, bias=False)
+    average = train_demo.WeightAverage([module], 0.75)
+    expected = None
+    for value in (1.0, 2.0, 4.0):
+        with torch.no_grad():
+            module.weight.fill_(value)
+        average.update()
+        expected = value if expected is None else 0.75 * expected + 0.25 * value
+    average.copy_into_modules()
+    assert torch.allclose(module.weight, torch.full((1, 2), expected))  # 1, 1.25, 1.9375
