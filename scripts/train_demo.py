@@ -50,8 +50,8 @@ long rollout; here the continuation does not follow the context, and the speed i
 steps (`demo_world.lattice_gaps`), and the continuation comes back onto it.
 
 `--ema_decay D` saves an exponential moving average of the run's weights (decay D a step; the last iterate
-under `last_iterate/`): a constant learning rate leaves the last iterate at one noisy point, and two runs of
-one setting from one parent ended far apart (issue 19, eighth session).
+under `last_iterate/`): at a constant learning rate the last iterate is one noisy point, and two runs of one
+setting from one parent ended far apart (issue 19, BENCHMARKS.md, eighth session).
 
 Own rollouts as context (issue 19): `--rollout_prob P` makes a share P of the steps first sample blocks
 1..k-1 of each clip with the generator itself (`rollout_context`: the engine's sampler and noise order, the
