@@ -192,8 +192,9 @@ class TrainConfig:
     # re-rendered to continue from where the sampled context put the shape (consistent, `consistent_targets`).
     rollout_targets: str = "true"
     # --stage generator: the run saves an exponential moving average of its weights with this decay per step
-    # (`WeightAverage`), its last iterate under `last_iterate/`; 0 saves the last iterate. At a constant learning
-    # rate the last iterate is one noisy point: two runs of one setting ended far apart (issue 19).
+    # (`WeightAverage`), its last iterate under `last_iterate/` (--resume goes on from the average); 0 saves the
+    # last iterate. At a constant learning rate the last iterate is one noisy point: two runs of one setting
+    # ended far apart (issue 19).
     ema_decay: float = 0.0
     # --stage generator (issue 19): the flow loss at the shape's latent positions weighs up to this many times
     # the background's (`latent_foreground_weights`); 1 weighs them alike. The shape is a few of the 64
