@@ -997,18 +997,16 @@ class WeightAverage:
     each optimizer step and copied into the modules at the end of a run (`ema_decay`)."""
 
     def __init__(self, modules: Sequence[torch.nn.Module], decay: float) -> None:
-        self.modules = list(modules)
-        self.averages = [AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(decay)) for m in self.modules]
+        self.modules = torch.nn.ModuleList(modules)  # one average over all of them
+        self.average = AveragedModel(self.modules, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
     def update(self) -> None:
-        for average, module in zip(self.averages, self.modules, strict=True):
-            average.update_parameters(module)
+        self.average.update_parameters(self.modules)
 
     @torch.no_grad()
     def copy_into_modules(self) -> None:
-        for average, module in zip(self.averages, self.modules, strict=True):
-            for mean, param in zip(average.module.parameters(), module.parameters(), strict=True):
-                param.copy_(mean)
+        for mean, param in zip(self.average.module.parameters(), self.modules.parameters(), strict=True):
+            param.copy_(mean)
 
 
 def train_generator(
@@ -1030,10 +1028,10 @@ def train_generator(
     """
     generator, text_encoder = models.generator.train().requires_grad_(True), models.text_encoder.eval()
     text_encoder.requires_grad_(not cfg.freeze_text_encoder)  # eval(): no dropout, as at inference
-    params = list(generator.parameters()) + ([] if cfg.freeze_text_encoder else list(text_encoder.parameters()))
+    trained = [generator] + ([] if cfg.freeze_text_encoder else [text_encoder])
+    params = [p for module in trained for p in module.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     schedule = warmed_up(optimizer, cfg, from_trained=cfg.resume)
-    trained = [generator] + ([] if cfg.freeze_text_encoder else [text_encoder])
     average = WeightAverage(trained, cfg.ema_decay) if cfg.ema_decay > 0 else None
     stream = torch.Generator().manual_seed(cfg.seed + 1 + 1000 * run_index)
     text_len = models.preset.generator.text_len
