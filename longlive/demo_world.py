@@ -232,16 +232,21 @@ def on_lattice(scene: Scene) -> Scene:
 ROOM_FRAMES = 8  # a change of direction goes where the shape can move this many frames before it meets a wall
 
 
-def sample_change(rng: np.random.Generator, scene: Scene, frame: int, height: int = 64, width: int = 64) -> Change:
+def sample_change(
+    rng: np.random.Generator, scene: Scene, frame: int, height: int = 64, width: int = 64, reverse: bool = True
+) -> Change:
     """A change of colour (never to the current one) or of direction at `frame`: never a way the shape moves
     there without it (after its bounces, and a bounce at `frame` itself), nor towards a wall it would meet within
     ROOM_FRAMES (the world would turn it back at once, against its caption; where no way has that room, the
-    roomiest one)."""
+    roomiest one). Without `reverse`, only a turn at right angles: see `DemoWorld`'s `reverse_until`."""
     if rng.random() < 0.5:
         return Change(frame, colour=str(rng.choice([c for c in COLOURS if c != scene.colour])))
     states = trajectory(scene, frame + 1, height, width)
     there = states[frame - 1]  # the new velocity moves the shape on from here: the room is counted from it
     unchanged = {there.direction, states[frame].direction}  # the way it moves, before and after a bounce there
+    if not reverse:  # nor back along the axis it moves on
+        axis = 0 if there.velocity[0] else 1
+        unchanged |= {d for d, step in DIRECTIONS.items() if step[axis]}
     room = {d: room_towards(there, d, height, width) for d in DIRECTIONS if d not in unchanged}
     roomy = [d for d, px in room.items() if px >= ROOM_FRAMES * scene.speed] or [max(room, key=room.get)]
     return Change(frame, direction=str(rng.choice(roomy)))
@@ -282,11 +287,15 @@ def make_clip(
 
 
 def sample_story(
-    rng: np.random.Generator, height: int = 64, width: int = 64, change_frame: int | None = None
+    rng: np.random.Generator,
+    height: int = 64,
+    width: int = 64,
+    change_frame: int | None = None,
+    reverse: bool = True,
 ) -> tuple[Scene, Change | None]:
     """A random scene and, with `change_frame`, its change there: what `make_clip` renders."""
     scene = sample_scene(rng, height, width)
-    return scene, None if change_frame is None else sample_change(rng, scene, change_frame, height, width)
+    return scene, None if change_frame is None else sample_change(rng, scene, change_frame, height, width, reverse)
 
 
 def clip_of(scene: Scene, change: Change | None, num_frames: int, height: int = 64, width: int = 64) -> Clip:
@@ -347,6 +356,12 @@ class DemoWorld:
     change caption (what prompt2 says for the whole clip); otherwise it is the plain caption. With
     `change_frames`, each change clip draws its change frame from them instead (a prompt switch anywhere
     in the clip; `clip` gives both prompts and the frame), uniformly or with `change_weights`.
+
+    A change of direction after `reverse_until` (default `change_frame`, the video-conditional switch) turns
+    the shape at right angles, never back along its axis. Later in a video a reversal looks like what every
+    bounce leaves behind: once the bounce has left a generator's window of past frames, a shape moving against
+    its caption is both "just told to reverse" and "bounced a while ago", so a generator trained on both turns
+    back in open space at random after a late switch. A right-angle turn is never what a bounce leaves.
     """
 
     def __init__(
@@ -359,9 +374,11 @@ class DemoWorld:
         change_frame: int = 9,
         change_frames: Sequence[int] | None = None,
         change_weights: Sequence[float] | None = None,
+        reverse_until: int | None = None,
     ) -> None:
         self.seed, self.num_frames, self.height, self.width = seed, num_frames, height, width
         self.change_prob, self.change_frame = change_prob, change_frame
+        self.reverse_until = change_frame if reverse_until is None else reverse_until
         self.change_frames = None if change_frames is None else tuple(change_frames)
         self.change_weights = None if change_weights is None else np.asarray(change_weights, dtype=float)
         if self.change_weights is not None and (
@@ -382,7 +399,7 @@ class DemoWorld:
         frame = self.change_frame
         if changes and self.change_frames is not None:
             frame = int(rng.choice(self.change_frames, p=self.change_weights))
-        return sample_story(rng, self.height, self.width, frame if changes else None)
+        return sample_story(rng, self.height, self.width, frame if changes else None, frame <= self.reverse_until)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         clip = self.clip(index)

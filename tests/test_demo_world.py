@@ -199,6 +199,28 @@ def test_a_change_of_direction_goes_where_the_shape_has_room():
     assert checked > 150
 
 
+def test_late_changes_of_direction_turn_at_right_angles():
+    """After `reverse_until` (the video-conditional switch by default) a change of direction is a right-angle
+    turn, never a reversal, which would look like a bounce's aftermath; at the switch itself both happen."""
+    world = DemoWorld(seed=11, num_frames=161, change_prob=1.0, change_frames=tuple(range(9, 150, 12)))
+    kinds: dict[bool, set[str]] = {True: set(), False: set()}
+    for index in range(400):
+        scene, change = world.story(index)
+        if change.direction is None:
+            continue
+        before = trajectory(scene, change.frame, 64, 64)[change.frame - 1]
+        reversed_ = np.dot(DIRECTIONS[change.direction], DIRECTIONS[before.direction]) != 0
+        kinds[change.frame <= world.reverse_until].add("reversal" if reversed_ else "turn")
+    assert kinds == {True: {"reversal", "turn"}, False: {"turn"}}
+    anywhere = DemoWorld(seed=11, num_frames=161, change_prob=1.0, change_frames=(105,), reverse_until=161)
+    changes = [anywhere.story(i)[1] for i in range(60)]
+    before = [trajectory(anywhere.story(i)[0], 105, 64, 64)[104] for i in range(60)]
+    assert any(
+        c.direction and np.dot(DIRECTIONS[c.direction], DIRECTIONS[b.direction]) != 0
+        for c, b in zip(changes, before, strict=True)
+    )
+
+
 def test_shapes_keep_to_the_lattice_and_turn_touching_the_wall():
     """The world's shapes keep to the lattice of its speed (`lattice_gaps`): every frame's gaps to the walls are
     whole steps, direction changes included, and each bounce turns the shape the frame after its edge meets the
