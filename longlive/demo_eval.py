@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -256,6 +257,23 @@ def turns(positions: np.ndarray) -> list[int]:
             found.append(i + 1)  # smooth[i] was the extreme: frame i + 1 its middle
         last = step or last
     return found
+
+
+LEG_MARGIN = 3  # frames left out at each end of a leg: the turn's own frames, smoothed over by `turns`
+
+
+def leg_speeds(positions: np.ndarray, turning: list[int]) -> list[float]:
+    """The speed (px/frame) of each leg between consecutive `turning` frames (`turns`) of `positions` along one
+    axis: the slope of a straight line fitted to the leg's middle (LEG_MARGIN frames off each end, frames
+    without a shape skipped). A speed off the world's in the middle of the legs is a drift in open space; a
+    right speed with legs of the wrong length is a turn early or late at the walls."""
+    speeds = []
+    for start, end in pairwise(turning):
+        frames = np.arange(start + LEG_MARGIN, end - LEG_MARGIN + 1)
+        frames = frames[~np.isnan(positions[frames])]
+        if len(frames) >= 2:
+            speeds.append(float(abs(np.polyfit(frames, positions[frames], 1)[0])))
+    return speeds
 
 
 def motion_axis(centroids: np.ndarray) -> int:

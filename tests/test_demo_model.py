@@ -354,6 +354,24 @@ def test_demo_long_rollout(long_references, kind):
         assert_long_video_holds(demo_eval.long_case_measures(pipe, long_clips(seed=seed)[index]))
 
 
+def test_leg_speeds_are_the_middle_of_each_leg():
+    """`demo_eval.leg_speeds`: a shape bouncing at 2 px/frame between 10 and 50 px, with a turn that lingers a
+    frame at the far wall and a frame without a shape, moves 2 px/frame in every leg; moved 2.1 px/frame
+    instead, it shows that speed, which the legs' lengths alone would not tell from a late turn."""
+
+    def bouncing(speed: float) -> np.ndarray:
+        legs = [np.arange(10, 50, speed), [50.0], np.arange(50, 10, -speed), np.arange(10, 50, speed)]
+        return np.concatenate(legs).astype(float)
+
+    positions = bouncing(2.0)
+    positions[5] = np.nan
+    found = demo_eval.turns(positions)
+    assert len(found) == 2
+    assert demo_eval.leg_speeds(positions, [0, *found, len(positions) - 1]) == pytest.approx([2.0] * 3)
+    faster = bouncing(2.1)
+    assert demo_eval.leg_speeds(faster, [0, *demo_eval.turns(faster), len(faster) - 1]) == pytest.approx([2.1] * 3)
+
+
 def test_turns_are_where_a_rendered_shape_bounces():
     """`demo_eval.turns` (long_measures' bounces, scripts/experiments/demo_bounces.py): the turns it finds in
     the rendered colour case, 397 frames along one axis, are the world's own reversals of the velocity, within

@@ -1,9 +1,11 @@
 """Where a long demo rollout leaves its path (issue 19): the long cases of `demo_eval` (LONG_FRAMES latent frames,
 397 video frames) rolled out on the CPU, the shape's position along its axis of motion, generated against
-true, every 4 frames, and the frames where each turns (a bounce, or the late switch). A generated leg that is
-shorter or faster than the true one shifts every later bounce: the path error grows with the video.
+true, every 4 frames, the frames where each turns (a bounce, or the late switch), and each leg's speed in its
+middle (`demo_eval.leg_speeds`). A generated leg that is shorter or faster than the true one shifts every
+later bounce: the path error grows with the video.
 
     python scripts/experiments/demo_bounces.py demo_model
+    python scripts/experiments/demo_bounces.py /tmp/demo_A --seed 6002   # the long cases of another world seed
     python scripts/experiments/demo_bounces.py /tmp/demo_A --speeds 1.5   # a world of one speed (branch s8-h19ss)
 
 `--speeds` replaces the demo world's speeds for this process only (what branch `s8-h19ss` does in
@@ -25,10 +27,17 @@ from longlive.pipeline import VideoConditionalPipeline
 CONFIG = "configs/demo_video_conditional.yaml"
 
 
+def leg_speeds(positions: np.ndarray, turning: list[int], switch: int) -> list[float]:
+    """`demo_eval.leg_speeds` of the legs before the switch (after it the shape may move along the other axis),
+    rounded to 3 decimals."""
+    return [round(v, 3) for v in demo_eval.leg_speeds(positions, [t for t in turning if t < switch])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
     parser.add_argument("--speeds", type=float, nargs="+", default=None, help="the world's speeds (px/frame at 64x64)")
+    parser.add_argument("--seed", type=int, default=None, help="world seed of the long cases (default: the test's)")
     args = parser.parse_args()
     if args.speeds:
         demo_world.SPEEDS = tuple(args.speeds)  # read by sample_scene at each draw
@@ -37,14 +46,18 @@ def main() -> None:
     pipe = VideoConditionalPipeline.from_config(cfg, "cpu")
     first = cfg.num_conditioning_frames
     report = {}
-    for kind, clip in zip(("colour", "direction"), demo_eval.long_clips(cfg.height, cfg.width), strict=True):
+    for kind, clip in zip(("colour", "direction"), demo_eval.long_clips(cfg.height, cfg.width, args.seed), strict=True):
         generated = demo_world.foreground_centroid(demo_eval.long_rollout(pipe, clip)).numpy()
         true = demo_world.foreground_centroid(clip.video[:, first:]).numpy()
-        axis = demo_eval.motion_axis(true[: clip.change.frame - first])  # before the switch
+        switch = clip.change.frame - first
+        axis = demo_eval.motion_axis(true[:switch])  # before the switch
+        true_turns, generated_turns = demo_eval.turns(true[:, axis]), demo_eval.turns(generated[:, axis])
         report[kind] = {
             "axis": "yx"[axis],
-            "true_turns": demo_eval.turns(true[:, axis]),
-            "generated_turns": demo_eval.turns(generated[:, axis]),
+            "true_turns": true_turns,
+            "generated_turns": generated_turns,
+            "true_leg_speeds": leg_speeds(true[:, axis], true_turns, switch),
+            "generated_leg_speeds": leg_speeds(generated[:, axis], generated_turns, switch),
             "true_every_4": np.round(true[::4, axis], 1).tolist(),
             "generated_every_4": np.round(generated[::4, axis], 1).tolist(),
         }
