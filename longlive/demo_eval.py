@@ -85,7 +85,7 @@ def centred(scene: Scene, first: int, then: int, height: int, width: int, turn: 
     end = leg + np.array(DIRECTIONS[turn or scene.direction]) * scene.speed * then
     corners = np.stack([np.zeros(2), leg, end])
     start = np.array([height, width]) / 2 - (corners.min(0) + corners.max(0)) / 2
-    return on_lattice(replace(scene, position=(float(start[0]), float(start[1]))))
+    return on_lattice(replace(scene, position=(float(start[0]), float(start[1]))), height, width)
 
 
 def speed_ratios(pipe: VideoConditionalPipeline, clips_per_speed: int = 6, seed: int = 0) -> dict[str, dict]:

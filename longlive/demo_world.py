@@ -30,8 +30,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 BACKGROUND = (235, 235, 235)
 DIRECTIONS: dict[str, tuple[int, int]] = {"right": (0, 1), "left": (0, -1), "up": (-1, 0), "down": (1, 0)}
-SPEEDS = (2.0,)  # pixels per frame at 64x64, scaled with the frame size: one speed, a latent cell (8 px) per
-# latent frame (4 frames), so a shape's latent moves by whole cells (README, "The demo model")
+CELL_PX = 8.0  # a latent cell of the demo VAE (8x spatially) at 64x64, scaled with the frame size
+FRAMES_PER_LATENT = 4  # the causal VAE's stride in time: latent frame k >= 1 holds video frames 4k-3 .. 4k
+SPEEDS = (CELL_PX / FRAMES_PER_LATENT,)  # 2 px/frame at 64x64: one speed, a latent cell per latent frame, so a
+# shape on the cell lattice is on it again at the last frame of every latent frame (README, "The demo model")
+SIZE_CELLS = (2,)  # shape sizes in cells (16 px): sizes and gaps of whole cells keep both walls on the lattice
 PHRASES = {"right": "to the right", "left": "to the left", "up": "up", "down": "down"}
 
 
@@ -195,11 +198,11 @@ def parse_caption(text: str) -> dict[str, str]:
 
 def sample_scene(rng: np.random.Generator, height: int = 64, width: int = 64) -> Scene:
     """A random shape, colour and direction at the world's speed, placed fully inside the frame on the world's
-    lattice (`lattice_gaps`)."""
+    lattice of latent cells (`lattice_gaps`)."""
     scale = min(height, width) / 64
-    speed = float(rng.choice(SPEEDS)) * scale
-    size = speed * max(1, round(float(rng.uniform(12, 20)) * scale / speed))
-    position = tuple(lattice_gaps(rng, extent, size, speed) + size / 2 for extent in (height, width))
+    speed, cell = float(rng.choice(SPEEDS)) * scale, CELL_PX * scale
+    size = cell * int(rng.choice(SIZE_CELLS))
+    position = tuple(lattice_gaps(rng, extent, size, cell) + size / 2 for extent in (height, width))
     direction = DIRECTIONS[str(rng.choice(list(DIRECTIONS)))]
     return Scene(
         shape=str(rng.choice(SHAPES)),
@@ -210,22 +213,25 @@ def sample_scene(rng: np.random.Generator, height: int = 64, width: int = 64) ->
     )
 
 
-def lattice_gaps(rng: np.random.Generator, extent: int, size: float, speed: float) -> float:
-    """A random gap between the shape's top (or left) edge and the wall, a whole number of frames' moves.
+def lattice_gaps(rng: np.random.Generator, extent: int, size: float, step: float) -> float:
+    """A random gap between the shape's top (or left) edge and the wall, a whole number of lattice steps.
 
-    A shape whose size and gaps are whole multiples of its speed stays on that lattice: each frame moves it by
-    one step, a wall reflects it onto a step, and it turns exactly as its edge meets the wall (where the frame's
-    extent is a multiple of the speed too, as at 64x64 and 2 px/frame). At 2 px/frame its edges also lie on
-    pixel boundaries. So a generator that keeps to the lattice cannot drift by a little: a turn a pixel early,
-    the drift the continuous world allowed (README, "The demo model"), is a state it never saw."""
-    return speed * int(rng.integers(0, int((extent - size) // speed) + 1))
+    The step is a latent cell, the distance the shape moves in a latent frame's 4 video frames. A shape whose
+    size and gaps are whole cells is on whole cells again at the last frame of every latent frame, and a wall
+    reflects it there: every bounce falls between two latent frames, never inside one. So every latent frame
+    is one of a few patterns (a shape moving one way, its phases within the cell always the same) moved by
+    whole cells, and a drift by a fraction of a pixel is a state no clip shows. On the eighth session's
+    lattice of 2 px, a quarter cell, a latent frame had four phases and a bounce four shapes, and the
+    generators drifted by a few percent (BENCHMARKS.md, ninth session)."""
+    return step * int(rng.integers(0, int((extent - size) // step) + 1))
 
 
-def on_lattice(scene: Scene) -> Scene:
-    """The scene moved by less than a step onto the world's lattice (`lattice_gaps`): a hand-placed scene that
-    moves as the world's own do."""
+def on_lattice(scene: Scene, height: int = 64, width: int = 64) -> Scene:
+    """The scene moved by at most half a cell onto the world's lattice (`lattice_gaps`): a hand-placed scene
+    that moves as the world's own do (its size should be whole cells, as the world's are)."""
+    cell = CELL_PX * min(height, width) / 64
     gaps = np.array(scene.position) - scene.size / 2
-    position = np.round(gaps / scene.speed) * scene.speed + scene.size / 2
+    position = np.round(gaps / cell) * cell + scene.size / 2
     return replace(scene, position=(float(position[0]), float(position[1])))
 
 

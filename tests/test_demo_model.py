@@ -34,8 +34,10 @@ from longlive.demo_eval import (
     velocity,
 )
 from longlive.demo_world import (
+    CELL_PX,
     COLOURS,
     DIRECTIONS,
+    SIZE_CELLS,
     SPEEDS,
     Change,
     Scene,
@@ -48,6 +50,7 @@ CONDITIONING = 9  # video frames, the config's num_conditioning_frames (where th
 HEIGHT = WIDTH = 64  # the config's frame size
 
 SPEED = min(SPEEDS)  # px/frame of the scenes below: the world's slowest (its only one, 2)
+SIZE = CELL_PX * SIZE_CELLS[0]  # px: a size of the world's, whole cells (`demo_world.lattice_gaps`)
 
 # Tolerances, in pixels and pixels per frame.
 PATH_PX = 6.0  # mean distance of the generated centroid from the true one over the first 12 generated
@@ -68,10 +71,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # One shape and colour per direction: every colour, shape and direction appears.
 SCENES = {
-    "right": Scene("square", "red", (32.0, 32.0), (0.0, SPEED), 14.0),
-    "up": Scene("circle", "blue", (32.0, 32.0), (-SPEED, 0.0), 14.0),
-    "left": Scene("triangle", "green", (32.0, 32.0), (0.0, -SPEED), 14.0),
-    "down": Scene("square", "yellow", (32.0, 32.0), (SPEED, 0.0), 14.0),
+    "right": Scene("square", "red", (32.0, 32.0), (0.0, SPEED), SIZE),
+    "up": Scene("circle", "blue", (32.0, 32.0), (-SPEED, 0.0), SIZE),
+    "left": Scene("triangle", "green", (32.0, 32.0), (0.0, -SPEED), SIZE),
+    "down": Scene("square", "yellow", (32.0, 32.0), (SPEED, 0.0), SIZE),
 }
 COLOUR_CASES = [(scene, colour) for scene in SCENES.values() for colour in COLOURS if colour != scene.colour]
 DIRECTION_CASES = [(scene, d) for scene in SCENES.values() for d in DIRECTIONS if d != scene.direction]

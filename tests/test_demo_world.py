@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from longlive.demo_world import (
+    CELL_PX,
     COLOURS,
     DIRECTIONS,
+    FRAMES_PER_LATENT,
     ROOM_FRAMES,
     SHAPES,
     Change,
@@ -240,6 +242,27 @@ def test_shapes_keep_to_the_lattice_and_turn_touching_the_wall():
                     bounces += 1
     assert bounces > 200
     placed = on_lattice(replace(scene, position=(31.3, 20.9)))  # a hand-placed scene, as the tests place theirs
-    steps = (np.array(placed.position) - placed.size / 2) / placed.speed
-    assert np.allclose(steps, np.round(steps)), placed
-    assert np.abs(np.array(placed.position) - (31.3, 20.9)).max() <= placed.speed / 2
+    cells = (np.array(placed.position) - placed.size / 2) / CELL_PX
+    assert np.allclose(cells, np.round(cells)), placed
+    assert np.abs(np.array(placed.position) - (31.3, 20.9)).max() <= CELL_PX / 2
+
+
+def test_latent_frames_end_on_whole_cells_and_bounces_fall_between_them():
+    """On the cell lattice every latent frame's last video frame (0, 4, 8, ...) has the shape on whole latent
+    cells, direction changes at block starts included, so each latent frame is one pattern moved by whole cells;
+    and every bounce falls between two latent frames (the shape touches the wall at a frame 4k): the world's
+    latent frames never show a shape a fraction of a cell off, which a generator's drift would."""
+    world = DemoWorld(seed=7, num_frames=161, change_prob=0.5, change_frames=(9, 57, 105))
+    bounces = 0
+    for index in range(120):
+        scene, change = world.story(index)
+        states = trajectory(scene, 161, 64, 64, change)
+        for frame in range(0, 161, FRAMES_PER_LATENT):
+            cells = (np.array(states[frame].position) - states[frame].size / 2) / CELL_PX
+            assert np.allclose(cells, np.round(cells)), (scene, change, frame)
+        for frame, (before, state) in enumerate(zip(states, states[1:], strict=False)):
+            if any(b * a < 0 for b, a in zip(before.velocity, state.velocity, strict=True)):
+                if change is None or frame + 1 != change.frame:
+                    assert frame % FRAMES_PER_LATENT == 0, (scene, change, frame)
+                    bounces += 1
+    assert bounces > 100

@@ -463,8 +463,10 @@ def test_rollout_context_is_the_engines_rollout(infinite):
         for seed in (0, 1)
     )
     assert torch.equal(rolled[:, :3], conditioning)  # block 0, the conditioning, is kept
-    torch.testing.assert_close(rolled[:, 3:], engine, atol=5e-5, rtol=0)  # measured: 6e-6 and 8e-6
-    assert not torch.allclose(other_seed[:, 3:], engine, atol=5e-5, rtol=0)  # the noise order matters
+    # measured: 6e-6 and 8e-6 on the 2-px lattice's clip, 5.3e-5 on the cell lattice's (one clip's 12 frames of
+    # float32 rounding, carried through the window)
+    torch.testing.assert_close(rolled[:, 3:], engine, atol=1e-4, rtol=0)
+    assert not torch.allclose(other_seed[:, 3:], engine, atol=1e-4, rtol=0)  # the noise order matters
 
 
 def test_rollout_steps_train_later_blocks_from_sampled_context(trained, tmp_path, monkeypatch):
@@ -822,7 +824,10 @@ def test_context_jitter_masks_the_clips_it_hurried(tmp_path, offset_px):
         video, hurried = jitter.apply(clip, index)
         assert hurried == counts[index]
         assert torch.equal(video[:, max(4 * hurried - 3, 0) :], clip.video[:, max(4 * hurried - 3, 0) :])
-        assert hurried == 0 or not torch.equal(video, clip.video)
+        # A shift by under half a pixel may move no pixel centre across a shape's edge (on the lattice of whole
+        # cells every edge lies on a pixel boundary): such a context shows the world's frames.
+        hidden = offset_px and max(map(abs, jitter.context(index)[2])) < 0.5 if hurried else False
+        assert hurried == 0 or hidden or not torch.equal(video, clip.video)
     assert train_demo.context_jitter(tiny_train_config(tmp_path), clips) is None  # off by default
 
 
@@ -831,7 +836,7 @@ def test_shifted_context_shows_the_shape_offset_and_the_world_after():
     its bounces; from frame `frames` on the clip is unchanged."""
     from longlive.demo_world import DemoWorld, foreground_centroid, shifted_context
 
-    clip, frames, offset = DemoWorld(3, 45).clip(0), 17, (0.75, -0.5)
+    clip, frames, offset = DemoWorld(3, 45).clip(0), 17, (1.0, -0.5)  # whole and half pixels: the pixels show them
     video = shifted_context(clip, frames, offset)
     assert torch.equal(video[:, frames:], clip.video[:, frames:])
     moved = foreground_centroid(video[:, :frames]) - foreground_centroid(clip.video[:, :frames])
