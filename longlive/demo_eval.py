@@ -63,18 +63,20 @@ class Report:
         return sum(c == colour for c in span) / max(len(span), 1)
 
 
+def slope(values: torch.Tensor) -> float:
+    """Least-squares slope of values [N] against the frame index; NaN entries (frames without a shape) are
+    skipped, and fewer than 2 left give NaN."""
+    ok = ~values.isnan()
+    if ok.sum() < 2:
+        return float("nan")
+    t = torch.arange(len(values), dtype=values.dtype)[ok]
+    x, y = t - t.mean(), values[ok] - values[ok].mean()
+    return float((x * y).sum() / (x * x).sum())
+
+
 def velocity(centroids: torch.Tensor) -> tuple[float, float]:
     """Least-squares slope (vy, vx) of centroids [N, 2] against the frame index; NaN rows are skipped."""
-    t = torch.arange(len(centroids), dtype=torch.float32)
-    slopes = []
-    for axis in range(2):
-        ok = ~centroids[:, axis].isnan()
-        if ok.sum() < 2:
-            slopes.append(float("nan"))
-            continue
-        x, y = t[ok] - t[ok].mean(), centroids[ok, axis] - centroids[ok, axis].mean()
-        slopes.append(float((x * y).sum() / (x * x).sum()))
-    return slopes[0], slopes[1]
+    return slope(centroids[:, 0]), slope(centroids[:, 1])
 
 
 def centred(scene: Scene, first: int, then: int, height: int, width: int, turn: str | None = None) -> Scene:
@@ -267,13 +269,11 @@ def leg_speeds(positions: np.ndarray, turning: list[int]) -> list[float]:
     axis: the slope of a straight line fitted to the leg's middle (LEG_MARGIN frames off each end, frames
     without a shape skipped). A speed off the world's in the middle of the legs is a drift in open space; a
     right speed with legs of the wrong length is a turn early or late at the walls."""
-    speeds = []
-    for start, end in pairwise(turning):
-        frames = np.arange(start + LEG_MARGIN, end - LEG_MARGIN + 1)
-        frames = frames[~np.isnan(positions[frames])]
-        if len(frames) >= 2:
-            speeds.append(float(abs(np.polyfit(frames, positions[frames], 1)[0])))
-    return speeds
+    legs = (
+        slope(torch.from_numpy(positions[start + LEG_MARGIN : end - LEG_MARGIN + 1]))
+        for start, end in pairwise(turning)
+    )
+    return [abs(speed) for speed in legs if not math.isnan(speed)]
 
 
 def motion_axis(centroids: np.ndarray) -> int:
