@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -311,6 +312,7 @@ def test_long_failures_name_each_bound_missed():
     bad = {**good, "bounces": 1, "windows": [1.0, 6.0], "one_blob": 0.5, "colour_after": 0.2, "turn": -1.0}
     names = [f.split(":")[0] for f in demo_eval.long_failures(bad)]
     assert names == ["bounces", "worst window px", "one blob", "colour after", "turn"]
+    assert demo_eval.long_failures({**bad, "turn": None})[-1].startswith("colour after")  # a colour change's
 
 
 @pytest.fixture(scope="module")
@@ -330,21 +332,34 @@ def test_long_measures_pass_the_vae_round_trip_of_the_truth(pipe, long_reference
     m = long_measures(clip, reference, reference, CONDITIONING)
     assert_long_video_holds(m)
     assert max(m["windows"]) <= 1.5 and m["one_blob"] == 1.0, m  # the decoder's own path error is small
+    assert (m["turn"] is None) == (kind == "colour"), m  # judged after a change of direction only
 
 
-# Open (issue 19): the shipped weights drift past 45 video frames (7-39 px per window at 100 latent frames):
-# they pull the world's speeds toward the middle one (demo_eval.speed_ratios: 1.16, 0.98, 0.81 of 1, 1.5 and
-# 2 px/frame). The GPU runs of long-clip, own-rollout and consistent-target training (BENCHMARKS.md,
-# 2026-11-30) did not bring it under these bounds, so the weights stayed as they were. Strict: the day new
-# weights pass, this mark has to go.
+def test_a_colour_change_can_meet_a_wall_where_the_turn_would_be_measured():
+    """Why `long_measures` judges the turn after a change of direction only: the test's colour case bounces
+    within the LONG_TURN_FRAMES after its switch, so its true displacement there is a frame's step, and a pixel
+    of centroid noise would halve the share; a change of direction always has that room (ROOM_FRAMES)."""
+    colour, direction = long_clips()
+    for clip in (colour, direction):
+        states = clip.trajectory()[clip.change.frame : clip.change.frame + demo_eval.LONG_TURN_FRAMES]
+        flips = sum(bool(np.any(np.multiply(a.velocity, b.velocity) < 0)) for a, b in pairwise(states))
+        assert flips == (1 if clip is colour else 0), (clip.change, flips)
+
+
+# Issue 19: the shipped weights were trained for length on the demo world's whole latent cells (README, "The
+# demo model"); before that they drifted past 45 video frames (7-39 px per window at 100 latent frames). They
+# hold the colour cases. The direction case of seed 5001 still drifts after its late turn: the shape turns on
+# the world's frame, and from its first bounce against the new caption falls behind, 1 px a window, to 6.5 px
+# (CPU, 2026-12-01; the same in every run of the session, and in 1 of 12 validation direction cases). Strict:
+# the day the weights hold it, this mark has to go.
+LONG_DIRECTION_OPEN = pytest.mark.xfail(strict=True, reason="issue 19: after a late turn, bounces drift (seed 5001)")
 # One pair of clips is a thin sample: a weight soup of the seventh session passed both of the test's own cases
 # and held none of six more (BENCHMARKS.md). So a case that holds goes on to the same case from LONG_MORE_SEEDS,
-# world streams no training reads (`eval_demo.py --long_seeds`); while the first fails they cost nothing.
+# world streams no training reads (`eval_demo.py --long_seeds`).
 LONG_MORE_SEEDS = (5000, 5001)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: the demo weights are not yet trained for length")
-@pytest.mark.parametrize("kind", ["colour", "direction"])
+@pytest.mark.parametrize("kind", ["colour", pytest.param("direction", marks=LONG_DIRECTION_OPEN)])
 def test_demo_long_rollout(long_references, kind):
     """Issue 19: 397-frame rollouts from unseen clips stay on the physical path (bounces included) within
     demo_eval.LONG_WINDOW_PX in every window and an error that does not grow (LONG_GROWTH), show one blob of
