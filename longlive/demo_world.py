@@ -30,7 +30,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 BACKGROUND = (235, 235, 235)
 DIRECTIONS: dict[str, tuple[int, int]] = {"right": (0, 1), "left": (0, -1), "up": (-1, 0), "down": (1, 0)}
-SPEEDS = (1.0, 1.5, 2.0)  # pixels per frame at 64x64; scaled with the frame size
+CELL_PX = 8.0  # a latent cell of the demo VAE (8x spatially) at 64x64, scaled with the frame size
+FRAMES_PER_LATENT = 4  # the causal VAE's stride in time: latent frame k >= 1 holds video frames 4k-3 .. 4k
+SPEEDS = (CELL_PX / FRAMES_PER_LATENT,)  # 2 px/frame at 64x64: one speed, a latent cell per latent frame, so a
+# shape on the cell lattice is on it again at the last frame of every latent frame (README, "The demo model")
+SIZE_CELLS = (2,)  # shape sizes in cells (16 px): sizes and gaps of whole cells keep both walls on the lattice
 PHRASES = {"right": "to the right", "left": "to the left", "up": "up", "down": "down"}
 
 
@@ -193,13 +197,13 @@ def parse_caption(text: str) -> dict[str, str]:
 
 
 def sample_scene(rng: np.random.Generator, height: int = 64, width: int = 64) -> Scene:
-    """A random shape, colour, direction and speed, placed fully inside the frame."""
+    """A random shape, colour and direction at the world's speed, placed fully inside the frame on the world's
+    lattice of latent cells (`lattice_gaps`)."""
     scale = min(height, width) / 64
-    size = float(rng.uniform(12, 20) * scale)
-    half = size / 2
-    position = (float(rng.uniform(half, height - half)), float(rng.uniform(half, width - half)))
+    speed, cell = float(rng.choice(SPEEDS)) * scale, CELL_PX * scale
+    size = cell * int(rng.choice(SIZE_CELLS))
+    position = tuple(lattice_gaps(rng, extent, size, cell) + size / 2 for extent in (height, width))
     direction = DIRECTIONS[str(rng.choice(list(DIRECTIONS)))]
-    speed = float(rng.choice(SPEEDS)) * scale
     return Scene(
         shape=str(rng.choice(SHAPES)),
         colour=str(rng.choice(list(COLOURS))),
@@ -209,11 +213,55 @@ def sample_scene(rng: np.random.Generator, height: int = 64, width: int = 64) ->
     )
 
 
-def sample_change(rng: np.random.Generator, scene: Scene, frame: int) -> Change:
-    """A change of colour or of direction (never to the current one) at `frame`."""
+def lattice_gaps(rng: np.random.Generator, extent: int, size: float, step: float) -> float:
+    """A random gap between the shape's top (or left) edge and the wall, a whole number of lattice steps.
+
+    The step is a latent cell, the distance the shape moves in a latent frame's 4 video frames. A shape whose
+    size and gaps are whole cells is on whole cells again at the last frame of every latent frame, and a wall
+    reflects it there: every bounce falls between two latent frames, never inside one. So every latent frame
+    is one of a few patterns (a shape moving one way, its phases within the cell always the same) moved by
+    whole cells, and a drift by a fraction of a pixel is a state no clip shows. On the eighth session's
+    lattice of 2 px, a quarter cell, a latent frame had four phases and a bounce four shapes, and the
+    generators drifted by a few percent (BENCHMARKS.md, ninth session)."""
+    return step * int(rng.integers(0, int((extent - size) // step) + 1))
+
+
+def on_lattice(scene: Scene, height: int = 64, width: int = 64) -> Scene:
+    """The scene moved by at most half a cell onto the world's lattice (`lattice_gaps`): a hand-placed scene
+    that moves as the world's own do (its size should be whole cells, as the world's are)."""
+    cell = CELL_PX * min(height, width) / 64
+    gaps = np.array(scene.position) - scene.size / 2
+    position = np.round(gaps / cell) * cell + scene.size / 2
+    return replace(scene, position=(float(position[0]), float(position[1])))
+
+
+ROOM_FRAMES = 8  # a change of direction goes where the shape can move this many frames before it meets a wall
+
+
+def sample_change(
+    rng: np.random.Generator, scene: Scene, frame: int, height: int = 64, width: int = 64, reverse: bool = True
+) -> Change:
+    """A change of colour (never to the current one) or of direction at `frame`: never a way the shape moves
+    there without it (after its bounces, and a bounce at `frame` itself), nor towards a wall it would meet within
+    ROOM_FRAMES (the world would turn it back at once, against its caption; where no way has that room, the
+    roomiest one). Without `reverse`, only a turn at right angles: see `DemoWorld`'s `reverse_until`."""
     if rng.random() < 0.5:
         return Change(frame, colour=str(rng.choice([c for c in COLOURS if c != scene.colour])))
-    return Change(frame, direction=str(rng.choice([d for d in DIRECTIONS if d != scene.direction])))
+    states = trajectory(scene, frame + 1, height, width)
+    there = states[frame - 1]  # the new velocity moves the shape on from here: the room is counted from it
+    unchanged = {there.direction, states[frame].direction}  # the way it moves, before and after a bounce there
+    if not reverse:  # nor back along the axis it moves on
+        axis = 0 if there.velocity[0] else 1
+        unchanged |= {d for d, step in DIRECTIONS.items() if step[axis]}
+    room = {d: room_towards(there, d, height, width) for d in DIRECTIONS if d not in unchanged}
+    roomy = [d for d, px in room.items() if px >= ROOM_FRAMES * scene.speed] or [max(room, key=room.get)]
+    return Change(frame, direction=str(rng.choice(roomy)))
+
+
+def room_towards(scene: Scene, direction: str, height: int, width: int) -> float:
+    """Pixels between the shape's edge and the wall it faces going `direction`."""
+    (y, x), half = scene.position, scene.size / 2
+    return {"right": width - x - half, "left": x - half, "down": height - y - half, "up": y - half}[direction]
 
 
 @dataclass(frozen=True)
@@ -245,11 +293,15 @@ def make_clip(
 
 
 def sample_story(
-    rng: np.random.Generator, height: int = 64, width: int = 64, change_frame: int | None = None
+    rng: np.random.Generator,
+    height: int = 64,
+    width: int = 64,
+    change_frame: int | None = None,
+    reverse: bool = True,
 ) -> tuple[Scene, Change | None]:
     """A random scene and, with `change_frame`, its change there: what `make_clip` renders."""
     scene = sample_scene(rng, height, width)
-    return scene, None if change_frame is None else sample_change(rng, scene, change_frame)
+    return scene, None if change_frame is None else sample_change(rng, scene, change_frame, height, width, reverse)
 
 
 def clip_of(scene: Scene, change: Change | None, num_frames: int, height: int = 64, width: int = 64) -> Clip:
@@ -259,13 +311,63 @@ def clip_of(scene: Scene, change: Change | None, num_frames: int, height: int = 
     return Clip(video, scene, change, prompt1, prompt1 if change is None else change_caption(scene, change))
 
 
+def hurried_start(
+    scene: Scene, change: Change | None, frames: int, factor: float, height: int, width: int
+) -> Scene | None:
+    """The scene of `hurried_context`'s first `frames` frames: the shape at frame `frames` of the story (scene,
+    change), moving `factor` times as fast along its line and started where it arrives there; None where
+    that run would cross a wall or the change comes first."""
+    if change is not None and change.frame < frames:
+        return None
+    state = trajectory(scene, frames + 1, height, width, change)[frames]
+    velocity = np.array(state.velocity) * factor
+    start = np.array(state.position) - frames * velocity
+    half = state.size / 2
+    for end in (start, start + (frames - 1) * velocity):
+        if not (half <= end[0] <= height - half and half <= end[1] <= width - half):
+            return None
+    return replace(state, colour=scene.colour, position=tuple(start), velocity=tuple(velocity))
+
+
+def hurried_context(clip: Clip, frames: int, factor: float) -> torch.Tensor | None:
+    """`clip`'s video with its first `frames` frames replaced by the same shape moving `factor` times as fast
+    along the same line and arriving where the clip has it at frame `frames`, the rest the world's own; None
+    where that run would cross a wall or the clip changes before `frames` (`hurried_start`). A context whose
+    speed is off, and a continuation that does not follow it: what a generator sees of its own slightly
+    wrong output."""
+    height, width = clip.video.shape[2:]
+    start = hurried_start(clip.scene, clip.change, frames, factor, height, width)
+    if start is None:
+        return None
+    return torch.cat([render(start, frames, height, width), clip.video[:, frames:]], dim=1)
+
+
+def shifted_context(clip: Clip, frames: int, offset: tuple[float, float]) -> torch.Tensor:
+    """`clip`'s video with its first `frames` frames showing the shape `offset` (y, x) px off where the world has
+    it (bounces and changes as they are), the rest the world's own: a context a little off the lattice
+    (`lattice_gaps`) and a continuation on it, what a generator sees of its own output drifting by less than
+    a step, and learns to come back from."""
+    height, width = clip.video.shape[2:]
+    states = [
+        replace(state, position=(state.position[0] + offset[0], state.position[1] + offset[1]))
+        for state in clip.trajectory()[:frames]
+    ]
+    return torch.cat([paint(*rasterize(states, height, width)), clip.video[:, frames:]], dim=1)
+
+
 class DemoWorld:
     """Endless (video, caption) pairs, item i a pure function of (seed, i).
 
     With probability `change_prob` a clip changes at video frame `change_frame` and its caption is the
     change caption (what prompt2 says for the whole clip); otherwise it is the plain caption. With
     `change_frames`, each change clip draws its change frame from them instead (a prompt switch anywhere
-    in the clip; `clip` gives both prompts and the frame).
+    in the clip; `clip` gives both prompts and the frame), uniformly or with `change_weights`.
+
+    A change of direction after `reverse_until` (default `change_frame`, the video-conditional switch) turns
+    the shape at right angles, never back along its axis. Later in a video a reversal looks like what every
+    bounce leaves behind: once the bounce has left a generator's window of past frames, a shape moving against
+    its caption is both "just told to reverse" and "bounced a while ago", so a generator trained on both turns
+    back in open space at random after a late switch. A right-angle turn is never what a bounce leaves.
     """
 
     def __init__(
@@ -277,10 +379,21 @@ class DemoWorld:
         change_prob: float = 0.0,
         change_frame: int = 9,
         change_frames: Sequence[int] | None = None,
+        change_weights: Sequence[float] | None = None,
+        reverse_until: int | None = None,
     ) -> None:
         self.seed, self.num_frames, self.height, self.width = seed, num_frames, height, width
         self.change_prob, self.change_frame = change_prob, change_frame
+        self.reverse_until = change_frame if reverse_until is None else reverse_until
         self.change_frames = None if change_frames is None else tuple(change_frames)
+        self.change_weights = None if change_weights is None else np.asarray(change_weights, dtype=float)
+        if self.change_weights is not None and (
+            self.change_frames is None
+            or len(self.change_weights) != len(self.change_frames)
+            or not np.isclose(self.change_weights.sum(), 1.0)
+            or (self.change_weights < 0).any()
+        ):
+            raise ValueError(f"change_weights {change_weights}: one probability per change frame, summing to 1")
 
     def clip(self, index: int) -> Clip:
         return clip_of(*self.story(index), self.num_frames, self.height, self.width)
@@ -291,8 +404,8 @@ class DemoWorld:
         changes = rng.random() < self.change_prob
         frame = self.change_frame
         if changes and self.change_frames is not None:
-            frame = int(rng.choice(self.change_frames))
-        return sample_story(rng, self.height, self.width, frame if changes else None)
+            frame = int(rng.choice(self.change_frames, p=self.change_weights))
+        return sample_story(rng, self.height, self.width, frame if changes else None, frame <= self.reverse_until)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         clip = self.clip(index)

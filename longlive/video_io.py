@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +29,7 @@ from types import TracebackType
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 
 logger = logging.getLogger(__name__)
 
@@ -447,3 +448,21 @@ def join_segments(segments: list[Path], path: Path) -> None:
         os.unlink(listing.name)
     if done.returncode != 0:
         raise OSError(f"joining {len(segments)} segments into {path} failed: {done.stderr.strip()}")
+
+
+LABEL_HEIGHT = 14  # px of the text line above each row of `labelled_rows_image`
+ROW_GAP = 4  # px between one row's frames and the next row's text
+
+
+def labelled_rows_image(rows: Sequence[tuple[str, np.ndarray]]) -> Image.Image:
+    """Rows of frames side by side ([H, W, 3] uint8 each), stacked, each under its line of text: a strip that
+    shows in a README what videos did without playing them (scripts/frame_strip.py, scripts/long_strip.py)."""
+    width = max(row.shape[1] for _, row in rows)
+    height = sum(row.shape[0] + LABEL_HEIGHT + ROW_GAP for _, row in rows)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw, top = ImageDraw.Draw(canvas), 0
+    for label, row in rows:
+        draw.text((2, top + 1), label, fill=(0, 0, 0))
+        canvas.paste(Image.fromarray(row), (0, top + LABEL_HEIGHT))
+        top += row.shape[0] + LABEL_HEIGHT + ROW_GAP
+    return canvas

@@ -3,8 +3,8 @@
     python scripts/eval_demo.py --config_path configs/demo_video_conditional.yaml --clips 18
     python scripts/eval_demo.py --config_path configs/demo_video_conditional.yaml wan_model_dir=/tmp/demo
     python scripts/eval_demo.py --clips 12 --latent_frames 100     # long rollouts: where does it break?
-    python scripts/eval_demo.py --long model_kwargs.use_infinite_attention=true   # test_demo_long_rollout's cases
-    python scripts/eval_demo.py --long --long_seeds 5000,5001,5002 model_kwargs.use_infinite_attention=true
+    python scripts/eval_demo.py --long   # test_demo_long_rollout's cases
+    python scripts/eval_demo.py --long --long_seeds 5000,5001,5002
 
 For each kind of clip (continued, changing colour, changing direction at the first generated frame) and
 with and without the conditioning frames: the mean path error (px), velocity error (px/frame), and the

@@ -12,15 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from longlive.jobs import read_results
-from longlive.video_io import read_frames
-
-LABEL_HEIGHT = 14
-GAP = 4
-BACKGROUND = (255, 255, 255)
-
+from longlive.video_io import labelled_rows_image, read_frames
 
 FINISHED = ("ok", "skipped")  # skipped: a rerun found its videos already written
 
@@ -43,17 +38,12 @@ def frame_strip(output_folder: Path, every: int = 4, max_frames: int | None = 12
     if not samples:
         raise SystemExit(f"{output_folder}: no finished samples in results.jsonl")
     labelled = [(s["inputs"], Path(path)) for s in samples for path in s["outputs"]]
-    rows = [strip_row(path, every, max_frames) for _, path in labelled]
-    width = max(r.shape[1] for r in rows)
-    height = sum(r.shape[0] + LABEL_HEIGHT + GAP for r in rows)
-    canvas = Image.new("RGB", (width, height), BACKGROUND)
-    draw, top = ImageDraw.Draw(canvas), 0
-    for (inputs, _), row in zip(labelled, rows, strict=True):
-        label = f"{inputs.get('prompt1', '')}  ->  {inputs.get('prompt2', '')}"
-        draw.text((2, top + 1), label, fill=(0, 0, 0))
-        canvas.paste(Image.fromarray(row), (0, top + LABEL_HEIGHT))
-        top += row.shape[0] + LABEL_HEIGHT + GAP
-    return canvas
+    return labelled_rows_image(
+        [
+            (f"{inputs.get('prompt1', '')}  ->  {inputs.get('prompt2', '')}", strip_row(path, every, max_frames))
+            for inputs, path in labelled
+        ]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,7 +14,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from longlive.demo_world import Change, Scene, caption, change_caption
+from longlive.demo_world import CELL_PX, SIZE_CELLS, SPEEDS, Change, Scene, caption, change_caption, on_lattice
 from longlive.demo_world import render as render_demo
 from longlive.video_io import tensor_to_uint8, write_video
 
@@ -41,10 +41,12 @@ def render(color, start, velocity, shape, size: int = 24) -> torch.Tensor:
 
 # The demo model's examples (configs/demo_video_conditional.yaml): videos of the demo world at 64x64, 45
 # frames each, and the job's lines: prompt1 captions the video, prompt2 continues it or asks for a change.
+# The world's own shapes (SIZE_CELLS latent cells wide, at its speed), placed on its lattice of cells.
+DEMO_SIZE, DEMO_SPEED = SIZE_CELLS[0] * CELL_PX, SPEEDS[0]
 DEMO_VIDEOS = {
-    "red_square_right": Scene("square", "red", (32.0, 12.0), (0.0, 1.0), 14.0),
-    "green_triangle_right": Scene("triangle", "green", (44.0, 12.0), (0.0, 1.0), 14.0),
-    "yellow_square_down": Scene("square", "yellow", (12.0, 32.0), (1.0, 0.0), 14.0),
+    "red_square_right": Scene("square", "red", (32.0, 16.0), (0.0, DEMO_SPEED), DEMO_SIZE),
+    "green_triangle_right": Scene("triangle", "green", (40.0, 16.0), (0.0, DEMO_SPEED), DEMO_SIZE),
+    "yellow_square_down": Scene("square", "yellow", (16.0, 40.0), (DEMO_SPEED, 0.0), DEMO_SIZE),
 }
 DEMO_JOB = [  # (video, the change prompt2 asks for, from video frame 9 on)
     ("red_square_right", None),
@@ -57,6 +59,7 @@ DEMO_JOB = [  # (video, the change prompt2 asks for, from video frame 9 on)
 def write_demo_examples(example: Path) -> None:
     """example/demo/<name>.mp4 (the scene as captioned: the change is prompt2's to make) and the job's JSONL."""
     for name, scene in DEMO_VIDEOS.items():
+        assert on_lattice(scene) == scene, f"{name} is off the world's lattice"
         print(write_video(example / "demo" / f"{name}.mp4", render_demo(scene, 45), FPS))
     lines = []
     for name, change in DEMO_JOB:

@@ -38,6 +38,17 @@ KV cache shows it when rolling out that far; `--infinite_attention` gives the fr
 RoPE positions of `model_kwargs.use_infinite_attention` (read from a `KVCache`, see `window_positions`)
 instead of absolute ones. Train with the mode the config infers with.
 
+Contexts at the wrong speed (issue 19): `--context_speed_jitter J` gives a share `--context_jitter_prob` of
+the bank's clips a context of whole blocks (a random number, at least one block short of the clip) in
+which the shape moves up to J times too fast or too slow along its line, arriving where the world has
+it (`demo_world.hurried_context`), then the world's own continuation. Those blocks are clean context (no
+loss; `ContextJitter` decides per clip index, so the renderer and the training step agree). A model
+trained on true contexts alone continues the speed it sees, so its own few percent off compound over a
+long rollout; here the continuation does not follow the context, and the speed is the world's.
+`--context_offset_px O` shows the shape in such a context up to O px off where the world has it, per axis
+(`demo_world.shifted_context`), where no hurried run fits: the world keeps its shapes on a lattice of whole
+steps (`demo_world.lattice_gaps`), and the continuation comes back onto it.
+
 `--ema_decay D` saves an exponential moving average of the run's weights (decay D a step; the last iterate
 under `last_iterate/`): at a constant learning rate the last iterate is one noisy point, and two runs of one
 setting from one parent ended far apart (issue 19, BENCHMARKS.md, eighth session).
@@ -95,6 +106,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -104,12 +116,16 @@ from longlive.attention import FramePositions
 from longlive.demo_world import (
     BACKGROUND,
     Change,
+    Clip,
     DemoWorld,
     Scene,
     foreground_centroid,
     foreground_mask,
+    hurried_context,
+    hurried_start,
     paint,
     rasterize,
+    shifted_context,
     trajectory,
 )
 from longlive.kv_cache import CrossAttentionCache, KVCache, frame_visibility_mask
@@ -145,6 +161,15 @@ class TrainConfig:
     change_prob: float = 0.5  # share of clips whose second part changes (captioned with prompt2)
     change_latent_frame: int = 3  # the change starts at this latent frame (video frame 4k-3 = 9)
     clean_context_prob: float = 0.5
+    # --stage generator: the share of clips whose first blocks (a random number of them, clean context, no loss)
+    # show the shape moving up to this factor too fast or too slow along its line, arriving where the world has
+    # it (`demo_world.hurried_context`): the generator learns to go on at the world's speed, not the context's.
+    context_speed_jitter: float = 0.0
+    context_jitter_prob: float = 0.5
+    # --stage generator: those clips' first blocks show the shape up to this many px off where the world has it,
+    # per axis (`demo_world.shifted_context`; with context_speed_jitter, where no hurried run fits): off the
+    # world's lattice by less than half a step, the continuation on it, so the generator learns to come back.
+    context_offset_px: float = 0.0
     # --stage generator on long clips (issue 19): latent frames per generator clip (default num_latent_frames);
     # past local_attn_size the mask rolls the window as the KV cache does, so training sees long rollouts.
     clip_latent_frames: int | None = None
@@ -152,6 +177,10 @@ class TrainConfig:
     # --stage generator: change clips change (and switch prompts) at a random block boundary after the first
     # block, each frame under its own prompt (see `PromptSwitch`); off: the change caption for the whole clip.
     switch_anywhere: bool = False
+    # With switch_anywhere: the share of change clips that switch at change_latent_frame, the first generated
+    # block of a video-conditional job (its switch has no recache), the rest spread evenly over the later block
+    # boundaries; 0: every boundary alike (the first then gets 1 in clip_latent_frames / frames_per_block - 1).
+    first_switch_share: float = 0.0
     # What the engine does to the cached window at such a switch (`recache_mode` with recache_on_switch, the
     # demo config's longlive), mirrored in training: longlive | window | none (recache_on_switch: false).
     switch_recache: str = "longlive"
@@ -251,27 +280,106 @@ def build_models(cfg: TrainConfig, device: torch.device) -> DemoModels:
     return DemoModels(generator.to(device), vae.to(device), text_encoder.to(device), byte_level_tokenizer(), preset)
 
 
-def loader(world: DemoWorld, batch_size: int, steps: int, cfg: TrainConfig) -> Iterable[tuple[torch.Tensor, list]]:
-    """Batches of items 0, 1, 2, ... in order, rendered by `cfg.workers` processes ahead of the GPU."""
-    dataset = (_SwitchItems if world.change_frames is not None else _Items)(world, batch_size * steps)
+def loader(
+    world: DemoWorld, batch_size: int, steps: int, cfg: TrainConfig, jitter: ContextJitter | None = None
+) -> Iterable[tuple[torch.Tensor, list]]:
+    """Batches of items 0, 1, 2, ... in order, rendered by `cfg.workers` processes ahead of the GPU (with
+    `jitter`, some clips' first blocks hurried or slowed: `ContextJitter`)."""
+    dataset = (_SwitchItems if world.change_frames is not None else _Items)(world, batch_size * steps, jitter)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0
     )
 
 
+@dataclass(frozen=True)
+class ContextJitter:
+    """`context_speed_jitter`: which clips of a world get a context at another speed, how long and how fast,
+    a pure function of the world's seed and the clip's index (the bank's renderer and the training step, which
+    masks the loss there, agree without passing anything along)."""
+
+    seed: int
+    latent_frames: int  # of a clip
+    block: int  # latent frames per block: a context is whole blocks, as the KV cache holds them
+    jitter: float
+    prob: float
+    offset_px: float = 0.0  # `context_offset_px`
+
+    def context(self, index: int) -> tuple[int, float, tuple[float, float]] | None:
+        """(latent frames of context, speed factor, offset (y, x) in px) for clip `index`, or None."""
+        rng = np.random.default_rng([self.seed, index, 1])
+        blocks = self.latent_frames // self.block
+        if (self.jitter <= 0 and self.offset_px <= 0) or blocks < 2 or rng.random() >= self.prob:
+            return None
+        latent_frames = self.block * int(rng.integers(1, blocks))
+        factor = float(1 + rng.uniform(-self.jitter, self.jitter)) if self.jitter > 0 else 1.0
+        offset = rng.uniform(-self.offset_px, self.offset_px, size=2) if self.offset_px > 0 else np.zeros(2)
+        return latent_frames, factor, (float(offset[0]), float(offset[1]))
+
+    def apply(self, clip: Clip, index: int) -> tuple[torch.Tensor, int]:
+        """The clip's video with its context hurried or shifted, and the context's latent frames (0: left as it
+        was)."""
+        chosen = self.context(index)
+        if chosen is None:
+            return clip.video, 0
+        latent_frames, factor, offset = chosen
+        frames = 4 * latent_frames - 3  # latent frame m starts at video frame 4m-3
+        video = hurried_context(clip, frames, factor) if factor != 1 else None
+        if video is None and self.offset_px > 0:  # no straight run at another speed fits: shifted alone
+            video = shifted_context(clip, frames, offset)
+        return (clip.video, 0) if video is None else (video, latent_frames)
+
+    def context_frames(self, indices: Sequence[int], clips: DemoWorld) -> torch.Tensor:
+        """Each clip's hurried or shifted latent frames [B] (0 where none), as `apply` made them, from the clips'
+        stories (nothing rendered)."""
+        counts = []
+        for index in indices:
+            chosen = self.context(index)
+            if chosen is not None and self.offset_px <= 0:  # hurried alone: where its straight run fits
+                start = hurried_start(*clips.story(index), 4 * chosen[0] - 3, chosen[1], clips.height, clips.width)
+                chosen = None if start is None else chosen
+            counts.append(0 if chosen is None else chosen[0])
+        return torch.tensor(counts)
+
+
+def context_jitter(cfg: TrainConfig, clips: DemoWorld) -> ContextJitter | None:
+    """The run's `ContextJitter` for the generator's world `clips` (None without `context_speed_jitter` or
+    `context_offset_px`)."""
+    if cfg.context_speed_jitter <= 0 and cfg.context_offset_px <= 0:
+        return None
+    latent_frames = (clips.num_frames + 3) // 4
+    return ContextJitter(
+        clips.seed,
+        latent_frames,
+        cfg.frames_per_block,
+        cfg.context_speed_jitter,
+        cfg.context_jitter_prob,
+        cfg.context_offset_px,
+    )
+
+
 class _Items(torch.utils.data.Dataset):
-    def __init__(self, world: DemoWorld, length: int) -> None:
-        self.world, self.length = world, length
+    def __init__(self, world: DemoWorld, length: int, jitter: ContextJitter | None = None) -> None:
+        self.world, self.length, self.jitter = world, length, jitter
 
     def __len__(self) -> int:
         return self.length
 
+    def video(self, clip: Clip, index: int) -> torch.Tensor:
+        return clip.video if self.jitter is None else self.jitter.apply(clip, index)[0]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        return self.world[index]
+        if self.jitter is None:
+            return self.world[index]
+        clip = self.world.clip(index)
+        return self.video(clip, index), clip.prompt2
 
 
 def world(
-    cfg: TrainConfig, stream: int, num_frames: int | None = None, change_frames: Sequence[int] | None = None
+    cfg: TrainConfig,
+    stream: int,
+    num_frames: int | None = None,
+    change_frames: Sequence[int] | None = None,
+    change_weights: Sequence[float] | None = None,
 ) -> DemoWorld:
     """The run's clips (`num_frames` video frames, default the generator's clip length); stage 1 and
     stage 2 read different streams of the same seed. A change clip changes at video frame
@@ -284,6 +392,7 @@ def world(
         change_prob=cfg.change_prob,
         change_frame=4 * cfg.change_latent_frame - 3,
         change_frames=change_frames,
+        change_weights=change_weights,
     )
 
 
@@ -294,7 +403,20 @@ def switch_world(cfg: TrainConfig, stream: int) -> DemoWorld:
     starts = [4 * s - 3 for s in range(cfg.frames_per_block, frames, cfg.frames_per_block)]
     if not starts:
         raise SystemExit(f"--switch_anywhere: clips of {frames} latent frames have no block after the first")
-    return world(cfg, stream, cfg.generator_video_frames, change_frames=starts)
+    weights = switch_weights(cfg, starts)
+    return world(cfg, stream, cfg.generator_video_frames, change_frames=starts, change_weights=weights)
+
+
+def switch_weights(cfg: TrainConfig, starts: Sequence[int]) -> list[float] | None:
+    """How often a change clip of `switch_world` switches at each of `starts`: `first_switch_share` at the
+    video-conditional switch (change_latent_frame), the rest evenly; None (evenly) when the share is 0."""
+    if cfg.first_switch_share == 0:
+        return None
+    first = 4 * cfg.change_latent_frame - 3
+    if first not in starts or len(starts) == 1:
+        raise SystemExit(f"--first_switch_share: clips switching at {starts} have no first switch and later ones")
+    rest = (1 - cfg.first_switch_share) / (len(starts) - 1)
+    return [cfg.first_switch_share if start == first else rest for start in starts]
 
 
 class Captions(NamedTuple):
@@ -312,7 +434,7 @@ class _SwitchItems(_Items):
         clip = self.world.clip(index)
         latent_frames = (self.world.num_frames + 3) // 4
         change = latent_frames if clip.change is None else (clip.change.frame + 3) // 4
-        return clip.video, Captions(clip.prompt1, clip.prompt2, change)
+        return self.video(clip, index), Captions(clip.prompt1, clip.prompt2, change)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,8 +499,9 @@ def latent_bank(vae, clips: DemoWorld, size: int, cfg: TrainConfig, device: torc
 
     The causal VAE encodes chunk by chunk, a launch-bound loop: encoding each step's batch cost most of a
     step on the GPU, while encoding a few hundred clips at a time costs about as much as a few."""
-    latents, captions = [], []
-    for videos, batch_captions in loader(clips, cfg.encode_batch_size, -(-size // cfg.encode_batch_size), cfg):
+    latents, captions, jitter = [], [], context_jitter(cfg, clips)
+    steps = -(-size // cfg.encode_batch_size)
+    for videos, batch_captions in loader(clips, cfg.encode_batch_size, steps, cfg, jitter):
         latents.append(encode_latents(vae, videos.to(device)))
         if isinstance(batch_captions, Captions):  # collated field by field: back to one Captions per clip
             batch_captions = [Captions(a, b, int(c)) for a, b, c in zip(*batch_captions, strict=True)]
@@ -565,21 +688,23 @@ def diffusion_forcing_loss(
     cfg: TrainConfig,
     rng: torch.Generator,
     switch: PromptSwitch | None = None,
-    context_frames: int = 0,
+    context_frames: int | torch.Tensor = 0,
     background: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Flow-matching loss of one block-causal full-sequence forward.
 
     latents [B, F, C, h, w] clean (x0); text_embeddings [B, L, D] (prompt1's under a `switch`). x_t =
     (1 - s) x0 + s eps with s = t / 1000 per frame; the network predicts v = eps - x0. Clean frames
-    (t = 0) are context only; so are the first `context_frames` (a `rollout_context`'s). With `background`
+    (t = 0) are context only; so are the first `context_frames` (a `rollout_context`'s; or per clip [B], a
+    `ContextJitter`'s). With `background`
     (`background_latents`) each latent position weighs as `latent_foreground_weights` says.
     """
     batch, frames = latents.shape[:2]
     timesteps = sample_timesteps(cfg, batch, frames, rng)  # [B, F]
     if switch is not None:
         timesteps = timesteps.masked_fill(switch.recached(frames), 0.0)
-    timesteps[:, :context_frames] = 0.0
+    context = torch.as_tensor(context_frames).expand(batch)  # one count for all clips, or one each
+    timesteps = timesteps.masked_fill(torch.arange(frames)[None] < context[:, None], 0.0)
     timesteps = timesteps.to(latents.device)
     noise = torch.randn(latents.shape, generator=rng).to(latents.device)
     sigma = (timesteps / NUM_TRAIN_TIMESTEPS).view(batch, frames, 1, 1, 1)
@@ -915,6 +1040,7 @@ def train_generator(
     found, target_seconds = [], []  # consistent targets: the sampled context showed the shape; s per step
     weighed = cfg.latent_foreground_weight != 1
     background = background_latents(models.vae, cfg, device) if weighed else None
+    jitter = None if clips is None else context_jitter(cfg, clips)
     for step, item in zip(range(total), batches, strict=False):
         latents, captions, indices = Batch(*item)
         latents = latents.to(device)
@@ -941,6 +1067,8 @@ def train_generator(
                     if device.type == "cuda":  # the encode is queued: time it done
                         torch.cuda.synchronize(device)
                     target_seconds.append(time.perf_counter() - began)
+            if jitter is not None and indices is not None:  # hurried contexts: no loss there either
+                context = jitter.context_frames(indices, clips).clamp(min=context)
             loss = diffusion_forcing_loss(generator, latents, text, cfg, rng, switch, context, background)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -1052,6 +1180,8 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         raise SystemExit(f"--rollout_targets {cfg.rollout_targets}: choose one of {', '.join(ROLLOUT_TARGETS)}")
     if not 0 <= cfg.rollout_prob <= 1:
         raise SystemExit(f"--rollout_prob {cfg.rollout_prob}: a probability must be in [0, 1]")
+    if not 0 <= cfg.first_switch_share <= 1 or (cfg.first_switch_share and not cfg.switch_anywhere):
+        raise SystemExit(f"--first_switch_share {cfg.first_switch_share}: a share in [0, 1], with --switch_anywhere")
     if cfg.rollout_prob > 0 and len(block_sizes(cfg, cfg.generator_latent_frames)) < 3:
         raise SystemExit(
             f"--rollout_prob needs clips of at least 3 blocks (block 0, a sampled one, one to learn): "

@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from longlive.demo_world import (
+    CELL_PX,
     COLOURS,
     DIRECTIONS,
+    FRAMES_PER_LATENT,
+    ROOM_FRAMES,
     SHAPES,
     Change,
     DemoWorld,
@@ -24,6 +27,7 @@ from longlive.demo_world import (
     foreground_centroid,
     foreground_mask,
     make_clip,
+    on_lattice,
     parse_caption,
     render,
     sample_scene,
@@ -176,3 +180,89 @@ def test_change_frames_draw_each_clips_change_frame():
     clip = world.clip(0)
     assert torch.equal(clip.video, render(clip.scene, 30, 64, 64, clip.change))
     assert DemoWorld(seed=3, num_frames=30, change_prob=1.0).clip(0).change.frame == 9  # the fixed frame
+
+
+def test_a_change_of_direction_goes_where_the_shape_has_room():
+    """The world's direction changes are visible: for ROOM_FRAMES frames after the change the shape moves the
+    way prompt2 says (never the way it already moved there, never into a wall it would meet at once), where
+    before some changes pointed at a wall a few px away and the shape came back the other way at once."""
+    world = DemoWorld(seed=11, num_frames=161, change_prob=1.0, change_frames=tuple(range(9, 150, 12)))
+    checked = 0
+    for index in range(400):
+        scene, change = world.story(index)
+        if change.direction is None:
+            continue
+        states = trajectory(scene, change.frame + ROOM_FRAMES + 1, 64, 64, change)
+        before = trajectory(scene, change.frame + 1, 64, 64)[change.frame]
+        assert change.direction != before.direction, (scene, change)
+        along = [states[i].direction for i in range(change.frame, change.frame + ROOM_FRAMES)]
+        assert set(along) == {change.direction}, (scene, change, along)
+        checked += 1
+    assert checked > 150
+
+
+def test_late_changes_of_direction_turn_at_right_angles():
+    """After `reverse_until` (the video-conditional switch by default) a change of direction is a right-angle
+    turn, never a reversal, which would look like a bounce's aftermath; at the switch itself both happen."""
+    world = DemoWorld(seed=11, num_frames=161, change_prob=1.0, change_frames=tuple(range(9, 150, 12)))
+    kinds: dict[bool, set[str]] = {True: set(), False: set()}
+    for index in range(400):
+        scene, change = world.story(index)
+        if change.direction is None:
+            continue
+        before = trajectory(scene, change.frame, 64, 64)[change.frame - 1]
+        reversed_ = np.dot(DIRECTIONS[change.direction], DIRECTIONS[before.direction]) != 0
+        kinds[change.frame <= world.reverse_until].add("reversal" if reversed_ else "turn")
+    assert kinds == {True: {"reversal", "turn"}, False: {"turn"}}
+    anywhere = DemoWorld(seed=11, num_frames=161, change_prob=1.0, change_frames=(105,), reverse_until=161)
+    changes = [anywhere.story(i)[1] for i in range(60)]
+    before = [trajectory(anywhere.story(i)[0], 105, 64, 64)[104] for i in range(60)]
+    assert any(
+        c.direction and np.dot(DIRECTIONS[c.direction], DIRECTIONS[b.direction]) != 0
+        for c, b in zip(changes, before, strict=True)
+    )
+
+
+def test_shapes_keep_to_the_lattice_and_turn_touching_the_wall():
+    """The world's shapes keep to the lattice of its speed (`lattice_gaps`): every frame's gaps to the walls are
+    whole steps, direction changes included, and each bounce turns the shape the frame after its edge meets the
+    wall, never a pixel short of it: the drift a generator could make unseen in a continuous world."""
+    world = DemoWorld(seed=5, num_frames=161, change_prob=0.5, change_frames=(9, 57, 105))
+    bounces = 0
+    for index in range(120):
+        scene, change = world.story(index)
+        states = trajectory(scene, 161, 64, 64, change)
+        for before, state in zip(states, states[1:], strict=False):
+            gaps = np.array(state.position) - state.size / 2
+            assert np.allclose(gaps / state.speed, np.round(gaps / state.speed)), (scene, change, state)
+            for axis in range(2):
+                if before.velocity[axis] * state.velocity[axis] < 0 and (change is None or change.direction is None):
+                    edge = before.position[axis] - before.size / 2
+                    assert min(edge, 64 - before.size - edge) == 0, (scene, change, before)
+                    bounces += 1
+    assert bounces > 200
+    placed = on_lattice(replace(scene, position=(31.3, 20.9)))  # a hand-placed scene, as the tests place theirs
+    cells = (np.array(placed.position) - placed.size / 2) / CELL_PX
+    assert np.allclose(cells, np.round(cells)), placed
+    assert np.abs(np.array(placed.position) - (31.3, 20.9)).max() <= CELL_PX / 2
+
+
+def test_latent_frames_end_on_whole_cells_and_bounces_fall_between_them():
+    """On the cell lattice every latent frame's last video frame (0, 4, 8, ...) has the shape on whole latent
+    cells, direction changes at block starts included, so each latent frame is one pattern moved by whole cells;
+    and every bounce falls between two latent frames (the shape touches the wall at a frame 4k): the world's
+    latent frames never show a shape a fraction of a cell off, which a generator's drift would."""
+    world = DemoWorld(seed=7, num_frames=161, change_prob=0.5, change_frames=(9, 57, 105))
+    bounces = 0
+    for index in range(120):
+        scene, change = world.story(index)
+        states = trajectory(scene, 161, 64, 64, change)
+        for frame in range(0, 161, FRAMES_PER_LATENT):
+            cells = (np.array(states[frame].position) - states[frame].size / 2) / CELL_PX
+            assert np.allclose(cells, np.round(cells)), (scene, change, frame)
+        for frame, (before, state) in enumerate(zip(states, states[1:], strict=False)):
+            if any(b * a < 0 for b, a in zip(before.velocity, state.velocity, strict=True)):
+                if change is None or frame + 1 != change.frame:
+                    assert frame % FRAMES_PER_LATENT == 0, (scene, change, frame)
+                    bounces += 1
+    assert bounces > 100

@@ -463,8 +463,10 @@ def test_rollout_context_is_the_engines_rollout(infinite):
         for seed in (0, 1)
     )
     assert torch.equal(rolled[:, :3], conditioning)  # block 0, the conditioning, is kept
-    torch.testing.assert_close(rolled[:, 3:], engine, atol=5e-5, rtol=0)  # measured: 6e-6 and 8e-6
-    assert not torch.allclose(other_seed[:, 3:], engine, atol=5e-5, rtol=0)  # the noise order matters
+    # measured: 6e-6 and 8e-6 on the 2-px lattice's clip, 5.3e-5 on the cell lattice's (one clip's 12 frames of
+    # float32 rounding, carried through the window)
+    torch.testing.assert_close(rolled[:, 3:], engine, atol=1e-4, rtol=0)
+    assert not torch.allclose(other_seed[:, 3:], engine, atol=1e-4, rtol=0)  # the noise order matters
 
 
 def test_rollout_steps_train_later_blocks_from_sampled_context(trained, tmp_path, monkeypatch):
@@ -501,6 +503,29 @@ def test_rollout_steps_train_later_blocks_from_sampled_context(trained, tmp_path
         assert context in (6, 9)  # blocks 0..k-1 for k in 2..3 of the clip's 4
         assert torch.equal(latents[:, :3], clip[:, :3]) and torch.equal(latents[:, context:], clip[:, context:])
         assert not torch.allclose(latents[:, 3:context], clip[:, 3:context])  # sampled, not the clip's own
+
+
+def test_first_switch_share_weighs_the_video_conditional_switch(tmp_path):
+    """`--first_switch_share S`: under switch_anywhere, a share S of change clips switch at the first
+    generated block (the video-conditional switch, no recache), the later boundaries sharing the rest evenly;
+    without it every boundary is as likely (1 in 3 each for the tiny 12-frame clips)."""
+    cfg = tiny_train_config(tmp_path, clip_latent_frames=12, switch_anywhere=True, change_prob=1.0)
+    n = 3000
+
+    def shares(config) -> dict[int, float]:
+        clips = train_demo.switch_world(config, stream=2)
+        frames = [clips.story(i)[1].frame for i in range(n)]
+        return {f: frames.count(f) / n for f in sorted(set(frames))}
+
+    assert shares(cfg) == pytest.approx({9: 1 / 3, 21: 1 / 3, 33: 1 / 3}, abs=0.03)
+    weighted = shares(dataclass_replace(cfg, first_switch_share=0.6))
+    assert weighted == pytest.approx({9: 0.6, 21: 0.2, 33: 0.2}, abs=0.03)
+    for settings, message in (
+        (dict(first_switch_share=1.5), "--first_switch_share 1.5"),
+        (dict(first_switch_share=0.5, switch_anywhere=False), "with --switch_anywhere"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            train_demo.run(dataclass_replace(cfg, stage="generator", **settings))
 
 
 def test_rollout_settings_are_checked(tmp_path):
@@ -751,6 +776,75 @@ def test_average_demo_weights_writes_the_mean_of_the_models(tmp_path, monkeypatc
     assert (out / "vae" / "note.txt").read_text() == "vae 0"
     with pytest.raises(SystemExit, match="differ in their tensors"):
         soup.average([{"w": torch.zeros(2)}, {"w": torch.zeros(3)}])
+
+
+def test_hurried_context_moves_at_its_factor_and_arrives_where_the_world_has_the_shape():
+    """`--context_speed_jitter`: a clip's first frames show its shape `factor` times as fast along the same
+    line, arriving at frame `frames` where the clip has it; from there on the clip is unchanged."""
+    from longlive.demo_world import DemoWorld, foreground_centroid, hurried_context, hurried_start
+
+    world, frames, factor, checked = DemoWorld(3, 45), 17, 1.2, 0
+    for index in range(80):
+        clip = world.clip(index)
+        video = hurried_context(clip, frames, factor)
+        if video is None:
+            continue
+        checked += 1
+        assert torch.equal(video[:, frames:], clip.video[:, frames:])
+        arrival = clip.trajectory()[frames]
+        start = hurried_start(clip.scene, clip.change, frames, factor, 64, 64)
+        step = torch.tensor(start.velocity)
+        assert step.norm() == pytest.approx(factor * arrival.speed)
+        assert torch.tensor(start.position) + frames * step == pytest.approx(torch.tensor(arrival.position))
+        moved = foreground_centroid(video[:, :frames]).diff(dim=0).norm(dim=1)  # px per frame, as rendered
+        assert moved.mean() == pytest.approx(factor * arrival.speed, abs=0.1)
+    assert checked >= 5
+
+
+@pytest.mark.parametrize("offset_px", [0.0, 1.0])
+def test_context_jitter_masks_the_clips_it_hurried(tmp_path, offset_px):
+    """The training step's context counts (no loss there) are the latent frames the bank's renderer hurried
+    (or, with `context_offset_px`, shifted where no hurried run fits), clip by clip, and such a clip's video
+    differs from the world's in those frames only."""
+    from longlive.demo_world import hurried_start
+
+    cfg = tiny_train_config(
+        tmp_path,
+        num_latent_frames=6,
+        context_speed_jitter=0.3,
+        context_jitter_prob=0.7,
+        context_offset_px=offset_px,
+    )
+    clips = train_demo.world(cfg, stream=2)
+    jitter = train_demo.context_jitter(cfg, clips)
+    counts = jitter.context_frames(range(30), clips)
+    assert 0 < (counts > 0).sum() < 30 and set(counts.tolist()) <= {0, 3}  # whole blocks: the first of two
+    if offset_px:  # every clip drawn gets its context: shifted where no hurried run fits
+        assert (counts > 0).sum() == sum(jitter.context(i) is not None for i in range(30))
+    for index in range(30):
+        clip = clips.clip(index)
+        video, hurried = jitter.apply(clip, index)
+        assert hurried == counts[index]
+        assert torch.equal(video[:, max(4 * hurried - 3, 0) :], clip.video[:, max(4 * hurried - 3, 0) :])
+        if hurried:  # a hurried context always shows; a shift by under half a pixel may move no pixel centre
+            # across a shape's edge (on the lattice of whole cells every edge lies on a pixel boundary)
+            latent_frames, factor, offset = jitter.context(index)
+            start = hurried_start(*clips.story(index), 4 * latent_frames - 3, factor, clips.height, clips.width)
+            hidden = start is None and max(map(abs, offset)) < 0.5
+            assert hidden or not torch.equal(video, clip.video)
+    assert train_demo.context_jitter(tiny_train_config(tmp_path), clips) is None  # off by default
+
+
+def test_shifted_context_shows_the_shape_offset_and_the_world_after():
+    """`--context_offset_px`: a clip's first frames show its shape `offset` px off where the world has it, with
+    its bounces; from frame `frames` on the clip is unchanged."""
+    from longlive.demo_world import DemoWorld, foreground_centroid, shifted_context
+
+    clip, frames, offset = DemoWorld(3, 45).clip(0), 17, (1.0, -0.5)  # whole and half pixels: the pixels show them
+    video = shifted_context(clip, frames, offset)
+    assert torch.equal(video[:, frames:], clip.video[:, frames:])
+    moved = foreground_centroid(video[:, :frames]) - foreground_centroid(clip.video[:, :frames])
+    assert moved.mean(0).tolist() == pytest.approx(list(offset), abs=0.15)
 
 
 def test_weight_average_is_the_exponential_moving_average_of_the_steps():
