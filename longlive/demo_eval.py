@@ -82,11 +82,15 @@ def velocity(centroids: torch.Tensor) -> tuple[float, float]:
 
 def centred(scene: Scene, first: int, then: int, height: int, width: int, turn: str | None = None) -> Scene:
     """The scene started where its path over `first` frames its way, then `then` frames `turn`'s way, is
-    centred in the frame (on the world's lattice): with room to spare, no wall is met, so a velocity fitted
-    there sees no bounce."""
+    centred in the frame (on the world's lattice): no wall is met, so a velocity fitted there sees no bounce.
+    A path longer than the frame has room for is an error, not a scene that starts outside the frame."""
     leg = np.array(DIRECTIONS[scene.direction]) * scene.speed * first
     end = leg + np.array(DIRECTIONS[turn or scene.direction]) * scene.speed * then
     corners = np.stack([np.zeros(2), leg, end])
+    span = corners.max(0) - corners.min(0) + scene.size
+    if (span > np.array([height, width])).any():
+        needs = f"{span[0]:.0f}x{span[1]:.0f} px"
+        raise ValueError(f"a path of {first} + {then} frames at {scene.speed} px/frame needs {needs}: {height}x{width}")
     start = np.array([height, width]) / 2 - (corners.min(0) + corners.max(0)) / 2
     return on_lattice(replace(scene, position=(float(start[0]), float(start[1]))), height, width)
 
@@ -96,7 +100,7 @@ def speed_ratios(pipe: VideoConditionalPipeline, clips_per_speed: int = 6, seed:
     generated frames), per world speed (`SPEEDS`): random scenes turned to each direction in turn, set
     at that speed and centred so that no wall is met. A model that cannot tell the speeds apart from
     the conditioning frames pulls them toward the middle one (above 1 for the slowest, below for the
-    fastest); over a long rollout that error is the path's drift (issue 19)."""
+    fastest; the cell world has one speed); over a long rollout that error is the path's drift (issue 19)."""
     rng = np.random.default_rng(seed)
     cfg = pipe.cfg
     directions = list(DIRECTIONS)
@@ -147,7 +151,7 @@ def measure(
 def evaluate(pipe: VideoConditionalPipeline, num_clips: int = 12, seed: int = 0) -> dict[str, dict[str, float]]:
     """Random clips, a third each continued, changing colour and changing direction at the first generated
     frame, each run with and without its conditioning frames. Per kind and mode, means of: `path_error`
-    (px), `velocity_error` (px/frame, first PATH_FRAMES generated frames, so few bounces fall inside),
+    (px), `velocity_error` (px/frame, first PATH_FRAMES generated frames; a bounce inside them counts),
     `colour_first_block` (share of the first PATH_FRAMES generated frames in the expected colour) and
     `colour_later` (the same over the rest: the drift); and `path_error_per_window`, the path error of each
     PATH_FRAMES generated frames in turn (a long rollout, `num_output_frames`, shows where it breaks)."""

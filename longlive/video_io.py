@@ -29,7 +29,7 @@ from types import TracebackType
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +157,6 @@ def load_video(path: str | Path, num_frames: int, height: int, width: int) -> to
 
 def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
     """An image as a one-frame video at the model resolution, [3, 1, height, width] in [-1, 1]."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     _require_file(path, "image")
     try:
@@ -225,8 +223,6 @@ def open_video_writer(path: str | Path, fps: int, growing: bool = False):
 
 def write_image(path: str | Path, frame: np.ndarray) -> Path:
     """Write one uint8 frame [H, W, 3] as a PNG, atomically (a preview others may be reading)."""
-    from PIL import Image
-
     with atomic_path(path) as temporary:
         Image.fromarray(frame).save(temporary, format="PNG")
     return Path(path)

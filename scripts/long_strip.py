@@ -29,7 +29,7 @@ def strip_frames(frames: torch.Tensor, every: int, mark_before: int | None) -> n
     """Frames 0, every, 2*every, ... of `frames` [3, N, H, W] in [-1, 1] side by side, [H, n*W, 3] uint8,
     with a vertical line on the left edge of the column `mark_before` (None: no line)."""
     picked = tensor_to_uint8(frames[:, ::every])  # [n, H, W, 3]
-    if mark_before is not None:
+    if mark_before is not None and mark_before < len(picked):  # else no shown frame is after the switch
         picked[mark_before, :, :2] = SWITCH_MARK
     return np.concatenate(list(picked), axis=1)
 
@@ -38,7 +38,7 @@ def case_rows(clip: Clip, generated: torch.Tensor, first: int, every: int) -> li
     """The true clip's row and the generated row of one long case, from video frame `first` on."""
     switch_column = -(-(clip.change.frame - first) // every)  # the first shown frame at or after the switch
     truth = clip.video[:, first : first + generated.shape[1]]
-    title = f'"{clip.prompt1}" -> "{clip.prompt2}" at frame {clip.change.frame}, every {every}th frame from {first}'
+    title = f'"{clip.prompt1}" -> "{clip.prompt2}" at frame {clip.change.frame}; frames {first}, {first + every}, ...'
     return [
         (f"true: {title}", strip_frames(truth, every, switch_column)),
         ("generated", strip_frames(generated, every, switch_column)),
@@ -48,7 +48,8 @@ def case_rows(clip: Clip, generated: torch.Tensor, first: int, every: int) -> li
 def long_strip(pipe: VideoConditionalPipeline, seed: int, every: int) -> list[tuple[str, np.ndarray]]:
     """The rows of both long cases of world seed `seed`, each rolled out as `test_demo_long_rollout` does."""
     first = pipe.cfg.num_conditioning_frames
-    return [row for clip in long_clips(seed=seed) for row in case_rows(clip, long_rollout(pipe, clip), first, every)]
+    clips = long_clips(pipe.cfg.height, pipe.cfg.width, seed)
+    return [row for clip in clips for row in case_rows(clip, long_rollout(pipe, clip), first, every)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.every < 1:
         parser.error(f"--every {args.every}: must be at least 1")
     cfg = load_config(args.config_path, [*args.overrides, f"num_output_frames={LONG_FRAMES}"])
-    pipe = VideoConditionalPipeline.from_config(cfg, cfg.device)
+    pipe = VideoConditionalPipeline.from_config(cfg)
     labelled_rows_image(long_strip(pipe, args.seed, args.every)).save(args.out)
     print(args.out)
 

@@ -6,10 +6,8 @@ later bounce: the path error grows with the video.
 
     python scripts/experiments/demo_bounces.py demo_model
     python scripts/experiments/demo_bounces.py /tmp/demo_A --seed 6002   # the long cases of another world seed
-    python scripts/experiments/demo_bounces.py /tmp/demo_A --speeds 1.5   # a world of one speed (branch s8-h19ss)
 
-`--speeds` replaces the demo world's speeds for this process only (what branch `s8-h19ss` does in
-`demo_world.SPEEDS`), for weights trained on such a world. Prints one JSON object.
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -36,13 +34,10 @@ def leg_speeds(positions: np.ndarray, turning: list[int], switch: int) -> list[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
-    parser.add_argument("--speeds", type=float, nargs="+", default=None, help="the world's speeds (px/frame at 64x64)")
     parser.add_argument("--seed", type=int, default=None, help="world seed of the long cases (default: the test's)")
     args = parser.parse_args()
-    if args.speeds:
-        demo_world.SPEEDS = tuple(args.speeds)  # read by sample_scene at each draw
     overrides = [f"wan_model_dir={args.model_dir}", f"num_output_frames={demo_eval.LONG_FRAMES}"]
-    cfg = load_config(CONFIG, [*overrides, "model_kwargs.use_infinite_attention=true"])
+    cfg = load_config(CONFIG, overrides)
     pipe = VideoConditionalPipeline.from_config(cfg, "cpu")
     first = cfg.num_conditioning_frames
     report = {}

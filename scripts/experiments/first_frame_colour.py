@@ -16,7 +16,9 @@ if it does, a wrong frame 0 is the decoder's to fix (`train_demo.py --first_fram
 Clips: `DemoWorld(seed)` with train_demo's change mix (half change colour or direction at video frame 9);
 the default seed 0 is no stream a training stage reads (seed 0 reads world seeds 1, 2, 3, ... and 1000).
 
-Issue 19, CPU, 2026-11-30, 96 clips, the shipped VAE: frame 0 in its colour 0.79 (red 0.48, green 0.83,
+Issue 19, CPU, 2026-12-01, 96 clips of the cell world, the shipped VAE (the eighth session's decoder stage):
+frame 0 in its colour 0.79, every red one (20) read yellow, every other colour right; frames 1-44 0.999 of red
+and all others. Before, CPU, 2026-11-30, the VAE of then: frame 0 in its colour 0.79 (red 0.48, green 0.83,
 blue 0.96, yellow 0.92; 13 reds read yellow: the core comes back orange), frames 1-44 0.998. The
 frame-0 latents do tell the colours apart (a small conv classifier on 2400 of them: 0.995 on 600 more;
 this script's nearest-class-mean probe on one cell, 0.56, is a weak lower bound). Two CPU decoder fine-tunes with

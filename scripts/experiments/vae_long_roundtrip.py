@@ -6,7 +6,7 @@ Each clip (half of them changing colour or direction at a random frame) is encod
 encodes a video and decoded as it decodes a rollout (`longlive.demo_eval.vae_round_trip`); prints, per
 window of 12 video frames, the mean distance (px) of the decoded shape's centroid from the rendered one
 and the share of frames whose shape has the rendered colour. Issue 19, 2026-11-30, the
-shipped VAE (decoder trained on 45-frame clips), 6 clips of 397 frames: 0.4-0.7 px in every window, but
+VAE shipped then (decoder trained on 45-frame clips), 6 clips of 397 frames: 0.4-0.7 px in every window, but
 the colour in 0.82-1.0 of a window's frames: a red circle decoded green whenever it moved up or left
 from about frame 55 on (its latents still told red from green), so the decoder needs longer clips
 (`scripts/train_demo.py --stage decoder --num_latent_frames 36`).
