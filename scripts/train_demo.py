@@ -1200,14 +1200,14 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
     log |= {"config": dataclasses.asdict(cfg), "device": str(device), "torch": torch.__version__}
     if command:
         _record_command(log, cfg, command)
-    if cfg.stage in ("all", "vae"):
-        if cfg.stage == "vae" and (out / "transformer").is_dir():
-            logger.warning("%s holds a generator trained on the old VAE's latents: retrain it (--stage generator)", out)
     if cfg.stage in ("all", "generator") and not cfg.infinite_attention:
         logger.warning(
             "training absolute RoPE positions; configs/demo_video_conditional.yaml runs window-relative ones"
             " (use_infinite_attention: true, trained by --infinite_attention)"
         )
+    if cfg.stage in ("all", "vae"):
+        if cfg.stage == "vae" and (out / "transformer").is_dir():
+            logger.warning("%s holds a generator trained on the old VAE's latents: retrain it (--stage generator)", out)
         vae_world, start = world(cfg, stream=1, num_frames=cfg.vae_video_frames), time.perf_counter()
         vae_batches = (v for v, _ in loader(vae_world, cfg.vae_batch_size, cfg.steps(cfg.vae_steps), cfg))
         stats_videos = world(cfg, stream=1).batch(10**9, cfg.stats_clips)[0]  # generator-length, never trained on

@@ -200,7 +200,7 @@ def test_demo_preset_fits_the_size_budget():
     assert preset.generator.text_dim == preset.text_encoder.d_model
 
 
-def test_the_command_runs_end_to_end(tmp_path):
+def test_the_command_runs_end_to_end(tmp_path, caplog):
     out = tmp_path / "cli"
     args = ["--model_name", "tiny", "--device", "cpu", "--max_steps", "1", "--output_dir", str(out)]
     args += ["--height", "32", "--width", "32", "--num_latent_frames", "4", "--local_attn_size", "6"]
@@ -209,7 +209,9 @@ def test_the_command_runs_end_to_end(tmp_path):
     train_demo.main(args + ["--stage", "vae"])
     assert (out / "vae" / "config.json").is_file() and not (out / "transformer").exists()
     vae_weights = (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    caplog.clear()
     train_demo.main(args + ["--stage", "generator", "--max_seconds", "0"])  # reads vae/, one step
+    assert "training absolute RoPE positions" in caplog.text  # the demo config runs window-relative ones
     log = json.loads((out / "train_log.json").read_text())
     assert log["config"]["stage"] == "generator" and log["vae"]["steps"] == 1 and log["generator"]["steps"] == 1
     assert locate_wan_files(out).layout == "diffusers"
