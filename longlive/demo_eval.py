@@ -34,6 +34,7 @@ from longlive.demo_world import (
     render,
     sample_change,
     sample_scene,
+    world_scale,
 )
 from longlive.pipeline import PromptSchedule, VideoConditionalPipeline
 from longlive.vae import StreamingVAE
@@ -107,7 +108,7 @@ def speed_ratios(pipe: VideoConditionalPipeline, clips_per_speed: int = 6, seed:
     ratios: dict[str, list[float]] = {}
     for i in range(clips_per_speed * len(SPEEDS)):
         world_speed = SPEEDS[i % len(SPEEDS)]
-        speed = world_speed * min(cfg.height, cfg.width) / 64  # as `sample_scene` scales it
+        speed = world_speed * world_scale(cfg.height, cfg.width)
         way = directions[(i // len(SPEEDS)) % len(directions)]
         scene = sample_scene(rng, cfg.height, cfg.width)
         scene = replace(scene, velocity=tuple(float(v) * speed for v in DIRECTIONS[way]))

@@ -196,10 +196,15 @@ def parse_caption(text: str) -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------
 
 
+def world_scale(height: int, width: int) -> float:
+    """How the world's lengths (CELL_PX, SPEEDS, sizes: all in px at 64x64) scale to a frame of this size."""
+    return min(height, width) / 64
+
+
 def sample_scene(rng: np.random.Generator, height: int = 64, width: int = 64) -> Scene:
     """A random shape, colour and direction at the world's speed, placed fully inside the frame on the world's
     lattice of latent cells (`lattice_gaps`)."""
-    scale = min(height, width) / 64
+    scale = world_scale(height, width)
     speed, cell = float(rng.choice(SPEEDS)) * scale, CELL_PX * scale
     size = cell * int(rng.choice(SIZE_CELLS))
     position = tuple(lattice_gaps(rng, extent, size, cell) + size / 2 for extent in (height, width))
@@ -229,7 +234,7 @@ def lattice_gaps(rng: np.random.Generator, extent: int, size: float, step: float
 def on_lattice(scene: Scene, height: int = 64, width: int = 64) -> Scene:
     """The scene moved by at most half a cell onto the world's lattice (`lattice_gaps`): a hand-placed scene
     that moves as the world's own do (its size should be whole cells, as the world's are)."""
-    cell = CELL_PX * min(height, width) / 64
+    cell = CELL_PX * world_scale(height, width)
     gaps = np.array(scene.position) - scene.size / 2
     position = np.round(gaps / cell) * cell + scene.size / 2
     return replace(scene, position=(float(position[0]), float(position[1])))
