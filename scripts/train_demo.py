@@ -48,6 +48,10 @@ long rollout; here the continuation does not follow the context, and the speed i
 `--context_offset_px O` shows the shape in such a context up to O px off where the world has it, per axis
 (`demo_world.shifted_context`), where no hurried run fits: the world keeps its shapes on a lattice of whole
 steps (`demo_world.lattice_gaps`), and the continuation comes back onto it.
+`--context_creep` keeps such a context's sink frames true and creeps the shape off from there, linearly, to
+the offset at the context's end: what the generator's own output does at inference, where the sinks are the
+true conditioning frames and the shape creeps a fraction of a pixel a block along the axis the world keeps
+still (issue 19: seeds 5001 and 6007, 6-8 px off after 100 latent frames, BENCHMARKS.md).
 
 `--ema_decay D` saves an exponential moving average of the run's weights (decay D a step; the last iterate
 under `last_iterate/`): at a constant learning rate the last iterate is one noisy point, and two runs of one
@@ -170,6 +174,12 @@ class TrainConfig:
     # per axis (`demo_world.shifted_context`; with context_speed_jitter, where no hurried run fits): off the
     # world's lattice by less than half a step, the continuation on it, so the generator learns to come back.
     context_offset_px: float = 0.0
+    # With context_offset_px (issue 19): a shifted context keeps its first sink_size latent frames where the
+    # world has them and creeps off from there, linearly, to the offset at its end (`shifted_context`'s
+    # creep_from). At inference the sinks are the true conditioning frames and the generator's own output
+    # creeps off the path a fraction of a pixel a block, on the axis the world keeps still; a context shifted
+    # as a whole, sinks included, never shows that.
+    context_creep: bool = False
     # --stage generator on long clips (issue 19): latent frames per generator clip (default num_latent_frames);
     # past local_attn_size the mask rolls the window as the KV cache does, so training sees long rollouts.
     clip_latent_frames: int | None = None
@@ -303,14 +313,18 @@ class ContextJitter:
     jitter: float
     prob: float
     offset_px: float = 0.0  # `context_offset_px`
+    # `context_creep`: latent frames at a clip's start that a shifted context leaves true (the sinks), the
+    # offset creeping in after them; 0: the whole context shifted alike.
+    creep_after: int = 0
 
     def context(self, index: int) -> tuple[int, float, tuple[float, float]] | None:
         """(latent frames of context, speed factor, offset (y, x) in px) for clip `index`, or None."""
         rng = np.random.default_rng([self.seed, index, 1])
         blocks = self.latent_frames // self.block
-        if (self.jitter <= 0 and self.offset_px <= 0) or blocks < 2 or rng.random() >= self.prob:
+        fewest = -(-self.creep_after // self.block) + 1  # blocks: a creep needs one after the true frames
+        if (self.jitter <= 0 and self.offset_px <= 0) or blocks < 1 + fewest or rng.random() >= self.prob:
             return None
-        latent_frames = self.block * int(rng.integers(1, blocks))
+        latent_frames = self.block * int(rng.integers(fewest, blocks))
         factor = float(1 + rng.uniform(-self.jitter, self.jitter)) if self.jitter > 0 else 1.0
         offset = rng.uniform(-self.offset_px, self.offset_px, size=2) if self.offset_px > 0 else np.zeros(2)
         return latent_frames, factor, (float(offset[0]), float(offset[1]))
@@ -325,7 +339,8 @@ class ContextJitter:
         frames = 4 * latent_frames - 3  # latent frame m starts at video frame 4m-3
         video = hurried_context(clip, frames, factor) if factor != 1 else None
         if video is None and self.offset_px > 0:  # no straight run at another speed fits: shifted alone
-            video = shifted_context(clip, frames, offset)
+            creep_from = 4 * self.creep_after - 3 if self.creep_after else None  # latent m starts at frame 4m-3
+            video = shifted_context(clip, frames, offset, creep_from)
         return (clip.video, 0) if video is None else (video, latent_frames)
 
     def context_frames(self, indices: Sequence[int], clips: DemoWorld) -> torch.Tensor:
@@ -354,6 +369,7 @@ def context_jitter(cfg: TrainConfig, clips: DemoWorld) -> ContextJitter | None:
         cfg.context_speed_jitter,
         cfg.context_jitter_prob,
         cfg.context_offset_px,
+        cfg.sink_size if cfg.context_creep else 0,
     )
 
 

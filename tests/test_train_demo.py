@@ -849,6 +849,32 @@ def test_shifted_context_shows_the_shape_offset_and_the_world_after():
     assert moved.mean(0).tolist() == pytest.approx(list(offset), abs=0.15)
 
 
+def test_creeping_context_keeps_the_sinks_and_drifts_to_the_offset():
+    """`--context_creep`: a shifted context leaves the frames before `creep_from` (the sinks) where the world has
+    them, then creeps off linearly, half the offset halfway, the whole of it at its last frame; from frame
+    `frames` on the clip is unchanged. `ContextJitter` with `creep_after` gives every such context at least one
+    block after the true frames, and renders it so."""
+    from longlive.demo_world import DemoWorld, foreground_centroid, shifted_context
+
+    clip, frames, offset, creep_from = DemoWorld(3, 45).clip(0), 33, (2.0, -2.0), 9
+    video = shifted_context(clip, frames, offset, creep_from)
+    assert torch.equal(video[:, :creep_from], clip.video[:, :creep_from])
+    assert torch.equal(video[:, frames:], clip.video[:, frames:])
+    moved = (foreground_centroid(video[:, :frames]) - foreground_centroid(clip.video[:, :frames])).numpy()
+    assert moved[frames - 1] == pytest.approx(list(offset), abs=0.2)
+    assert moved[(creep_from + frames) // 2] == pytest.approx([o / 2 for o in offset], abs=0.35)
+    jitter = train_demo.ContextJitter(
+        seed=5, latent_frames=12, block=3, jitter=0.0, prob=1.0, offset_px=3.0, creep_after=3
+    )
+    for index in range(20):
+        latent_frames, _, shift = jitter.context(index)
+        assert latent_frames >= 6, latent_frames  # the sinks' block and at least one creeping block
+        world = DemoWorld(7, 45)
+        shown, count = jitter.apply(world.clip(index), index)
+        assert count == latent_frames
+        assert torch.equal(shown[:, :9], world.clip(index).video[:, :9])  # latent frames 0-2: video frames 0-8
+
+
 def test_weight_average_is_the_exponential_moving_average_of_the_steps():
     """`--ema_decay d`: after steps with parameters p1, p2, p3 the average is p1 blended as d * avg + (1 - d) * p
     at each later step (the first update takes p1 as it is), and it is copied into the module at the end."""
