@@ -357,10 +357,15 @@ def shifted_context(
 
     With `creep_from`, frames before it stay where the world has them and the offset grows linearly from there
     to the whole of it at frame `frames - 1`: a generator's own drift, which starts from true conditioning
-    frames (its sinks) and creeps, a fraction of a pixel a block, along an axis the world keeps still."""
+    frames (its sinks) and creeps along an axis the world keeps still. The shapes are drawn with hard edges,
+    so the creep shows in whole-pixel steps, and an offset under half a pixel on an axis not at all."""
     height, width = clip.video.shape[2:]
+    if not 0 < frames <= clip.video.shape[1]:
+        raise ValueError(f"shifted_context: {frames} context frames for a clip of {clip.video.shape[1]}")
     shares = np.ones(frames)
     if creep_from is not None:
+        if not 0 <= creep_from < frames:
+            raise ValueError(f"shifted_context: creep_from {creep_from} outside the context's {frames} frames")
         shares = np.clip((np.arange(frames) - creep_from + 1) / max(frames - creep_from, 1), 0.0, 1.0)
     states = [
         replace(state, position=(state.position[0] + share * offset[0], state.position[1] + share * offset[1]))

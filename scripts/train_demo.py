@@ -51,7 +51,8 @@ steps (`demo_world.lattice_gaps`), and the continuation comes back onto it.
 `--context_creep` keeps such a context's sink frames true and creeps the shape off from there, linearly, to
 the offset at the context's end: what the generator's own output does at inference, where the sinks are the
 true conditioning frames and the shape creeps a fraction of a pixel a block along the axis the world keeps
-still (issue 19: seeds 5001 and 6007, 6-8 px off after 100 latent frames, BENCHMARKS.md).
+still (issue 19: validation seed 6007, 7 px off after 100 latent frames, held within 1 px after one such run;
+BENCHMARKS.md, eleventh session).
 
 `--ema_decay D` saves an exponential moving average of the run's weights (decay D a step; the last iterate
 under `last_iterate/`): at a constant learning rate the last iterate is one noisy point, and two runs of one
@@ -102,6 +103,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import shlex
 import sys
 import time
@@ -301,6 +303,12 @@ def loader(
     )
 
 
+def first_video_frame(latent_frame: int) -> int:
+    """The video frame latent frame `latent_frame` starts at (4m - 3: the causal VAE encodes frame 0 alone, then
+    4 frames a latent frame); as a count, the video frames of the latent frames before it."""
+    return 4 * latent_frame - 3
+
+
 @dataclass(frozen=True)
 class ContextJitter:
     """`context_speed_jitter`: which clips of a world get a context at another speed, how long and how fast,
@@ -314,14 +322,15 @@ class ContextJitter:
     prob: float
     offset_px: float = 0.0  # `context_offset_px`
     # `context_creep`: latent frames at a clip's start that a shifted context leaves true (the sinks), the
-    # offset creeping in after them; 0: the whole context shifted alike.
+    # offset creeping in after them; 0: the whole context shifted alike. Above 0 every context, hurried ones
+    # too, is at least one block longer than those frames.
     creep_after: int = 0
 
     def context(self, index: int) -> tuple[int, float, tuple[float, float]] | None:
         """(latent frames of context, speed factor, offset (y, x) in px) for clip `index`, or None."""
         rng = np.random.default_rng([self.seed, index, 1])
         blocks = self.latent_frames // self.block
-        fewest = -(-self.creep_after // self.block) + 1  # blocks: a creep needs one after the true frames
+        fewest = math.ceil(self.creep_after / self.block) + 1  # blocks: a creep needs one after the true frames
         if (self.jitter <= 0 and self.offset_px <= 0) or blocks < 1 + fewest or rng.random() >= self.prob:
             return None
         latent_frames = self.block * int(rng.integers(fewest, blocks))
@@ -336,10 +345,10 @@ class ContextJitter:
         if chosen is None:
             return clip.video, 0
         latent_frames, factor, offset = chosen
-        frames = 4 * latent_frames - 3  # latent frame m starts at video frame 4m-3
+        frames = first_video_frame(latent_frames)
         video = hurried_context(clip, frames, factor) if factor != 1 else None
         if video is None and self.offset_px > 0:  # no straight run at another speed fits: shifted alone
-            creep_from = 4 * self.creep_after - 3 if self.creep_after else None  # latent m starts at frame 4m-3
+            creep_from = first_video_frame(self.creep_after) if self.creep_after else None
             video = shifted_context(clip, frames, offset, creep_from)
         return (clip.video, 0) if video is None else (video, latent_frames)
 
@@ -350,7 +359,8 @@ class ContextJitter:
         for index in indices:
             chosen = self.context(index)
             if chosen is not None and self.offset_px <= 0:  # hurried alone: where its straight run fits
-                start = hurried_start(*clips.story(index), 4 * chosen[0] - 3, chosen[1], clips.height, clips.width)
+                frames = first_video_frame(chosen[0])
+                start = hurried_start(*clips.story(index), frames, chosen[1], clips.height, clips.width)
                 chosen = None if start is None else chosen
             counts.append(0 if chosen is None else chosen[0])
         return torch.tensor(counts)
@@ -1194,6 +1204,10 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         raise SystemExit(f"--switch_recache {cfg.switch_recache}: choose one of {', '.join(RECACHE_CHOICES)}")
     if cfg.rollout_targets not in ROLLOUT_TARGETS:
         raise SystemExit(f"--rollout_targets {cfg.rollout_targets}: choose one of {', '.join(ROLLOUT_TARGETS)}")
+    if cfg.context_creep and (cfg.context_offset_px <= 0 or cfg.sink_size <= 0):
+        raise SystemExit(
+            "--context_creep needs --context_offset_px > 0 and sink_size > 0 (it creeps contexts off after the sinks)"
+        )
     if not 0 <= cfg.rollout_prob <= 1:
         raise SystemExit(f"--rollout_prob {cfg.rollout_prob}: a probability must be in [0, 1]")
     if not 0 <= cfg.first_switch_share <= 1 or (cfg.first_switch_share and not cfg.switch_anywhere):
