@@ -433,6 +433,15 @@ def switch_world(cfg: TrainConfig, stream: int) -> DemoWorld:
     return world(cfg, stream, cfg.generator_video_frames, change_frames=starts, change_weights=weights)
 
 
+def decoder_world(cfg: TrainConfig) -> DemoWorld:
+    """The decoder stage's clips, a stream of their own: generator-length clips changing at
+    change_latent_frame, or with `switch_anywhere` at any block boundary (`switch_world`, clips of
+    `generator_latent_frames`). A change late in a long clip is one the causal decoder meets with a long past
+    behind it: after 80 latent frames of a blue triangle, the demo VAE's round trip of a switch to red showed
+    green for 20 frames, where the same switch at frame 9 came back red at once (issue 19, seed 6029, CPU)."""
+    return switch_world(cfg, DECODER_STREAM) if cfg.switch_anywhere else world(cfg, stream=DECODER_STREAM)
+
+
 def switch_weights(cfg: TrainConfig, starts: Sequence[int]) -> list[float] | None:
     """How often a change clip of `switch_world` switches at each of `starts`: `first_switch_share` at the
     video-conditional switch (change_latent_frame), the rest evenly; None (evenly) when the share is 0."""
@@ -1250,7 +1259,7 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
             resume_generator(models, out, device)
     if cfg.stage in ("all", "decoder"):
         start = time.perf_counter()
-        clips = world(cfg, stream=DECODER_STREAM)  # generator-length clips, a stream of their own
+        clips = decoder_world(cfg)
         batches = (v for v, _ in loader(clips, cfg.decoder_batch_size, cfg.steps(cfg.decoder_steps), cfg))
         losses = train_decoder(models, cfg, batches, device)
         _record_run(log, "decoder", _stage_log(losses, time.perf_counter() - start, cfg), continued=True)

@@ -883,6 +883,19 @@ def test_creeping_context_keeps_the_sinks_and_drifts_to_the_offset():
         assert off[0].tolist() == pytest.approx(list(shift), abs=0.5)
 
 
+def test_decoder_stage_switches_where_the_generator_does():
+    """`--stage decoder --switch_anywhere`: the decoder's clips (a stream no other stage reads) are as long as
+    the generator's and change at any block boundary after the first, as `switch_world` draws them; without
+    it, they change at change_latent_frame of num_latent_frames-long clips, as before."""
+    cfg = train_demo.TrainConfig(switch_anywhere=True, clip_latent_frames=12, change_prob=1.0)
+    clips = train_demo.decoder_world(cfg)
+    assert clips.seed == train_demo.DECODER_STREAM and clips.num_frames == 45
+    assert tuple(clips.change_frames) == (9, 21, 33)  # latent frames 3, 6, 9: the blocks after the first
+    assert {clips.clip(i).change.frame for i in range(40)} == {9, 21, 33}
+    plain = train_demo.decoder_world(train_demo.TrainConfig())
+    assert plain.seed == train_demo.DECODER_STREAM and plain.change_frames is None and plain.change_frame == 9
+
+
 def test_weight_average_is_the_exponential_moving_average_of_the_steps():
     """`--ema_decay d`: after steps with parameters p1, p2, p3 the average is p1 blended as d * avg + (1 - d) * p
     at each later step (the first update takes p1 as it is), and it is copied into the module at the end."""
