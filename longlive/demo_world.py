@@ -347,15 +347,29 @@ def hurried_context(clip: Clip, frames: int, factor: float) -> torch.Tensor | No
     return torch.cat([render(start, frames, height, width), clip.video[:, frames:]], dim=1)
 
 
-def shifted_context(clip: Clip, frames: int, offset: tuple[float, float]) -> torch.Tensor:
+def shifted_context(
+    clip: Clip, frames: int, offset: tuple[float, float], creep_from: int | None = None
+) -> torch.Tensor:
     """`clip`'s video with its first `frames` frames showing the shape `offset` (y, x) px off where the world has
     it (bounces and changes as they are), the rest the world's own: a context a little off the lattice
     (`lattice_gaps`) and a continuation on it, what a generator sees of its own output drifting by less than
-    a step, and learns to come back from."""
+    a step, and learns to come back from.
+
+    With `creep_from`, frames before it stay where the world has them and the offset grows linearly from there
+    to the whole of it at frame `frames - 1`: a generator's own drift, which starts from true conditioning
+    frames (its sinks) and creeps along an axis the world keeps still. The shapes are drawn with hard edges,
+    so the creep shows in whole-pixel steps, and an offset under half a pixel on an axis not at all."""
     height, width = clip.video.shape[2:]
+    if not 0 < frames <= clip.video.shape[1]:
+        raise ValueError(f"shifted_context: {frames} context frames for a clip of {clip.video.shape[1]}")
+    shares = np.ones(frames)
+    if creep_from is not None:
+        if not 0 <= creep_from < frames:
+            raise ValueError(f"shifted_context: creep_from {creep_from} outside the context's {frames} frames")
+        shares = np.clip((np.arange(frames) - creep_from + 1) / max(frames - creep_from, 1), 0.0, 1.0)
     states = [
-        replace(state, position=(state.position[0] + offset[0], state.position[1] + offset[1]))
-        for state in clip.trajectory()[:frames]
+        replace(state, position=(state.position[0] + share * offset[0], state.position[1] + share * offset[1]))
+        for state, share in zip(clip.trajectory()[:frames], shares, strict=True)
     ]
     return torch.cat([paint(*rasterize(states, height, width)), clip.video[:, frames:]], dim=1)
 

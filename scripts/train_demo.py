@@ -48,6 +48,11 @@ long rollout; here the continuation does not follow the context, and the speed i
 `--context_offset_px O` shows the shape in such a context up to O px off where the world has it, per axis
 (`demo_world.shifted_context`), where no hurried run fits: the world keeps its shapes on a lattice of whole
 steps (`demo_world.lattice_gaps`), and the continuation comes back onto it.
+`--context_creep` keeps such a context's sink frames true and creeps the shape off from there, linearly, to
+the offset at the context's end: what the generator's own output does at inference, where the sinks are the
+true conditioning frames and the shape creeps a fraction of a pixel a block along the axis the world keeps
+still (issue 19: validation seed 6007, 7 px off after 100 latent frames, held within 1 px after one such run;
+BENCHMARKS.md, eleventh session).
 
 `--ema_decay D` saves an exponential moving average of the run's weights (decay D a step; the last iterate
 under `last_iterate/`): at a constant learning rate the last iterate is one noisy point, and two runs of one
@@ -98,6 +103,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import shlex
 import sys
 import time
@@ -170,6 +176,12 @@ class TrainConfig:
     # per axis (`demo_world.shifted_context`; with context_speed_jitter, where no hurried run fits): off the
     # world's lattice by less than half a step, the continuation on it, so the generator learns to come back.
     context_offset_px: float = 0.0
+    # With context_offset_px (issue 19): a shifted context keeps its first sink_size latent frames where the
+    # world has them and creeps off from there, linearly, to the offset at its end (`shifted_context`'s
+    # creep_from). At inference the sinks are the true conditioning frames and the generator's own output
+    # creeps off the path a fraction of a pixel a block, on the axis the world keeps still; a context shifted
+    # as a whole, sinks included, never shows that.
+    context_creep: bool = False
     # --stage generator on long clips (issue 19): latent frames per generator clip (default num_latent_frames);
     # past local_attn_size the mask rolls the window as the KV cache does, so training sees long rollouts.
     clip_latent_frames: int | None = None
@@ -291,6 +303,12 @@ def loader(
     )
 
 
+def first_video_frame(latent_frame: int) -> int:
+    """The video frame latent frame `latent_frame` starts at (4m - 3: the causal VAE encodes frame 0 alone, then
+    4 frames a latent frame); as a count, the video frames of the latent frames before it."""
+    return 4 * latent_frame - 3
+
+
 @dataclass(frozen=True)
 class ContextJitter:
     """`context_speed_jitter`: which clips of a world get a context at another speed, how long and how fast,
@@ -303,14 +321,19 @@ class ContextJitter:
     jitter: float
     prob: float
     offset_px: float = 0.0  # `context_offset_px`
+    # `context_creep`: latent frames at a clip's start that a shifted context leaves true (the sinks), the
+    # offset creeping in after them; 0: the whole context shifted alike. Above 0 every context, hurried ones
+    # too, is at least one block longer than those frames.
+    creep_after: int = 0
 
     def context(self, index: int) -> tuple[int, float, tuple[float, float]] | None:
         """(latent frames of context, speed factor, offset (y, x) in px) for clip `index`, or None."""
         rng = np.random.default_rng([self.seed, index, 1])
         blocks = self.latent_frames // self.block
-        if (self.jitter <= 0 and self.offset_px <= 0) or blocks < 2 or rng.random() >= self.prob:
+        fewest = math.ceil(self.creep_after / self.block) + 1  # blocks: a creep needs one after the true frames
+        if (self.jitter <= 0 and self.offset_px <= 0) or blocks < 1 + fewest or rng.random() >= self.prob:
             return None
-        latent_frames = self.block * int(rng.integers(1, blocks))
+        latent_frames = self.block * int(rng.integers(fewest, blocks))
         factor = float(1 + rng.uniform(-self.jitter, self.jitter)) if self.jitter > 0 else 1.0
         offset = rng.uniform(-self.offset_px, self.offset_px, size=2) if self.offset_px > 0 else np.zeros(2)
         return latent_frames, factor, (float(offset[0]), float(offset[1]))
@@ -322,10 +345,11 @@ class ContextJitter:
         if chosen is None:
             return clip.video, 0
         latent_frames, factor, offset = chosen
-        frames = 4 * latent_frames - 3  # latent frame m starts at video frame 4m-3
+        frames = first_video_frame(latent_frames)
         video = hurried_context(clip, frames, factor) if factor != 1 else None
         if video is None and self.offset_px > 0:  # no straight run at another speed fits: shifted alone
-            video = shifted_context(clip, frames, offset)
+            creep_from = first_video_frame(self.creep_after) if self.creep_after else None
+            video = shifted_context(clip, frames, offset, creep_from)
         return (clip.video, 0) if video is None else (video, latent_frames)
 
     def context_frames(self, indices: Sequence[int], clips: DemoWorld) -> torch.Tensor:
@@ -335,7 +359,8 @@ class ContextJitter:
         for index in indices:
             chosen = self.context(index)
             if chosen is not None and self.offset_px <= 0:  # hurried alone: where its straight run fits
-                start = hurried_start(*clips.story(index), 4 * chosen[0] - 3, chosen[1], clips.height, clips.width)
+                frames = first_video_frame(chosen[0])
+                start = hurried_start(*clips.story(index), frames, chosen[1], clips.height, clips.width)
                 chosen = None if start is None else chosen
             counts.append(0 if chosen is None else chosen[0])
         return torch.tensor(counts)
@@ -354,6 +379,7 @@ def context_jitter(cfg: TrainConfig, clips: DemoWorld) -> ContextJitter | None:
         cfg.context_speed_jitter,
         cfg.context_jitter_prob,
         cfg.context_offset_px,
+        cfg.sink_size if cfg.context_creep else 0,
     )
 
 
@@ -405,6 +431,15 @@ def switch_world(cfg: TrainConfig, stream: int) -> DemoWorld:
         raise SystemExit(f"--switch_anywhere: clips of {frames} latent frames have no block after the first")
     weights = switch_weights(cfg, starts)
     return world(cfg, stream, cfg.generator_video_frames, change_frames=starts, change_weights=weights)
+
+
+def decoder_world(cfg: TrainConfig) -> DemoWorld:
+    """The decoder stage's clips, a stream of their own: generator-length clips changing at
+    change_latent_frame, or with `switch_anywhere` at any block boundary (`switch_world`, clips of
+    `generator_latent_frames`). A change late in a long clip is one the causal decoder meets with a long past
+    behind it: after 80 latent frames of a blue triangle, the demo VAE's round trip of a switch to red showed
+    green for 20 frames, where the same switch at frame 9 came back red at once (issue 19, seed 6029, CPU)."""
+    return switch_world(cfg, DECODER_STREAM) if cfg.switch_anywhere else world(cfg, stream=DECODER_STREAM)
 
 
 def switch_weights(cfg: TrainConfig, starts: Sequence[int]) -> list[float] | None:
@@ -1178,6 +1213,10 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         raise SystemExit(f"--switch_recache {cfg.switch_recache}: choose one of {', '.join(RECACHE_CHOICES)}")
     if cfg.rollout_targets not in ROLLOUT_TARGETS:
         raise SystemExit(f"--rollout_targets {cfg.rollout_targets}: choose one of {', '.join(ROLLOUT_TARGETS)}")
+    if cfg.context_creep and (cfg.context_offset_px <= 0 or cfg.sink_size <= 0):
+        raise SystemExit(
+            "--context_creep needs --context_offset_px > 0 and sink_size > 0 (it creeps contexts off after the sinks)"
+        )
     if not 0 <= cfg.rollout_prob <= 1:
         raise SystemExit(f"--rollout_prob {cfg.rollout_prob}: a probability must be in [0, 1]")
     if not 0 <= cfg.first_switch_share <= 1 or (cfg.first_switch_share and not cfg.switch_anywhere):
@@ -1220,7 +1259,7 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
             resume_generator(models, out, device)
     if cfg.stage in ("all", "decoder"):
         start = time.perf_counter()
-        clips = world(cfg, stream=DECODER_STREAM)  # generator-length clips, a stream of their own
+        clips = decoder_world(cfg)
         batches = (v for v, _ in loader(clips, cfg.decoder_batch_size, cfg.steps(cfg.decoder_steps), cfg))
         losses = train_decoder(models, cfg, batches, device)
         _record_run(log, "decoder", _stage_log(losses, time.perf_counter() - start, cfg), continued=True)

@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -847,6 +848,52 @@ def test_shifted_context_shows_the_shape_offset_and_the_world_after():
     assert torch.equal(video[:, frames:], clip.video[:, frames:])
     moved = foreground_centroid(video[:, :frames]) - foreground_centroid(clip.video[:, :frames])
     assert moved.mean(0).tolist() == pytest.approx(list(offset), abs=0.15)
+
+
+def test_creeping_context_keeps_the_sinks_and_drifts_to_the_offset():
+    """`--context_creep`: a shifted context leaves the frames before `creep_from` (the sinks) where the world has
+    them, then creeps off linearly to the whole offset at its last frame, within the 0.3 px of drawing a shape
+    with hard edges (a ramp two frames early or late is 0.4 px off); from frame `frames` on the clip is
+    unchanged. `ContextJitter` with `creep_after` gives every context at least one block after the true frames,
+    and renders it so: the sinks' frames as the world has them, the context's last frame off by its offset."""
+    from longlive.demo_world import DemoWorld, foreground_centroid, shifted_context
+
+    clip, frames, offset, creep_from = DemoWorld(3, 45).clip(0), 33, (2.0, -2.0), 9
+    video = shifted_context(clip, frames, offset, creep_from)
+    assert torch.equal(video[:, :creep_from], clip.video[:, :creep_from])
+    assert torch.equal(video[:, frames:], clip.video[:, frames:])
+    moved = (foreground_centroid(video[:, :frames]) - foreground_centroid(clip.video[:, :frames])).numpy()
+    shares = np.clip((np.arange(frames) - creep_from + 1) / (frames - creep_from), 0.0, 1.0)
+    assert np.abs(moved - shares[:, None] * np.array(offset)).max() <= 0.3
+    with pytest.raises(ValueError, match="creep_from"):
+        shifted_context(clip, frames, offset, frames)
+    jitter = train_demo.ContextJitter(
+        seed=5, latent_frames=12, block=3, jitter=0.0, prob=1.0, offset_px=3.0, creep_after=3
+    )
+    world = DemoWorld(7, 45)
+    for index in range(8):
+        latent_frames, _, shift = jitter.context(index)
+        assert latent_frames >= 6, latent_frames  # the sinks' block and at least one creeping block
+        clip = world.clip(index)
+        shown, count = jitter.apply(clip, index)
+        assert count == latent_frames
+        assert torch.equal(shown[:, :9], clip.video[:, :9])  # latent frames 0-2: video frames 0-8
+        last = train_demo.first_video_frame(latent_frames) - 1
+        off = foreground_centroid(shown[:, last : last + 1]) - foreground_centroid(clip.video[:, last : last + 1])
+        assert off[0].tolist() == pytest.approx(list(shift), abs=0.5)
+
+
+def test_decoder_stage_switches_where_the_generator_does():
+    """`--stage decoder --switch_anywhere`: the decoder's clips (a stream no other stage reads) are as long as
+    the generator's and change at any block boundary after the first, as `switch_world` draws them; without
+    it, they change at change_latent_frame of num_latent_frames-long clips, as before."""
+    cfg = train_demo.TrainConfig(switch_anywhere=True, clip_latent_frames=12, change_prob=1.0)
+    clips = train_demo.decoder_world(cfg)
+    assert clips.seed == train_demo.DECODER_STREAM and clips.num_frames == 45
+    assert tuple(clips.change_frames) == (9, 21, 33)  # latent frames 3, 6, 9: the blocks after the first
+    assert {clips.clip(i).change.frame for i in range(40)} == {9, 21, 33}
+    plain = train_demo.decoder_world(train_demo.TrainConfig())
+    assert plain.seed == train_demo.DECODER_STREAM and plain.change_frames is None and plain.change_frame == 9
 
 
 def test_weight_average_is_the_exponential_moving_average_of_the_steps():
