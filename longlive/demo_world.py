@@ -366,7 +366,7 @@ def shifted_context(
     if creep_from is not None:
         if not 0 <= creep_from < frames:
             raise ValueError(f"shifted_context: creep_from {creep_from} outside the context's {frames} frames")
-        shares = np.clip((np.arange(frames) - creep_from + 1) / max(frames - creep_from, 1), 0.0, 1.0)
+        shares = np.clip((np.arange(frames) - creep_from + 1) / (frames - creep_from), 0.0, 1.0)
     states = [
         replace(state, position=(state.position[0] + share * offset[0], state.position[1] + share * offset[1]))
         for state, share in zip(clip.trajectory()[:frames], shares, strict=True)

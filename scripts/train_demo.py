@@ -143,6 +143,8 @@ from longlive.vae import StreamingVAE, build_vae
 from longlive.weights import load_vae
 
 logger = logging.getLogger("train_demo")
+# Video frames per latent frame after the first: the Wan VAE's, every preset's (the clips' lengths count in it).
+VAE_STRIDE = PRESETS["demo"].vae.temporal_stride
 # The world stream --stage decoder reads (vae: 1, generator runs: 2, 3, ...). Seed s's stream 1000 is seed
 # s + 1's stream 0, which no stage reads.
 DECODER_STREAM = 1000
@@ -252,7 +254,7 @@ class TrainConfig:
 
     @property
     def num_video_frames(self) -> int:
-        return 4 * (self.num_latent_frames - 1) + 1
+        return first_video_frame(self.num_latent_frames)
 
     @property
     def generator_latent_frames(self) -> int:
@@ -262,11 +264,11 @@ class TrainConfig:
     @property
     def generator_video_frames(self) -> int:
         """Video frames of a generator training clip (`generator_latent_frames` of them encoded)."""
-        return 4 * (self.generator_latent_frames - 1) + 1
+        return first_video_frame(self.generator_latent_frames)
 
     @property
     def vae_video_frames(self) -> int:
-        return 4 * (self.vae_latent_frames - 1) + 1
+        return first_video_frame(self.vae_latent_frames)
 
     def steps(self, stage_steps: int) -> int:
         return stage_steps if self.max_steps is None else min(stage_steps, self.max_steps)
@@ -304,9 +306,10 @@ def loader(
 
 
 def first_video_frame(latent_frame: int) -> int:
-    """The video frame latent frame `latent_frame` starts at (4m - 3: the causal VAE encodes frame 0 alone, then
-    4 frames a latent frame); as a count, the video frames of the latent frames before it."""
-    return 4 * latent_frame - 3
+    """The video frame latent frame m >= 1 starts at, s*(m-1)+1 (4m-3: the causal VAE encodes frame 0 alone, then
+    VAE_STRIDE frames a latent frame); as a count, the video frames that m latent frames decode to, as
+    `Geometry.video_frames_for_latents` counts them for an inference config."""
+    return VAE_STRIDE * (latent_frame - 1) + 1
 
 
 @dataclass(frozen=True)
@@ -409,14 +412,14 @@ def world(
 ) -> DemoWorld:
     """The run's clips (`num_frames` video frames, default the generator's clip length); stage 1 and
     stage 2 read different streams of the same seed. A change clip changes at video frame
-    `4 * change_latent_frame - 3`, or at one of `change_frames` drawn per clip."""
+    `first_video_frame(change_latent_frame)`, or at one of `change_frames` drawn per clip."""
     return DemoWorld(
         seed=cfg.seed * 1000 + stream,
         num_frames=num_frames or cfg.num_video_frames,
         height=cfg.height,
         width=cfg.width,
         change_prob=cfg.change_prob,
-        change_frame=4 * cfg.change_latent_frame - 3,
+        change_frame=first_video_frame(cfg.change_latent_frame),
         change_frames=change_frames,
         change_weights=change_weights,
     )
@@ -426,7 +429,7 @@ def switch_world(cfg: TrainConfig, stream: int) -> DemoWorld:
     """The generator's clips under `switch_anywhere`: a change clip changes at the first video frame of a
     random block after the first (latent frame s >= frames_per_block starts at video frame 4s - 3)."""
     frames = cfg.generator_latent_frames
-    starts = [4 * s - 3 for s in range(cfg.frames_per_block, frames, cfg.frames_per_block)]
+    starts = [first_video_frame(s) for s in range(cfg.frames_per_block, frames, cfg.frames_per_block)]
     if not starts:
         raise SystemExit(f"--switch_anywhere: clips of {frames} latent frames have no block after the first")
     weights = switch_weights(cfg, starts)
@@ -447,7 +450,7 @@ def switch_weights(cfg: TrainConfig, starts: Sequence[int]) -> list[float] | Non
     video-conditional switch (change_latent_frame), the rest evenly; None (evenly) when the share is 0."""
     if cfg.first_switch_share == 0:
         return None
-    first = 4 * cfg.change_latent_frame - 3
+    first = first_video_frame(cfg.change_latent_frame)
     if first not in starts or len(starts) == 1:
         raise SystemExit(f"--first_switch_share: clips switching at {starts} have no first switch and later ones")
     rest = (1 - cfg.first_switch_share) / (len(starts) - 1)
