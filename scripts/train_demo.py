@@ -184,6 +184,12 @@ class TrainConfig:
     # creeps off the path a fraction of a pixel a block, on the axis the world keeps still; a context shifted
     # as a whole, sinks included, never shows that.
     context_creep: bool = False
+    # With context_offset_px (issue 19): the share of shifted contexts reaching a latent frame past a change of
+    # direction whose creep starts at the change instead and runs along the axis the shape moved on before it
+    # (`ContextJitter.turn_creep`). After a late turn the generator's own output slides back along the old axis
+    # (seed 5001's long case, 6.7 px by 40 frames after the switch), which a creep from the sinks, off the path
+    # on both axes alike, never shows; the continuation turns where the world turns.
+    turn_creep: float = 0.0
     # --stage generator on long clips (issue 19): latent frames per generator clip (default num_latent_frames);
     # past local_attn_size the mask rolls the window as the KV cache does, so training sees long rollouts.
     clip_latent_frames: int | None = None
@@ -328,6 +334,9 @@ class ContextJitter:
     # offset creeping in after them; 0: the whole context shifted alike. Above 0 every context, hurried ones
     # too, is at least one block longer than those frames.
     creep_after: int = 0
+    # `turn_creep`: the share of shifted contexts past a change of direction that creep from the change along
+    # the old axis (`turn_offset`).
+    turn_creep: float = 0.0
 
     def context(self, index: int) -> tuple[int, float, tuple[float, float]] | None:
         """(latent frames of context, speed factor, offset (y, x) in px) for clip `index`, or None."""
@@ -352,8 +361,23 @@ class ContextJitter:
         video = hurried_context(clip, frames, factor) if factor != 1 else None
         if video is None and self.offset_px > 0:  # no straight run at another speed fits: shifted alone
             creep_from = first_video_frame(self.creep_after) if self.creep_after else None
+            creep_from, offset = self.turn_offset(clip, index, frames) or (creep_from, offset)
             video = shifted_context(clip, frames, offset, creep_from)
         return (clip.video, 0) if video is None else (video, latent_frames)
+
+    def turn_offset(self, clip: Clip, index: int, frames: int) -> tuple[int, tuple[float, float]] | None:
+        """(creep_from, offset) of a context of `frames` video frames that creeps from `clip`'s change of direction
+        along the axis the shape moved on just before it, up to `offset_px` either way; None where the clip has
+        no such change a latent frame or more before the context ends, or the draw (`turn_creep`) says no."""
+        change = clip.change
+        if self.turn_creep <= 0 or change is None or change.direction is None or change.frame + VAE_STRIDE > frames:
+            return None
+        rng = np.random.default_rng([self.seed, index, 2])
+        if rng.random() >= self.turn_creep:
+            return None
+        vy, vx = clip.trajectory()[change.frame - 1].velocity
+        along = float(rng.uniform(-self.offset_px, self.offset_px))
+        return change.frame, ((along, 0.0) if abs(vy) > abs(vx) else (0.0, along))
 
     def context_frames(self, indices: Sequence[int], clips: DemoWorld) -> torch.Tensor:
         """Each clip's hurried or shifted latent frames [B] (0 where none), as `apply` made them, from the clips'
@@ -383,6 +407,7 @@ def context_jitter(cfg: TrainConfig, clips: DemoWorld) -> ContextJitter | None:
         cfg.context_jitter_prob,
         cfg.context_offset_px,
         cfg.sink_size if cfg.context_creep else 0,
+        cfg.turn_creep,
     )
 
 
@@ -1220,6 +1245,8 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         raise SystemExit(
             "--context_creep needs --context_offset_px > 0 and sink_size > 0 (it creeps contexts off after the sinks)"
         )
+    if not 0 <= cfg.turn_creep <= 1 or (cfg.turn_creep and cfg.context_offset_px <= 0):
+        raise SystemExit(f"--turn_creep {cfg.turn_creep}: a share in [0, 1], with --context_offset_px > 0")
     if not 0 <= cfg.rollout_prob <= 1:
         raise SystemExit(f"--rollout_prob {cfg.rollout_prob}: a probability must be in [0, 1]")
     if not 0 <= cfg.first_switch_share <= 1 or (cfg.first_switch_share and not cfg.switch_anywhere):
