@@ -231,13 +231,14 @@ def long_clips(height: int = 64, width: int = 64, seed: int | None = None) -> li
     return [colour, direction]
 
 
-def long_rollout(pipe: VideoConditionalPipeline, clip: Clip) -> torch.Tensor:
+def long_rollout(pipe: VideoConditionalPipeline, clip: Clip, noise_seed: int = 0) -> torch.Tensor:
     """Generated video frames [3, N, H, W] on the CPU: the clip's first `num_conditioning_frames` under
     prompt1, prompt2 from latent frame LONG_SWITCH on (recached as `recache_on_switch` says, as a live
-    session would), for the pipeline's `num_output_frames`."""
+    session would), for the pipeline's `num_output_frames`, from the initial noise of `noise_seed` (drawn on
+    the pipeline's device: the same seed on a GPU is another draw than on the CPU)."""
     first = pipe.cfg.num_conditioning_frames
     schedule = PromptSchedule((clip.prompt1, clip.prompt2), (LONG_SWITCH,))
-    blocks = pipe.stream_prompts(schedule, clip.video[None, :, :first], seed=0)
+    blocks = pipe.stream_prompts(schedule, clip.video[None, :, :first], seed=noise_seed)
     return torch.cat([block.frames[0].float().cpu() for block in blocks], dim=1)[:, first:]
 
 
@@ -347,21 +348,23 @@ def long_failures(m: dict) -> list[str]:
     return [f"{name}: {value:.3g} vs {bound}" for name, value, held, bound in checks if not held]
 
 
-def long_case_measures(pipe: VideoConditionalPipeline, clip: Clip, reference: torch.Tensor | None = None) -> dict:
-    """`long_measures` of `pipe`'s long rollout of `clip` (a `long_clips` case), against `reference` (default:
-    `long_reference`, computed here)."""
+def long_case_measures(
+    pipe: VideoConditionalPipeline, clip: Clip, reference: torch.Tensor | None = None, noise_seed: int = 0
+) -> dict:
+    """`long_measures` of `pipe`'s long rollout of `clip` (a `long_clips` case) from `noise_seed`'s noise, against
+    `reference` (default: `long_reference`, computed here)."""
     if reference is None:
         reference = long_reference(pipe, clip)
-    return long_measures(clip, long_rollout(pipe, clip), reference, pipe.cfg.num_conditioning_frames)
+    return long_measures(clip, long_rollout(pipe, clip, noise_seed), reference, pipe.cfg.num_conditioning_frames)
 
 
-def evaluate_long(pipe: VideoConditionalPipeline, seed: int | None = None) -> dict[str, dict]:
+def evaluate_long(pipe: VideoConditionalPipeline, seed: int | None = None, noise_seed: int = 0) -> dict[str, dict]:
     """`long_case_measures` of both long cases ("colour", "direction") of world `seed` (default the test's)
-    for `pipe`, whose `num_output_frames` should be LONG_FRAMES (the cases' clips are that long), each with the
-    bounds it misses (`failures`)."""
+    for `pipe`, whose `num_output_frames` should be LONG_FRAMES (the cases' clips are that long), from
+    `noise_seed`'s noise (default the test's), each with the bounds it misses (`failures`)."""
     clips = long_clips(pipe.cfg.height, pipe.cfg.width, seed)
     report = {}
     for kind, clip in zip(("colour", "direction"), clips, strict=True):
-        m = long_case_measures(pipe, clip)
+        m = long_case_measures(pipe, clip, noise_seed=noise_seed)
         report[kind] = {**m, "failures": long_failures(m)}
     return report

@@ -240,7 +240,7 @@ def test_eval_script_reports_the_error_per_window_of_a_long_rollout(capsys, monk
     eval_demo = script_module("scripts/eval_demo.py")
     model = f"wan_model_dir={REPO / 'demo_model'}"
     argv = ["--config_path", str(DEMO_CONFIG), "--clips", "1", "--latent_frames", "18", "--speed_clips", "1"]
-    eval_demo.main([*argv, "--long", "--long_seeds", "5000", model])
+    eval_demo.main([*argv, "--long", "--long_seeds", "5000", "--long_noise_seeds", "3", model])
     report = json.loads(capsys.readouterr().out)
     assert report["settings"]["overrides"] == [model, "num_output_frames=18"]
     windows = report["continue/conditioned"]["path_error_per_window"]
@@ -248,7 +248,9 @@ def test_eval_script_reports_the_error_per_window_of_a_long_rollout(capsys, monk
     assert all(w >= 0 for w in windows)
     assert sorted(report["speed_ratio"]) == sorted(f"{speed:g}" for speed in SPEEDS)
     assert all(r["clips"] == 1 and 0 < r["mean"] < 3 for r in report["speed_ratio"].values())
+    draws = report["long_noise_seeds"]["3"]  # every case again from noise seed 3
     cases = [(report["long"], LONG_WORLD_SEED), (report["long_seeds"]["5000"], 5000)]
+    cases += [(draws[str(LONG_WORLD_SEED)], LONG_WORLD_SEED), (draws["5000"], 5000)]
     for long_report, seed in cases:
         clips = demo_eval.long_clips(seed=seed)
         for kind, clip in zip(("colour", "direction"), clips, strict=True):
@@ -259,9 +261,13 @@ def test_eval_script_reports_the_error_per_window_of_a_long_rollout(capsys, monk
             assert getattr(clip.change, kind) is not None  # each seed's own case of that kind
     assert demo_eval.long_clips(seed=5000)[0].scene != demo_eval.long_clips()[0].scene  # other clips
     held = sum(not long_report[kind]["failures"] for long_report, _ in cases for kind in ("colour", "direction"))
-    assert report["long_held"] == f"{held} of 4"
+    assert report["long_held"] == f"{held} of 8"
+    for kind in ("colour", "direction"):  # another draw of the noise, not the same rollout again
+        assert draws[str(LONG_WORLD_SEED)][kind]["windows"] != report["long"][kind]["windows"]
     for bad, message in (
         (["--long_seeds", "5000"], "needs --long"),
+        (["--long_noise_seeds", "1"], "needs --long"),
+        (["--long", "--long_noise_seeds", "1,0"], "own noise"),
         (["--long", "--long_seeds", "50a"], "integers separated by commas"),
         (["--long", "--long_seeds", "5000,0"], "own seed"),
     ):
@@ -376,6 +382,9 @@ def test_a_colour_change_can_meet_a_wall_where_the_turn_would_be_measured():
 # old axis for about 40 frames, to 6.7 px off, and stays there (CPU, 2026-12-01; the weights before these, and
 # every run trained beside them, fail it the same way, 6.4-6.9 px). Strict:
 # the day the weights hold it, this mark has to go.
+# The shipped weights fail seed 5001's direction case from this noise (seed 0) alone: from seeds 1-4 on the CPU
+# it holds, and on an H200 the three direction cases held at 8 noise seeds each (BENCHMARKS.md, twelfth
+# session; `eval_demo.py --long_noise_seeds`). One draw in five is still a failure a user meets.
 LONG_DIRECTION_OPEN = pytest.mark.xfail(
     strict=True, reason="issue 19: after a late turn, the shape creeps back along its old axis (seed 5001)"
 )
