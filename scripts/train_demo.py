@@ -186,9 +186,9 @@ class TrainConfig:
     context_creep: bool = False
     # With context_offset_px (issue 19): the share of shifted contexts reaching a latent frame past a change of
     # direction whose creep starts at the change instead and runs along the axis the shape moved on before it
-    # (`ContextJitter.turn_creep`). After a late turn the generator's own output slides back along the old axis
-    # (seed 5001's long case, 6.7 px by 40 frames after the switch), which a creep from the sinks, off the path
-    # on both axes alike, never shows; the continuation turns where the world turns.
+    # (`ContextJitter.turn_creep`). After a late turn the generator's own output can slide back along the old
+    # axis (the test's seed-5001 long case), which a creep from the sinks, off the path on both axes alike,
+    # never shows; the continuation turns where the world turns.
     turn_creep: float = 0.0
     # --stage generator on long clips (issue 19): latent frames per generator clip (default num_latent_frames);
     # past local_attn_size the mask rolls the window as the KV cache does, so training sees long rollouts.
@@ -318,6 +318,11 @@ def first_video_frame(latent_frame: int) -> int:
     return VAE_STRIDE * (latent_frame - 1) + 1
 
 
+# `ContextJitter`'s random streams per clip, apart from the world's own (which draws the clip): the context's
+# length, speed and offset, and `turn_creep`'s draw, so that adding one never changes the other.
+CONTEXT_DRAWS, TURN_DRAWS = 1, 2
+
+
 @dataclass(frozen=True)
 class ContextJitter:
     """`context_speed_jitter`: which clips of a world get a context at another speed, how long and how fast,
@@ -340,7 +345,7 @@ class ContextJitter:
 
     def context(self, index: int) -> tuple[int, float, tuple[float, float]] | None:
         """(latent frames of context, speed factor, offset (y, x) in px) for clip `index`, or None."""
-        rng = np.random.default_rng([self.seed, index, 1])
+        rng = np.random.default_rng([self.seed, index, CONTEXT_DRAWS])
         blocks = self.latent_frames // self.block
         fewest = math.ceil(self.creep_after / self.block) + 1  # blocks: a creep needs one after the true frames
         if (self.jitter <= 0 and self.offset_px <= 0) or blocks < 1 + fewest or rng.random() >= self.prob:
@@ -368,16 +373,21 @@ class ContextJitter:
     def turn_offset(self, clip: Clip, index: int, frames: int) -> tuple[int, tuple[float, float]] | None:
         """(creep_from, offset) of a context of `frames` video frames that creeps from `clip`'s change of direction
         along the axis the shape moved on just before it, up to `offset_px` either way; None where the clip has
-        no such change a latent frame or more before the context ends, or the draw (`turn_creep`) says no."""
+        no such change a latent frame or more before the context ends, or the draw (`turn_creep`) says no.
+
+        A reversal (at the first generated block, where the world allows one) counts as a turn too: its creep
+        runs along its path, an error of phase that shifted contexts show anyway. A change inside the sinks
+        (`creep_after`) creeps from after them, which stay true."""
         change = clip.change
         if self.turn_creep <= 0 or change is None or change.direction is None or change.frame + VAE_STRIDE > frames:
             return None
-        rng = np.random.default_rng([self.seed, index, 2])
+        rng = np.random.default_rng([self.seed, index, TURN_DRAWS])
         if rng.random() >= self.turn_creep:
             return None
-        vy, vx = clip.trajectory()[change.frame - 1].velocity
+        vy, vx = clip.trajectory()[change.frame - 1].velocity  # the last frame before the change
         along = float(rng.uniform(-self.offset_px, self.offset_px))
-        return change.frame, ((along, 0.0) if abs(vy) > abs(vx) else (0.0, along))
+        creep_from = max(change.frame, first_video_frame(self.creep_after) if self.creep_after else 0)
+        return creep_from, ((along, 0.0) if abs(vy) > abs(vx) else (0.0, along))
 
     def context_frames(self, indices: Sequence[int], clips: DemoWorld) -> torch.Tensor:
         """Each clip's hurried or shifted latent frames [B] (0 where none), as `apply` made them, from the clips'

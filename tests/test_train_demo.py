@@ -884,43 +884,48 @@ def test_creeping_context_keeps_the_sinks_and_drifts_to_the_offset():
 
 
 def test_turn_creep_starts_at_the_turn_and_runs_along_the_old_axis():
-    """`--turn_creep`: a shifted context that reaches past a change of direction keeps every frame before the
-    change where the world has it and creeps from there along the axis the shape moved on before the turn, the
-    other axis left on the path, to the drawn offset at its last frame; the continuation is the world's own.
-    Contexts with no such change creep from the sinks as before, and the option refuses to run without an
-    offset."""
-    from longlive.demo_world import foreground_centroid
+    """`--turn_creep`: a shifted context that reaches a latent frame or more past a change of direction keeps every
+    frame before the change where the world has it and creeps from there along the axis the shape moved on
+    before the turn (as the rendered frames show it), the other axis left on the path, to the drawn offset at
+    its last frame; the continuation is the world's own. Contexts with no such change creep from the sinks to
+    their own offset as before; a share below 1 leaves some turns to them too; and the option refuses to run
+    without an offset."""
+    from longlive.demo_world import foreground_centroid, shifted_context
 
     cfg = train_demo.TrainConfig(switch_anywhere=True, clip_latent_frames=12, change_prob=1.0)
     world = train_demo.switch_world(cfg, stream=1)
-    jitter = train_demo.ContextJitter(
-        seed=5, latent_frames=12, block=3, jitter=0.0, prob=1.0, offset_px=3.0, creep_after=3, turn_creep=1.0
-    )
-    turned = plain = 0
+    settings = dict(seed=5, latent_frames=12, block=3, jitter=0.0, prob=1.0, offset_px=3.0, creep_after=3)
+    jitter = train_demo.ContextJitter(**settings, turn_creep=1.0)
+    half = train_demo.ContextJitter(**settings, turn_creep=0.5)
+    turned, plain, visible, halves = 0, 0, 0, set()
     for index in range(40):
         clip = world.clip(index)
         latent_frames, _, shift = jitter.context(index)
         frames = train_demo.first_video_frame(latent_frames)
-        turn = jitter.turn_offset(clip, index, frames)
+        shown, count = jitter.apply(clip, index)
+        assert count == latent_frames
+        assert torch.equal(shown[:, frames:], clip.video[:, frames:])
+        moved = (foreground_centroid(shown[:, :frames]) - foreground_centroid(clip.video[:, :frames])).numpy()
         change = clip.change
-        if change.direction is None or change.frame >= frames:
-            assert turn is None
+        if change.direction is None or change.frame + train_demo.VAE_STRIDE > frames:  # no turn a latent frame in
+            assert jitter.turn_offset(clip, index, frames) is None
+            assert torch.equal(shown, shifted_context(clip, frames, shift, creep_from=9))  # the sinks' creep
             plain += 1
             continue
         turned += 1
-        creep_from, offset = turn
+        halves.add(half.turn_offset(clip, index, frames) is None)
+        creep_from, offset = jitter.turn_offset(clip, index, frames)
         assert creep_from == change.frame
-        vy, vx = clip.trajectory()[change.frame - 1].velocity
-        old_axis = 0 if abs(vy) > abs(vx) else 1
+        before = foreground_centroid(clip.video[:, change.frame - 4 : change.frame])  # a bounce stalls a step
+        old_axis = int(before.diff(dim=0).abs().sum(0).argmax())  # the axis the shape moved on before the turn
         assert offset[1 - old_axis] == 0.0 and abs(offset[old_axis]) <= 3.0
-        shown, count = jitter.apply(clip, index)
-        assert count == latent_frames
+        assert torch.equal(shown, shifted_context(clip, frames, offset, creep_from))
         assert torch.equal(shown[:, : change.frame], clip.video[:, : change.frame])
-        assert torch.equal(shown[:, frames:], clip.video[:, frames:])
-        moved = (foreground_centroid(shown[:, :frames]) - foreground_centroid(clip.video[:, :frames])).numpy()
         assert np.abs(moved[:, 1 - old_axis]).max() <= 0.3  # nothing off the path across the old axis
         assert moved[-1].tolist() == pytest.approx(list(offset), abs=0.5)
-    assert turned >= 5 and plain >= 5, (turned, plain)
+        visible += abs(moved[-1, old_axis]) >= 1
+    assert turned >= 5 and plain >= 5 and visible >= 3, (turned, plain, visible)
+    assert halves == {True, False}  # turn_creep 0.5: some turns creep from the turn, some from the sinks
     with pytest.raises(SystemExit, match="--turn_creep"):
         train_demo.run(train_demo.TrainConfig(turn_creep=0.5, context_offset_px=0.0))
 
