@@ -348,7 +348,7 @@ def hurried_context(clip: Clip, frames: int, factor: float) -> torch.Tensor | No
 
 
 def shifted_context(
-    clip: Clip, frames: int, offset: tuple[float, float], creep_from: int | None = None
+    clip: Clip, frames: int, offset: tuple[float, float], creep_from: int | None = None, jump: bool = False
 ) -> torch.Tensor:
     """`clip`'s video with its first `frames` frames showing the shape `offset` (y, x) px off where the world has
     it (bounces and changes as they are), the rest the world's own: a context a little off the lattice
@@ -358,15 +358,19 @@ def shifted_context(
     With `creep_from`, frames before it stay where the world has them and the offset grows linearly from there
     to the whole of it at frame `frames - 1`: a generator's own drift, which starts from true conditioning
     frames (its sinks) and creeps along an axis the world keeps still. The shapes are drawn with hard edges,
-    so the creep shows in whole-pixel steps, and an offset under half a pixel on an axis not at all."""
+    so the creep shows in whole-pixel steps, and an offset under half a pixel on an axis not at all. With `jump`
+    too, the frames from `creep_from` on are off by the whole offset at once: a turn made at the wrong place."""
     height, width = clip.video.shape[2:]
     if not 0 < frames <= clip.video.shape[1]:
         raise ValueError(f"shifted_context: {frames} context frames for a clip of {clip.video.shape[1]}")
     shares = np.ones(frames)
+    if jump and creep_from is None:
+        raise ValueError("shifted_context: a jump needs creep_from, the frame it comes at")
     if creep_from is not None:
         if not 0 <= creep_from < frames:
             raise ValueError(f"shifted_context: creep_from {creep_from} outside the context's {frames} frames")
-        shares = np.clip((np.arange(frames) - creep_from + 1) / (frames - creep_from), 0.0, 1.0)
+        ramp = 1 if jump else frames - creep_from
+        shares = np.clip((np.arange(frames) - creep_from + 1) / ramp, 0.0, 1.0)
     states = [
         replace(state, position=(state.position[0] + share * offset[0], state.position[1] + share * offset[1]))
         for state, share in zip(clip.trajectory()[:frames], shares, strict=True)

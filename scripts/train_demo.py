@@ -190,6 +190,10 @@ class TrainConfig:
     # axis (the test's seed-5001 long case), which a creep from the sinks, off the path on both axes alike,
     # never shows; the continuation turns where the world turns.
     turn_creep: float = 0.0
+    # With turn_creep: such a context is off by its whole offset from the change on, at once, not creeping from
+    # zero: a turn made short or late. The test's seed-5001 case fails so: the one block after the switch lands
+    # 2.5 px short of the turn, and the generator drifts on from there (BENCHMARKS.md, twelfth session).
+    turn_jump: bool = False
     # --stage generator on long clips (issue 19): latent frames per generator clip (default num_latent_frames);
     # past local_attn_size the mask rolls the window as the KV cache does, so training sees long rollouts.
     clip_latent_frames: int | None = None
@@ -340,8 +344,9 @@ class ContextJitter:
     # too, is at least one block longer than those frames.
     creep_after: int = 0
     # `turn_creep`: the share of shifted contexts past a change of direction that creep from the change along
-    # the old axis (`turn_offset`).
+    # the old axis (`turn_offset`); `turn_jump`: off by the whole offset from the change on instead.
     turn_creep: float = 0.0
+    turn_jump: bool = False
 
     def context(self, index: int) -> tuple[int, float, tuple[float, float]] | None:
         """(latent frames of context, speed factor, offset (y, x) in px) for clip `index`, or None."""
@@ -366,8 +371,9 @@ class ContextJitter:
         video = hurried_context(clip, frames, factor) if factor != 1 else None
         if video is None and self.offset_px > 0:  # no straight run at another speed fits: shifted alone
             creep_from = first_video_frame(self.creep_after) if self.creep_after else None
-            creep_from, offset = self.turn_offset(clip, index, frames) or (creep_from, offset)
-            video = shifted_context(clip, frames, offset, creep_from)
+            turn = self.turn_offset(clip, index, frames)
+            creep_from, offset = turn or (creep_from, offset)
+            video = shifted_context(clip, frames, offset, creep_from, jump=self.turn_jump and turn is not None)
         return (clip.video, 0) if video is None else (video, latent_frames)
 
     def turn_offset(self, clip: Clip, index: int, frames: int) -> tuple[int, tuple[float, float]] | None:
@@ -418,6 +424,7 @@ def context_jitter(cfg: TrainConfig, clips: DemoWorld) -> ContextJitter | None:
         cfg.context_offset_px,
         cfg.sink_size if cfg.context_creep else 0,
         cfg.turn_creep,
+        cfg.turn_jump,
     )
 
 
@@ -1257,6 +1264,8 @@ def run(cfg: TrainConfig, command: str | None = None) -> Path:
         )
     if not 0 <= cfg.turn_creep <= 1 or (cfg.turn_creep and cfg.context_offset_px <= 0):
         raise SystemExit(f"--turn_creep {cfg.turn_creep}: a share in [0, 1], with --context_offset_px > 0")
+    if cfg.turn_jump and not cfg.turn_creep:
+        raise SystemExit("--turn_jump shapes the contexts of --turn_creep: give --turn_creep a share above 0")
     if not 0 <= cfg.rollout_prob <= 1:
         raise SystemExit(f"--rollout_prob {cfg.rollout_prob}: a probability must be in [0, 1]")
     if not 0 <= cfg.first_switch_share <= 1 or (cfg.first_switch_share and not cfg.switch_anywhere):

@@ -889,7 +889,7 @@ def test_turn_creep_starts_at_the_turn_and_runs_along_the_old_axis():
     before the turn (as the rendered frames show it), the other axis left on the path, to the drawn offset at
     its last frame; the continuation is the world's own. Contexts with no such change creep from the sinks to
     their own offset as before; a share below 1 leaves some turns to them too; and the option refuses to run
-    without an offset."""
+    without an offset. `--turn_jump` puts the whole offset on the frames from the change on, at once."""
     from longlive.demo_world import foreground_centroid, shifted_context
 
     cfg = train_demo.TrainConfig(switch_anywhere=True, clip_latent_frames=12, change_prob=1.0)
@@ -897,6 +897,7 @@ def test_turn_creep_starts_at_the_turn_and_runs_along_the_old_axis():
     settings = dict(seed=5, latent_frames=12, block=3, jitter=0.0, prob=1.0, offset_px=3.0, creep_after=3)
     jitter = train_demo.ContextJitter(**settings, turn_creep=1.0)
     half = train_demo.ContextJitter(**settings, turn_creep=0.5)
+    jumps = train_demo.ContextJitter(**settings, turn_creep=1.0, turn_jump=True)
     turned, plain, visible, halves = 0, 0, 0, set()
     for index in range(40):
         clip = world.clip(index)
@@ -924,10 +925,20 @@ def test_turn_creep_starts_at_the_turn_and_runs_along_the_old_axis():
         assert np.abs(moved[:, 1 - old_axis]).max() <= 0.3  # nothing off the path across the old axis
         assert moved[-1].tolist() == pytest.approx(list(offset), abs=0.5)
         visible += abs(moved[-1, old_axis]) >= 1
+        jumped, _ = jumps.apply(clip, index)  # --turn_jump: the whole offset from the change on, at once
+        assert torch.equal(jumped, shifted_context(clip, frames, offset, creep_from, jump=True))
+        assert torch.equal(jumped[:, : change.frame], clip.video[:, : change.frame])
+        at_turn = foreground_centroid(jumped[:, change.frame : change.frame + 1])
+        truth = foreground_centroid(clip.video[:, change.frame : change.frame + 1])
+        assert (at_turn - truth)[0].tolist() == pytest.approx(list(offset), abs=0.5)
     assert turned >= 5 and plain >= 5 and visible >= 3, (turned, plain, visible)
     assert halves == {True, False}  # turn_creep 0.5: some turns creep from the turn, some from the sinks
     with pytest.raises(SystemExit, match="--turn_creep"):
         train_demo.run(train_demo.TrainConfig(turn_creep=0.5, context_offset_px=0.0))
+    with pytest.raises(SystemExit, match="--turn_jump"):
+        train_demo.run(train_demo.TrainConfig(turn_jump=True, context_offset_px=3.0))
+    with pytest.raises(ValueError, match="jump needs creep_from"):
+        shifted_context(clip, 33, (1.0, 0.0), jump=True)
 
 
 def test_decoder_stage_switches_where_the_generator_does():
