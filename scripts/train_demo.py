@@ -191,8 +191,8 @@ class TrainConfig:
     # never shows; the continuation turns where the world turns.
     turn_creep: float = 0.0
     # With turn_creep: such a context is off by its whole offset from the change on, at once, not creeping from
-    # zero: a turn made short or late. The test's seed-5001 case fails so: the one block after the switch lands
-    # 2.5 px short of the turn, and the generator drifts on from there (BENCHMARKS.md, twelfth session).
+    # zero: a turn made short or late. The test's seed-5001 case fails so: the shape turns about 2 px short, and
+    # the generator drifts on from there (BENCHMARKS.md, twelfth session).
     turn_jump: bool = False
     # --stage generator on long clips (issue 19): latent frames per generator clip (default num_latent_frames);
     # past local_attn_size the mask rolls the window as the KV cache does, so training sees long rollouts.
@@ -383,7 +383,8 @@ class ContextJitter:
 
         A reversal (at the first generated block, where the world allows one) counts as a turn too: its creep
         runs along its path, an error of phase that shifted contexts show anyway. A change inside the sinks
-        (`creep_after`) creeps from after them, which stay true."""
+        (`creep_after`) creeps from after them, which stay true. With `turn_jump` the whole offset comes at
+        creep_from: at the turn, or at the sinks' end for a change inside them."""
         change = clip.change
         if self.turn_creep <= 0 or change is None or change.direction is None or change.frame + VAE_STRIDE > frames:
             return None
