@@ -408,6 +408,33 @@ def test_demo_long_rollout(long_references, kind):
         assert_long_video_holds(demo_eval.long_case_measures(pipe, long_clips(seed=seed)[index]))
 
 
+def test_noise_splice_changes_only_the_blocks_it_names(capsys, monkeypatch):
+    """`scripts/experiments/noise_splice.py`: a block that takes another seed's noise changes from that block on,
+    and the blocks before it are the unspliced rollout's to the bit (the two generators draw in lockstep); a
+    splice of one block and one of every block from it agree on that block and part after it. Bad input (a
+    frame where no block starts, the rollout's own seed) gets a one-line error. Shortened as the eval script's
+    test is: 24 latent frames, the switch at 15."""
+    monkeypatch.setattr(demo_eval, "LONG_FRAMES", 24)
+    monkeypatch.setattr(demo_eval, "LONG_SWITCH", 15)
+    splice = script_module("scripts/experiments/noise_splice.py")
+    argv = ["--config_path", str(DEMO_CONFIG), "--world_seed", "0", f"wan_model_dir={REPO / 'demo_model'}"]
+    splice.main([*argv, "--from_blocks", "15", "--only_blocks", "15"])
+    runs = {run["splice"]: run["windows"] for run in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert list(runs) == ["alone", "from 15", "only 15"]
+    alone, whole, one = runs["alone"], runs["from 15"], runs["only 15"]
+    block = (15 - 3) // 3  # the window of 12 video frames (a block of 3 latent frames) that latent frame 15 starts
+    assert alone[:block] == whole[:block] == one[:block]  # the blocks before the splice: the same draws
+    assert whole[block] == one[block] != alone[block]  # block 15: seed 1's draws in both splices
+    assert whole[block + 1 :] != one[block + 1 :]  # after it, only `from` keeps drawing seed 1's noise
+    for bad, message in (
+        (["--only_blocks", "16"], "no generated block starts there"),
+        (["--other_seed", "0", "--from_blocks", "15"], "the rollout's own seed"),
+    ):
+        with pytest.raises(SystemExit):
+            splice.main([*argv, *bad])
+        assert message in capsys.readouterr().err
+
+
 def test_leg_speeds_are_the_middle_of_each_leg():
     """`demo_eval.leg_speeds`: a shape bouncing at 2 px/frame between 10 and 50 px, with a turn that lingers a
     frame at the far wall and a frame without a shape, moves 2 px/frame in every leg; moved 2.1 px/frame
