@@ -45,7 +45,7 @@ from longlive.demo_world import (
     foreground_centroid,
     trajectory,
 )
-from longlive.pipeline import VideoConditionalPipeline
+from longlive.pipeline import Block, VideoConditionalPipeline
 
 DEMO_CONFIG = REPO / "configs" / "demo_video_conditional.yaml"
 CONDITIONING = 9  # video frames, the config's num_conditioning_frames (where the changes below start)
@@ -410,13 +410,35 @@ def test_demo_long_rollout(long_references, kind):
 
 def test_noise_splice_changes_only_the_blocks_it_names(capsys, monkeypatch):
     """`scripts/experiments/noise_splice.py`: a block that takes another seed's noise changes from that block on,
-    and the blocks before it are the unspliced rollout's to the bit (the two generators draw in lockstep); a
-    splice of one block and one of every block from it agree on that block and part after it. Bad input (a
-    frame where no block starts, the rollout's own seed) gets a one-line error. Shortened as the eval script's
-    test is: 24 latent frames, the switch at 15."""
+    and the windows before it are the unspliced rollout's; a splice of one block and one of every block from
+    it agree on that block and differ after it. The two generators draw in lockstep, so a block left alone
+    after a splice gets its own draws (checked on a stub, without a rollout). Bad input (a frame where no
+    block starts, the rollout's own seed) gets a one-line error. Shortened as the eval script's test is: 24
+    latent frames, the switch at 15."""
     monkeypatch.setattr(demo_eval, "LONG_FRAMES", 24)
     monkeypatch.setattr(demo_eval, "LONG_SWITCH", 15)
     splice = script_module("scripts/experiments/noise_splice.py")
+
+    class Stub:  # draws as the pipeline does: one tensor per call, from the generator it is given
+        device = "cpu"
+
+        def _noise_like(self, block, batch_size, rng):
+            return torch.randn(2, generator=rng)
+
+    stub = Stub()
+    undo = splice.splice_noise(stub, 1, lambda block: block.start == 6)
+    seed0, seed1 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    own, other = (
+        [torch.randn(2, generator=seed0) for _ in range(12)],
+        [torch.randn(2, generator=seed1) for _ in range(12)],
+    )
+    rng = torch.Generator().manual_seed(0)
+    got = [stub._noise_like(Block(0, start, 3, False), 1, rng) for start in (3, 6, 9) for _ in range(4)]
+    for i, tensor in enumerate(got):  # blocks 3 and 9: seed 0's draws 0-3 and 8-11; block 6: seed 1's draws 4-7
+        assert torch.equal(tensor, other[i] if 4 <= i < 8 else own[i]), i
+    undo()
+    assert stub._noise_like.__func__ is Stub._noise_like
+
     argv = ["--config_path", str(DEMO_CONFIG), "--world_seed", "0", f"wan_model_dir={REPO / 'demo_model'}"]
     splice.main([*argv, "--from_blocks", "15", "--only_blocks", "15"])
     runs = {run["splice"]: run["windows"] for run in map(json.loads, capsys.readouterr().out.splitlines())}

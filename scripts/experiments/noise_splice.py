@@ -2,19 +2,21 @@
 
     python scripts/experiments/noise_splice.py --world_seed 5001 --kind direction --from_blocks 72,81,84
     python scripts/experiments/noise_splice.py --world_seed 5001 --kind direction --only_blocks 81
-    python scripts/experiments/noise_splice.py --noise_seed 1 --other_seed 0 --only_blocks 81 device=cuda
+    python scripts/experiments/noise_splice.py --noise_seed 1 --other_seed 0 --only_blocks 81
 
 Prints one JSON line per rollout of `demo_eval.long_clips(seed=world_seed)`'s case of `--kind` (the test's
 long cases), each judged as `test_demo_long_rollout` judges it (`long_measures`, `long_failures`): first the
 rollout from `--noise_seed` alone, then one per splice. `--from_blocks S` draws the noise of every block from
 latent frame S on from `--other_seed`; `--only_blocks S` that of the one block starting at S. Both generators
 draw in lockstep, every denoising step of every block (`VideoConditionalPipeline._noise_like`), so the blocks
-a splice leaves alone get exactly the draws they get without it.
+a splice leaves alone get exactly the draws they get without it. (`device=cuda` works too, but a seed draws
+other noise on a GPU than on the CPU: another case than the CPU's.)
 
 Issue 19, twelfth session (BENCHMARKS.md): the shipped weights fail seed 5001's direction case at noise seed 0
-on the CPU. Seed 1's noise from the switch (latent frame 81) on holds it, from 84 on not; seed 1's draws for
-block 81 alone hold it, and so does seed 0's draw for block 81 after seed 1's earlier blocks. So that block's
-draw, from the state the earlier blocks leave, turns the shape short, and nothing later brings it back.
+on the CPU. A fresh seed-1 generator from the switch (latent frame 81) on holds it, from 84 on not; seed 1's
+draws for block 81 alone hold it, and so does seed 0's draw for block 81 with seed 1's noise everywhere else.
+So that block's draw, from the state the earlier blocks leave, turns the shape short, and nothing later
+brings it back.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def splice_noise(pipe: VideoConditionalPipeline, other_seed: int, takes: Callabl
         return theirs if takes(block) else mine
 
     pipe._noise_like = noise_like
-    return lambda: delattr(pipe, "_noise_like")
+    return lambda: setattr(pipe, "_noise_like", own)
 
 
 def generated_block_starts(pipe: VideoConditionalPipeline) -> list[int]:
@@ -101,10 +103,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     starts = generated_block_starts(pipe)
     for frame in (*args.from_blocks, *args.only_blocks):
         if frame not in starts:
-            parser.error(
-                f"latent frame {frame}: no generated block starts there (they start at {starts[0]}, "
-                f"{starts[1]}, ... {starts[-1]})"
-            )
+            shown = ", ".join(map(str, starts[:2])) + (f", ... {starts[-1]}" if len(starts) > 2 else "")
+            parser.error(f"latent frame {frame}: no generated block starts there (they start at {shown})")
     clip = demo_eval.long_clips(cfg.height, cfg.width, args.world_seed)[KINDS.index(args.kind)]
     reference = demo_eval.long_reference(pipe, clip)
     print(json.dumps(run_case(pipe, clip, reference, args.noise_seed)), flush=True)
