@@ -349,6 +349,12 @@ def long_failures(m: dict) -> list[str]:
     return [f"{name}: {value:.3g} vs {bound}" for name, value, held, bound in checks if not held]
 
 
+def long_references(pipe: VideoConditionalPipeline, seed: int | None = None) -> list[torch.Tensor]:
+    """`long_reference` of each long case of world `seed` (default the test's), in `long_clips`' order: what
+    every draw of the noise of those cases is judged against."""
+    return [long_reference(pipe, clip) for clip in long_clips(pipe.cfg.height, pipe.cfg.width, seed)]
+
+
 def long_case_measures(
     pipe: VideoConditionalPipeline, clip: Clip, reference: torch.Tensor | None = None, noise_seed: int = 0
 ) -> dict:
@@ -368,10 +374,10 @@ def evaluate_long(
     """`long_case_measures` of both long cases ("colour", "direction") of world `seed` (default the test's)
     for `pipe`, whose `num_output_frames` should be LONG_FRAMES (the cases' clips are that long), from
     `noise_seed`'s noise (default the test's), each with the bounds it misses (`failures`). `references`, the
-    cases' `long_reference`s in that order, do not depend on the noise: pass them to judge several draws of a
-    world without another VAE round trip each (computed here by default)."""
+    cases' `long_references`, do not depend on the noise: pass them to judge several draws of a world without
+    another VAE round trip each (computed here by default)."""
     clips = long_clips(pipe.cfg.height, pipe.cfg.width, seed)
-    references = references or [long_reference(pipe, clip) for clip in clips]
+    references = references or long_references(pipe, seed)
     report = {}
     for kind, clip, reference in zip(("colour", "direction"), clips, references, strict=True):
         m = long_case_measures(pipe, clip, reference, noise_seed)

@@ -39,8 +39,7 @@ from longlive.demo_eval import (
     LONG_WORLD_SEED,
     evaluate,
     evaluate_long,
-    long_clips,
-    long_reference,
+    long_references,
     speed_ratios,
 )
 from longlive.pipeline import VideoConditionalPipeline
@@ -93,18 +92,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         long_cfg = load_config(args.config_path, [*overrides, f"num_output_frames={LONG_FRAMES}"])
         long_pipe = VideoConditionalPipeline.from_config(long_cfg)
         worlds = [LONG_WORLD_SEED, *args.long_seeds]
-        references = {seed: [long_reference(long_pipe, clip) for clip in long_clips(seed=seed)] for seed in worlds}
-        report["long"] = evaluate_long(long_pipe, references=references[LONG_WORLD_SEED])
-        others = {str(seed): evaluate_long(long_pipe, seed, references=references[seed]) for seed in args.long_seeds}
-        draws = {
-            str(noise): {str(seed): evaluate_long(long_pipe, seed, noise, references[seed]) for seed in worlds}
-            for noise in args.long_noise_seeds
+        references = {seed: long_references(long_pipe, seed) for seed in worlds}
+        by_noise = {  # noise seed -> world seed (as in the report) -> case -> measures; noise 0 is the test's
+            noise: {str(seed): evaluate_long(long_pipe, seed, noise, references[seed]) for seed in worlds}
+            for noise in [0, *args.long_noise_seeds]
         }
-        runs = [report["long"], *others.values(), *(cases for draw in draws.values() for cases in draw.values())]
-        cases = [m for cases_of_run in runs for m in cases_of_run.values()]
-        report["long_seeds"] = others
-        if draws:
-            report["long_noise_seeds"] = draws
+        report["long"] = by_noise[0][str(LONG_WORLD_SEED)]
+        report["long_seeds"] = {str(seed): by_noise[0][str(seed)] for seed in args.long_seeds}
+        if args.long_noise_seeds:
+            report["long_noise_seeds"] = {str(noise): by_noise[noise] for noise in args.long_noise_seeds}
+        cases = [m for by_world in by_noise.values() for by_case in by_world.values() for m in by_case.values()]
         report["long_held"] = f"{sum(not m['failures'] for m in cases)} of {len(cases)}"
     report["settings"] = {
         "config": args.config_path,

@@ -348,6 +348,12 @@ class ContextJitter:
     turn_creep: float = 0.0
     turn_jump: bool = False
 
+    @property
+    def sinks_end(self) -> int | None:
+        """The video frame a creep from the sinks starts at (`creep_after`'s first frame after them); None: no
+        creep, the whole context shifted alike."""
+        return first_video_frame(self.creep_after) if self.creep_after else None
+
     def context(self, index: int) -> tuple[int, float, tuple[float, float]] | None:
         """(latent frames of context, speed factor, offset (y, x) in px) for clip `index`, or None."""
         rng = np.random.default_rng([self.seed, index, CONTEXT_DRAWS])
@@ -370,9 +376,8 @@ class ContextJitter:
         frames = first_video_frame(latent_frames)
         video = hurried_context(clip, frames, factor) if factor != 1 else None
         if video is None and self.offset_px > 0:  # no straight run at another speed fits: shifted alone
-            creep_from = first_video_frame(self.creep_after) if self.creep_after else None
             turn = self.turn_offset(clip, index, frames)
-            creep_from, offset = turn or (creep_from, offset)
+            creep_from, offset = turn or (self.sinks_end, offset)
             video = shifted_context(clip, frames, offset, creep_from, jump=self.turn_jump and turn is not None)
         return (clip.video, 0) if video is None else (video, latent_frames)
 
@@ -393,7 +398,7 @@ class ContextJitter:
             return None
         vy, vx = clip.trajectory()[change.frame - 1].velocity  # the last frame before the change
         along = float(rng.uniform(-self.offset_px, self.offset_px))
-        creep_from = max(change.frame, first_video_frame(self.creep_after) if self.creep_after else 0)
+        creep_from = max(change.frame, self.sinks_end or 0)
         return creep_from, ((along, 0.0) if abs(vy) > abs(vx) else (0.0, along))
 
     def context_frames(self, indices: Sequence[int], clips: DemoWorld) -> torch.Tensor:

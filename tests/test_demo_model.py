@@ -29,7 +29,6 @@ from longlive.demo_eval import (
     evaluate,
     long_clips,
     long_measures,
-    long_reference,
     measure,
     vae_round_trip,
     velocity,
@@ -347,7 +346,7 @@ def test_long_failures_name_each_bound_missed():
 
 @pytest.fixture(scope="module")
 def long_references(pipe) -> list[torch.Tensor]:
-    return [long_reference(pipe, clip) for clip in long_clips()]
+    return demo_eval.long_references(pipe)
 
 
 @pytest.mark.parametrize("kind", ["colour", "direction"])
