@@ -64,6 +64,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cuda_milliseconds(fn: Callable[[], object], repeats: int = 50) -> float:
+    """Mean GPU time of `fn` in ms over `repeats` calls after 3 warm-up calls (CUDA events, one sync at each
+    end): the probes' timer for kernels that queue without waiting on the host
+    (`scripts/experiments/fp8_attention_probe.py`, `conv_variants.py`)."""
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
 @contextmanager
 def _timer(device: torch.device, into: list[float]) -> Iterator[None]:
     _sync(device)

@@ -19,21 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from longlive.benchmark import cuda_milliseconds
+
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max
-
-
-def time_ms(fn, iters: int = 50) -> float:
-    """Mean time of `fn` in ms over `iters` calls after 3 warm-up calls (CUDA events)."""
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
 
 
 def sdpa_bshd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -130,16 +119,16 @@ def probe(cudnn, handle, heads: int, head_dim: int, queries: int, keys: int) -> 
     reference = sdpa_bshd(q.float(), k.float(), v.float())
     flops = 4 * queries * keys * head_dim * heads
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        bf16_ms = time_ms(lambda: sdpa_bshd(q, k, v))
+        bf16_ms = cuda_milliseconds(lambda: sdpa_bshd(q, k, v))
         bf16_error = relative_error(sdpa_bshd(q, k, v), reference)
     attention = CudnnFp8Attention(cudnn, handle, 1, heads, head_dim, queries, keys)
     (q8, dq), (k8, dk), (v8, dv) = quantize(q), quantize(k), quantize(v)
     out8 = torch.empty(1, queries, heads, head_dim, device="cuda", dtype=FP8)
     fp8_error = relative_error(attention(q8, k8, v8, dq, dk, dv, out8), reference)
-    fp8_ms = time_ms(lambda: attention(q8, k8, v8, dq, dk, dv, out8))
+    fp8_ms = cuda_milliseconds(lambda: attention(q8, k8, v8, dq, dk, dv, out8))
     quantize_all = torch.compile(lambda a, b, c: (quantize(a), quantize(b), quantize(c)))
-    eager_quant_ms = time_ms(lambda: (quantize(q), quantize(k), quantize(v)))
-    compiled_quant_ms = time_ms(lambda: quantize_all(q, k, v))
+    eager_quant_ms = cuda_milliseconds(lambda: (quantize(q), quantize(k), quantize(v)))
+    compiled_quant_ms = cuda_milliseconds(lambda: quantize_all(q, k, v))
     graph, side = torch.cuda.CUDAGraph(), torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
